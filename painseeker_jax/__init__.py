@@ -1,0 +1,1 @@
+"""JAX/Flax reimplementation of PainSeeker (Liu et al. 2025)."""

@@ -1,0 +1,228 @@
+"""ResNet-18 and PainSeeker models in Flax linen.
+
+The trunk follows torchvision's ``resnet18`` layout exactly (same layer order,
+kernel sizes, strides and *symmetric* explicit padding), so that torchvision
+ImageNet weights can be copied into it one tensor at a time. Images are NHWC.
+
+Parameter tree (identical for ``ResNet`` and ``PainSeeker`` under ``trunk``)::
+
+  params/trunk/conv1/kernel                      <- torch conv1.weight
+  params/trunk/bn1/{scale,bias}                  <- torch bn1.{weight,bias}
+  batch_stats/trunk/bn1/{mean,var}               <- torch bn1.running_{mean,var}
+  params/trunk/layer{s}_{b}/conv{1,2}/kernel     <- torch layer{s}.{b}.conv{1,2}
+  params/trunk/layer{s}_{b}/bn{1,2}/...          <- torch layer{s}.{b}.bn{1,2}
+  params/trunk/layer{s}_{b}/downsample_conv/...  <- torch layer{s}.{b}.downsample.0
+  params/trunk/layer{s}_{b}/downsample_bn/...    <- torch layer{s}.{b}.downsample.1
+  params/fc/{kernel,bias}                        <- torch fc.{weight,bias} (ResNet)
+
+with ``s`` in 1..4 and ``b`` the block index within the stage (0-based, as in
+torch). Conv kernels are HWIO (torch OIHW needs ``transpose(2, 3, 1, 0)``),
+Dense kernels are (in, out) (torch Linear weight needs ``.T``).
+
+``PainSeeker`` adds ``params/region_score`` (g of Eq. 2, Dense(1)) and
+``params/fc`` (h of Eq. 3, Dense(num_classes)).
+"""
+
+from functools import partial
+from typing import Any, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+# torchvision initialises convs with kaiming_normal_(mode='fan_out', 'relu').
+_conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+# torch.nn.Linear default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weight.
+_dense_init = nn.initializers.variance_scaling(1.0 / 3.0, 'fan_in', 'uniform')
+
+_PAD_3x3 = ((1, 1), (1, 1))
+_PAD_1x1 = ((0, 0), (0, 0))
+_PAD_7x7 = ((3, 3), (3, 3))
+
+
+def torch_max_pool(x_NHWC: jax.Array) -> jax.Array:
+  """torch ``MaxPool2d(kernel_size=3, stride=2, padding=1)``: pads with -inf."""
+  return nn.max_pool(x_NHWC, (3, 3), strides=(2, 2), padding=_PAD_3x3)
+
+
+class BasicBlock(nn.Module):
+  """torchvision BasicBlock: two 3x3 convs + (projection) shortcut."""
+  filters: int
+  conv: ModuleDef
+  norm: ModuleDef
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC):
+    in_channels = x_BxHxWxC.shape[-1]
+    s = (self.strides, self.strides)
+    y = self.conv(self.filters, (3, 3), s, padding=_PAD_3x3, name='conv1')(
+        x_BxHxWxC)
+    y = self.norm(name='bn1')(y)
+    y = nn.relu(y)
+    y = self.conv(self.filters, (3, 3), padding=_PAD_3x3, name='conv2')(y)
+    y = self.norm(name='bn2')(y)
+
+    residual = x_BxHxWxC
+    if self.strides != 1 or in_channels != self.filters:
+      residual = self.conv(self.filters, (1, 1), s, padding=_PAD_1x1,
+                           name='downsample_conv')(residual)
+      residual = self.norm(name='downsample_bn')(residual)
+    return nn.relu(residual + y)
+
+
+class ResNetTrunk(nn.Module):
+  """Stem + four stages; returns the last feature map ``B x H' x W' x C``.
+
+  At 224x224 input and the ResNet-18 configuration the output is 7x7x512.
+  """
+  stage_sizes: Sequence[int]
+  num_filters: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_BxHxWx3, train: bool = True):
+    conv = partial(nn.Conv, use_bias=False, dtype=self.dtype,
+                   kernel_init=_conv_init)
+    norm = partial(nn.BatchNorm, use_running_average=not train,
+                   momentum=0.9, epsilon=1e-5, dtype=self.dtype)
+
+    x = jnp.asarray(images_BxHxWx3, self.dtype)
+    x = conv(self.num_filters, (7, 7), (2, 2), padding=_PAD_7x7,
+             name='conv1')(x)
+    x = norm(name='bn1')(x)
+    x = nn.relu(x)
+    x = torch_max_pool(x)
+    for i, block_size in enumerate(self.stage_sizes):
+      for j in range(block_size):
+        strides = 2 if i > 0 and j == 0 else 1
+        x = BasicBlock(self.num_filters * 2**i, conv=conv, norm=norm,
+                       strides=strides, name=f'layer{i + 1}_{j}')(x)
+    return x
+
+
+class ResNet(nn.Module):
+  """Plain ResNet classifier: trunk -> global average pool -> Dense ``fc``.
+
+  ``apply(variables, images_NHWC, train=...)`` returns logits ``B x C``.
+  """
+  stage_sizes: Sequence[int]
+  num_classes: int
+  num_filters: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_BxHxWx3, train: bool = True):
+    fmap_BxHxWxD = ResNetTrunk(self.stage_sizes, self.num_filters,
+                               dtype=self.dtype, name='trunk')(
+                                   images_BxHxWx3, train=train)
+    pooled_BxD = jnp.mean(fmap_BxHxWxD, axis=(1, 2))
+    logits_BxC = nn.Dense(self.num_classes, dtype=self.dtype,
+                          kernel_init=_dense_init, name='fc')(pooled_BxD)
+    return jnp.asarray(logits_BxC, jnp.float32)
+
+
+class PainSeeker(nn.Module):
+  """PainSeeker: region-attention over the trunk's last feature map.
+
+  With ``x_k`` (k = 1..K, K = H'W') the D-dim feature of region k (Eq. 1)::
+
+    beta_k = sigmoid(g(x_k)) / sum_j sigmoid(g(x_j))        (Eq. 2)
+    logits = h(sum_j beta_j x_j)                             (Eq. 3)
+
+  with g = Dense(1) (``region_score``) and h = Dense(num_classes) (``fc``).
+  Returns ``(logits_BxC, beta_BxK)``; K follows the feature map (49 at 224).
+  Attention weights and the fused feature are computed in float32.
+  """
+  stage_sizes: Sequence[int]
+  num_classes: int
+  num_filters: int = 64
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_BxHxWx3, train: bool = True):
+    fmap_BxHxWxD = ResNetTrunk(self.stage_sizes, self.num_filters,
+                               dtype=self.dtype, name='trunk')(
+                                   images_BxHxWx3, train=train)
+    B, H, W, D = fmap_BxHxWxD.shape
+    feats_BxKxD = jnp.reshape(fmap_BxHxWxD, (B, H * W, D))          # Eq. 1
+    scores_BxKx1 = nn.Dense(1, dtype=self.dtype, kernel_init=_dense_init,
+                            name='region_score')(feats_BxKxD)
+    gates_BxK = jax.nn.sigmoid(jnp.asarray(scores_BxKx1[..., 0], jnp.float32))
+    beta_BxK = gates_BxK / jnp.sum(gates_BxK, axis=-1, keepdims=True)  # Eq. 2
+    fused_BxD = jnp.einsum('bk,bkd->bd', beta_BxK,
+                           jnp.asarray(feats_BxKxD, jnp.float32))
+    logits_BxC = nn.Dense(self.num_classes, dtype=self.dtype,
+                          kernel_init=_dense_init, name='fc')(fused_BxD)  # Eq. 3
+    return jnp.asarray(logits_BxC, jnp.float32), beta_BxK
+
+
+ResNet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2))
+PainSeeker18 = partial(PainSeeker, stage_sizes=(2, 2, 2, 2))
+
+# Tiny variants (channels 8/16/32/64, one block per stage) for fast tests.
+TINY = dict(stage_sizes=(1, 1, 1, 1), num_filters=8)
+ResNetTiny = partial(ResNet, **TINY)
+PainSeekerTiny = partial(PainSeeker, **TINY)
+
+_MODELS = {'painseeker': PainSeeker, 'resnet18': ResNet}
+_SIZES = {'full': dict(stage_sizes=(2, 2, 2, 2), num_filters=64), 'tiny': TINY}
+
+
+def create_model(name: str, num_classes: int, *, size: str = 'full',
+                 **kw) -> nn.Module:
+  """Builds a model by name.
+
+  Args:
+    name: ``'painseeker'`` or ``'resnet18'`` (case-insensitive).
+    num_classes: number of output classes.
+    size: ``'full'`` (ResNet-18 trunk) or ``'tiny'`` (``TINY``, for tests).
+    **kw: module-field overrides: ``stage_sizes``, ``num_filters``, ``dtype``.
+
+  Raises:
+    ValueError: unknown ``name`` or ``size``.
+  """
+  key = name.lower()
+  if key not in _MODELS:
+    raise ValueError(
+        f'Unknown model name {name!r}; valid names: {sorted(_MODELS)}')
+  if size not in _SIZES:
+    raise ValueError(f'Unknown model size {size!r}; valid sizes: '
+                     f'{sorted(_SIZES)}')
+  fields = {**_SIZES[size], **kw}
+  return _MODELS[key](num_classes=num_classes, **fields)
+
+
+def forward(model: nn.Module, variables, images_BxHxWx3, train: bool,
+            mutable: Any = None, rngs=None
+            ) -> Tuple[jax.Array, Optional[jax.Array], Optional[Any]]:
+  """Applies either model and returns ``(logits, beta_or_None, batch_stats)``.
+
+  Args:
+    model: a ``ResNet`` or ``PainSeeker`` module.
+    variables: ``{'params': ..., 'batch_stats': ...}``.
+    images_BxHxWx3: input images (NHWC).
+    train: BatchNorm uses batch statistics and updates running ones if True.
+    mutable: collections to make mutable; default ``['batch_stats']`` when
+      ``train`` else ``False``.
+    rngs: optional PRNG dict passed to ``apply``.
+
+  Returns:
+    ``logits_BxC``; ``beta_BxK`` (``None`` for ``ResNet``); the updated
+    ``batch_stats`` collection (``None`` when nothing was mutable).
+  """
+  if mutable is None:
+    mutable = ['batch_stats'] if train else False
+  out = model.apply(variables, images_BxHxWx3, train=train, mutable=mutable,
+                    rngs=rngs)
+  new_batch_stats = None
+  if mutable:
+    out, updates = out
+    new_batch_stats = updates.get('batch_stats')
+  if isinstance(out, tuple):
+    logits_BxC, beta_BxK = out
+  else:
+    logits_BxC, beta_BxK = out, None
+  return logits_BxC, beta_BxK, new_batch_stats

@@ -1,0 +1,363 @@
+"""Training and leave-one-rat-out evaluation of PainSeeker / ResNet-18.
+
+One flat trainer:
+  * `train_step` is pure (state, batch, rng) -> (state, metrics), jit-compiled
+    with the state donated; randomness only from explicit keys folded with the
+    step.
+  * `train_fold` trains one held-out-rat fold, checkpointing with orbax
+    every `config.checkpoint_every_epochs` epochs to `<workdir>/fold_rat<k>/`;
+    a rerun resumes from the latest checkpoint (mid-fold included) and a
+    finished fold is never retrained.
+  * `run_loro` trains every fold, evaluates the fold models on their held-out
+    rats (stacked over a leading fold axis, `config.eval.fold_strategy`), and
+    writes results.json, results.md and predictions.csv.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax.training import train_state
+from tqdm.auto import tqdm
+
+from painseeker_jax import input_pipeline
+from painseeker_jax import losses
+from painseeker_jax import metrics as metrics_lib
+from painseeker_jax import models
+from painseeker_jax import writers
+
+NUM_CLASSES = 2
+log = logging.getLogger("painseeker")
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any
+
+
+class NonFiniteError(FloatingPointError):
+  """Loss or gradients became NaN/inf."""
+
+
+def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """`adam_l2`: PyTorch's Adam(weight_decay=wd), i.e. wd * param added to the
+  gradient before the Adam moments (the paper's setting). `adamw`: decoupled
+  weight decay (Loshchilov & Hutter). Both decay every parameter, as PyTorch
+  does by default."""
+  if opt.name == "adam_l2":
+    return optax.chain(optax.add_decayed_weights(opt.weight_decay),
+                       optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps))
+  if opt.name == "adamw":
+    return optax.adamw(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps,
+                       weight_decay=opt.weight_decay)
+  raise ValueError(f"config.optimizer.name={opt.name!r}; use adam_l2 or adamw")
+
+
+def make_model(config: ml_collections.ConfigDict):
+  return models.create_model(config.model.name, NUM_CLASSES, size=config.model.size)
+
+
+def num_regions(model, image_size: int) -> int | None:
+  """K, the number of local regions PainSeeker attends over (None for ResNet)."""
+  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  out = jax.eval_shape(lambda v, x: models.forward(model, v, x, train=False), variables, x)
+  return None if out[1] is None else out[1].shape[-1]
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Fails at config time (before any data is built) on inconsistent fields."""
+  model = make_model(config)
+  make_optimizer(config.optimizer)
+  if config.resize_size < config.image_size:
+    raise ValueError(f"config.resize_size ({config.resize_size}) < config.image_size ({config.image_size})")
+  if not config.folds or any(r not in range(1, input_pipeline.NUM_RATS + 1) for r in config.folds):
+    raise ValueError(f"config.folds={tuple(config.folds)}; held-out rats are 1..6")
+  if config.eval.fold_strategy not in ("auto", "map", "vmap"):
+    raise ValueError(f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap")
+  k = num_regions(model, config.image_size)
+  if k is not None:  # PRSC is computed (and logged) even with lambda 0
+    losses.validate_prsc_args(config.loss.k_h, k, config.loss.delta)
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model, loss_cfg) -> tuple[TrainState, dict]:
+  """One optimisation step on `batch` (uint8 images, int labels). Pure.
+
+  `rng` is unused by the current models (no dropout) but is part of the
+  signature so that stochastic layers get their key folded in with the step.
+  """
+  images = input_pipeline.normalize(batch["image"])
+  labels = batch["label"]
+
+  def loss_fn(params):
+    logits, beta, new_bs = models.forward(model, {"params": params, "batch_stats": state.batch_stats},
+                                          images, train=True, rngs={"dropout": rng})
+    loss, parts = losses.total_loss(logits, labels, beta, loss_cfg.lambda_prsc, loss_cfg.k_h,
+                                    loss_cfg.delta)
+    return loss, (parts, logits, new_bs)
+
+  (loss, (parts, logits, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  state = state.apply_gradients(grads=grads, batch_stats=new_bs)
+  out = {"loss": loss, "ce": parts["ce"], "prsc": parts["prsc"],
+         "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+         "grad_norm": optax.global_norm(grads)}
+  return state, out
+
+
+def _predict(model, variables, images):
+  logits, beta, _ = models.forward(model, variables, input_pipeline.normalize(images), train=False)
+  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1], beta
+
+
+def make_fold_eval(model, strategy: str):
+  """jit fn(variables_F, images_FxBxHxWx3) -> (p_pain_FxB, beta_FxBxK or None).
+
+  `vmap` batches the fold axis (on CPU XLA turns it into grouped convolutions,
+  6-7x slower); `map` runs the folds one after another inside one program.
+  """
+  if strategy == "auto":
+    strategy = "map" if jax.default_backend() == "cpu" else "vmap"
+  one = functools.partial(_predict, model)
+  if strategy == "vmap":
+    return jax.jit(jax.vmap(one))
+  if strategy == "map":
+    return jax.jit(lambda v, x: jax.lax.map(lambda a: one(*a), (v, x)))
+  raise ValueError(f"config.eval.fold_strategy={strategy!r}; use auto, map or vmap")
+
+
+def stack_trees(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+# ---------------------------------------------------------------------------
+# One fold.
+
+
+def fold_dir(workdir: str, held_out: int) -> str:
+  return os.path.join(workdir, f"fold_rat{held_out}")
+
+
+def _checkpoint_manager(path: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(os.path.abspath(os.path.join(path, "checkpoints")),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(model, loss_cfg_json: str, image_size: int, optimizer_json: str):
+  """jit-compiled init and train step, shared by the folds of a run."""
+  loss_cfg = ml_collections.ConfigDict(json.loads(loss_cfg_json))
+  tx = make_optimizer(ml_collections.ConfigDict(json.loads(optimizer_json)))
+  x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+
+  @jax.jit
+  def init(rng):
+    variables = model.init(rng, x, train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"],
+                             batch_stats=variables["batch_stats"], tx=tx)
+
+  step = jax.jit(functools.partial(train_step, model=model, loss_cfg=loss_cfg), donate_argnums=0)
+  return init, step
+
+
+def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
+               fold_bar_position: int = 1) -> dict:
+  """Trains (or resumes, or just loads) the model of one fold; returns its variables."""
+  model = make_model(config)
+  init_fn, step_fn = _compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json())
+  steps_per_epoch = len(train_indices) // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  init_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), held_out))
+  state = init_fn(init_key)
+  mngr = _checkpoint_manager(fold_dir(workdir, held_out))
+  latest = mngr.latest_step()
+  if latest is not None:
+    state = mngr.restore(latest, args=ocp.args.StandardRestore(state))
+    log.info("fold rat%d: resumed from step %d of %d", held_out, latest, total_steps)
+  start_step = int(state.step)
+  if start_step % steps_per_epoch and start_step != total_steps:
+    raise RuntimeError(f"{mngr.directory}: checkpoint at step {start_step} is not at an epoch "
+                       f"boundary of {steps_per_epoch} steps; was config.batch_size changed? "
+                       "Use a new --workdir.")
+  if start_step >= total_steps:
+    mngr.close()
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+  writer = writers.MetricWriter(os.path.join(fold_dir(workdir, held_out), "tb"))
+  bar = tqdm(total=total_steps, initial=start_step, desc=f"fold rat{held_out}", unit="step",
+             position=fold_bar_position, leave=False, disable=not config.progress, dynamic_ncols=True)
+  try:
+    for epoch in range(start_step // steps_per_epoch, config.num_epochs):
+      t0 = time.time()
+      bar.set_description(f"fold rat{held_out} epoch {epoch + 1}/{config.num_epochs}")
+      batches = input_pipeline.train_batches(
+          train_source, train_indices, batch_size=config.batch_size, image_size=config.image_size,
+          resize_size=config.resize_size, seed=input_pipeline.epoch_seed(config.seed, held_out, epoch),
+          num_threads=config.input.num_threads, num_workers=config.input.num_workers)
+      sums, pending = {}, None
+      for batch in batches:
+        step = int(state.step)
+        batch = {"image": batch["image"], "label": batch["label"]}
+        state, out = step_fn(state, batch, jax.random.fold_in(step_key, step))
+        if pending is not None:  # read the previous step's metrics while this one runs
+          _accumulate(sums, pending, held_out, bar)
+        pending = (step, out)
+      _accumulate(sums, pending, held_out, bar)
+      summary = {k: v / steps_per_epoch for k, v in sums.items()}
+      summary["epoch_seconds"] = time.time() - t0
+      summary["images_per_second"] = steps_per_epoch * config.batch_size / summary["epoch_seconds"]
+      writer.write_scalars(int(state.step), summary)
+      log.info("fold rat%d epoch %d/%d: %s", held_out, epoch + 1, config.num_epochs,
+                   ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+      if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
+        mngr.save(int(state.step), args=ocp.args.StandardSave(state))
+        mngr.wait_until_finished()
+  finally:
+    bar.close()
+    writer.close()
+    mngr.close()
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def _accumulate(sums: dict, pending, held_out: int, bar) -> None:
+  step, out = pending
+  out = jax.device_get(out)
+  if not (np.isfinite(out["loss"]) and np.isfinite(out["grad_norm"])):
+    raise NonFiniteError(f"fold rat{held_out}, step {step}: non-finite loss ({out['loss']}) or "
+                         f"gradient norm ({out['grad_norm']}); lower config.optimizer.learning_rate "
+                         "or check the input images.")
+  for k, v in out.items():
+    sums[k] = sums.get(k, 0.0) + float(v)
+  bar.update(1)
+  bar.set_postfix(loss=f"{float(out['loss']):.4f}")
+
+
+# ---------------------------------------------------------------------------
+# Evaluation of all folds and the outputs of a run.
+
+
+def evaluate_folds(config, variables_by_fold: dict, test_sources: dict) -> list[dict]:
+  """Predicts every held-out rat with its fold's model, the folds stacked on a leading axis.
+
+  Returns one row per test image (all of them, exactly once).
+  """
+  model = make_model(config)
+  folds = list(variables_by_fold)
+  fold_eval = make_fold_eval(model, config.eval.fold_strategy)
+  variables_F = stack_trees([variables_by_fold[k] for k in folds])
+  iters = {k: list(input_pipeline.eval_batches(test_sources[k], batch_size=config.eval_batch_size,
+                                                image_size=config.image_size,
+                                                num_threads=config.input.num_threads))
+           for k in folds}
+  num_batches = max(len(v) for v in iters.values())
+  empty = None
+  rows = []
+  for b in range(num_batches):
+    batch_by_fold = []
+    for k in folds:
+      if b < len(iters[k]):
+        batch_by_fold.append(iters[k][b])
+      else:  # this rat has fewer batches: an all-padding batch
+        empty = empty or {n: np.zeros_like(a) for n, a in iters[folds[0]][0].items()}
+        batch_by_fold.append(empty)
+    images = np.stack([x["image"] for x in batch_by_fold])
+    p_pain, _ = jax.device_get(fold_eval(variables_F, images))
+    for f, k in enumerate(folds):
+      x = batch_by_fold[f]
+      for i in np.flatnonzero(x["mask"]):
+        rec = test_sources[k][int(x["index"][i])]
+        p = float(p_pain[f, i])
+        rows.append({"filename": _text(rec["filename"]), "rat_id": int(rec["rat_id"]),
+                     "pain_level": int(rec["pain_level"]), "pain": int(rec["pain"]),
+                     "p_pain": p, "pred": int(p > 0.5), "held_out": k})
+  return rows
+
+
+def _text(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and a rename (never half-written)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8", newline="") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def results_markdown(results: dict, title: str) -> str:
+  """The paper's Table 3 layout for one method: per-rat F1/Acc cells and the LORO column."""
+  rats = list(results["per_rat"])
+  head = "| Method | " + " | ".join(r.replace("rat", "Rat") for r in rats) + " | LORO |"
+  sep = "|---" * (len(rats) + 2) + "|"
+  cell = lambda m: f"{m['f1']:.4f}/{m['accuracy']:.2f}"  # noqa: E731
+  row = f"| {title} | " + " | ".join(cell(results["per_rat"][r]) for r in rats) + f" | {cell(results['loro'])} |"
+  return "\n".join([head, sep, row, "", "Cells: F1/Accuracy (%). LORO: confusion matrices summed over folds.", ""])
+
+
+def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
+  m = metrics_lib.loro_metrics([r["pain"] for r in rows], [r["pred"] for r in rows],
+                               [f"rat{r['held_out']}" for r in rows])
+  per_rat = {k: m["per_group"][k] for k in sorted(m["per_group"], key=lambda s: int(s[3:]))}
+  results = {"config": json.loads(config.to_json_best_effort()), "per_rat": per_rat, "loro": m["pooled"]}
+  write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
+  title = {"painseeker": "PainSeeker", "resnet18": "ResNet-18"}[config.model.name]
+  if config.model.name == "painseeker" and config.loss.lambda_prsc == 0:
+    title += " w/o PRSC"
+  write_atomic(os.path.join(workdir, "results.md"), results_markdown(results, title))
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=["filename", "rat_id", "pain_level", "pain", "p_pain", "pred"],
+                     extrasaction="ignore", lineterminator="\n")
+  w.writeheader()
+  for r in rows:
+    w.writerow(dict(r, p_pain=f"{r['p_pain']:.6f}"))
+  write_atomic(os.path.join(workdir, "predictions.csv"), buf.getvalue())
+  return results
+
+
+def _check_workdir_config(config, workdir: str) -> None:
+  """A work directory belongs to one configuration: refuse to mix runs."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort())
+  ignore = ("progress", "input")  # do not change results
+  strip = lambda d: {k: v for k, v in d.items() if k not in ignore}  # noqa: E731
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    if strip(saved) != strip(current):
+      diff = sorted(k for k in set(saved) | set(current)
+                    if k not in ignore and saved.get(k) != current.get(k))
+      raise ValueError(f"{workdir} holds a run with another configuration (differs in: "
+                       f"{', '.join(diff)}); use a new --workdir or the same config.")
+  os.makedirs(workdir, exist_ok=True)
+  write_atomic(path, json.dumps(current, indent=2) + "\n")
+
+
+def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The leave-one-rat-out experiment; returns (and writes) the results."""
+  validate_config(config)
+  _check_workdir_config(config, workdir)
+  folds = list(config.folds)
+  splits = [s for k in folds for s in input_pipeline.fold_splits(k)]
+  sources = input_pipeline.get_sources(config.dataset, splits, config.data_dir, config.manual_dir)
+  variables = {}
+  for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
+    train_split = input_pipeline.fold_splits(k)[0]
+    variables[k] = train_fold(config, workdir, k, sources[train_split],
+                              input_pipeline.labelled_indices(sources[train_split]))
+  rows = evaluate_folds(config, variables, {k: sources[f"rat{k}"] for k in folds})
+  results = write_outputs(config, workdir, rows)
+  log.info("LORO: F1 %.4f, accuracy %.2f%% (%d test images)", results["loro"]["f1"],
+               results["loro"]["accuracy"], len(rows))
+  return results

@@ -1,0 +1,211 @@
+"""Trainer and LORO experiment end to end on the tiny synthetic build."""
+
+import csv
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import ROOT, mini_config
+from painseeker_jax import input_pipeline, train
+
+
+def _batch(n=4, size=64, seed=0):
+  rng = np.random.default_rng(seed)
+  return {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+          "label": np.array([0, 1] * (n // 2), np.int32)}
+
+
+def _state_and_step(config):
+  model = train.make_model(config)
+  init, step = train._compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json())
+  return init(jax.random.key(0)), step
+
+
+def test_golden_one_step_loss(mini_data_dir):
+  """The first loss of a fixed tiny PainSeeker on a fixed batch (a golden number:
+  it changes only if the model, its initialisation or the loss changes)."""
+  config = mini_config(mini_data_dir)
+  state, step = _state_and_step(config)
+  state, out = step(state, _batch(), jax.random.key(1))
+  out = jax.device_get(out)
+  np.testing.assert_allclose(out["loss"], out["ce"] + 0.1 * out["prsc"], rtol=1e-6)
+  np.testing.assert_allclose([out["ce"], out["prsc"]], GOLDEN_CE_PRSC, rtol=2e-4)
+  assert int(state.step) == 1
+  # A second step on the same batch lowers the loss.
+  _, out2 = step(state, _batch(), jax.random.key(2))
+  assert float(out2["ce"]) < float(out["ce"])
+
+
+GOLDEN_CE_PRSC = (0.71237826, 0.13179460)  # measured on x86-64 CPU, jax 0.10.2
+
+
+def test_adam_l2_is_pytorch_adam_weight_decay():
+  """adam_l2 adds wd * param to the gradient before Adam; adamw decays outside Adam."""
+  from configs import loro
+  opt = loro.get_config("real").optimizer
+  params = {"w": jnp.array([1.0, -2.0, 3.0])}
+  grads = {"w": jnp.array([0.5, 0.1, -0.3])}
+  tx = train.make_optimizer(opt)
+  upd, _ = tx.update(grads, tx.init(params), params)
+  ref_tx = optax.adam(opt.learning_rate)
+  ref, _ = ref_tx.update({"w": grads["w"] + opt.weight_decay * params["w"]}, ref_tx.init(params))
+  np.testing.assert_allclose(upd["w"], ref["w"], rtol=1e-6)
+  opt.name = "adamw"
+  tx = train.make_optimizer(opt)
+  upd_w, _ = tx.update(grads, tx.init(params), params)
+  assert not np.allclose(upd_w["w"], upd["w"])
+  opt.name = "sgd"
+  with pytest.raises(ValueError, match="config.optimizer.name"):
+    train.make_optimizer(opt)
+
+
+def test_invalid_k_h_fails_at_config_time(mini_data_dir, tmp_path):
+  config = mini_config(mini_data_dir, **{"loss.k_h": 4})  # K = 4 at 64 px: K_h must be < 4
+  with pytest.raises(ValueError, match="config.loss.k_h"):
+    train.run_loro(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()  # nothing written
+
+
+def test_non_finite_loss_stops_with_step_and_fold(mini_data_dir, tmp_path):
+  config = mini_config(mini_data_dir, folds=(2,), **{"optimizer.learning_rate": 1e30})
+  with pytest.raises(train.NonFiniteError, match=r"fold rat2, step \d+"):
+    train.run_loro(config, str(tmp_path / "w"))
+
+
+def test_fold_strategies_agree(mini_data_dir):
+  config = mini_config(mini_data_dir)
+  model = train.make_model(config)
+  variables = [jax.jit(functools.partial(model.init, train=False))(jax.random.key(i), jnp.zeros((1, 64, 64, 3)))
+               for i in range(3)]
+  images = np.random.default_rng(0).integers(0, 256, (3, 4, 64, 64, 3), dtype=np.uint8)
+  stacked = train.stack_trees(variables)
+  p_map, beta_map = train.make_fold_eval(model, "map")(stacked, images)
+  p_vmap, beta_vmap = train.make_fold_eval(model, "vmap")(stacked, images)
+  np.testing.assert_allclose(p_map, p_vmap, atol=1e-5)
+  np.testing.assert_allclose(beta_map, beta_vmap, atol=1e-5)
+  # And equal to each fold model applied on its own.
+  p1, _ = train._predict(model, variables[1], images[1])
+  np.testing.assert_allclose(p_map[1], p1, atol=1e-5)
+
+
+def _read(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return f.read()
+
+
+def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
+  workdir = str(tmp_path / "run")
+  results = train.run_loro(mini_config(mini_data_dir), workdir)
+  saved = json.loads(_read(workdir, "results.json"))
+  assert saved["per_rat"] == results["per_rat"] and list(saved["per_rat"]) == [f"rat{k}" for k in range(1, 7)]
+  assert saved["config"]["dataset"] == "synthetic_mini"
+  with open(os.path.join(workdir, "predictions.csv")) as f:
+    rows = list(csv.DictReader(f))
+  assert list(rows[0]) == ["filename", "rat_id", "pain_level", "pain", "p_pain", "pred"]
+  assert len(rows) == 72 and len({r["filename"] for r in rows}) == 72  # every test image once
+  for r in rows:
+    assert r["filename"].startswith(f"rat{r['rat_id']}/")
+    assert int(r["pred"]) == int(float(r["p_pain"]) > 0.5)
+    assert int(r["pain"]) == int(int(r["pain_level"]) > 0)
+  # The LORO column is the pooled confusion matrix, re-derivable from the CSV.
+  y, p = np.array([int(r["pain"]) for r in rows]), np.array([int(r["pred"]) for r in rows])
+  loro = saved["loro"]
+  assert (loro["tp"], loro["fp"], loro["tn"], loro["fn"]) == (
+      int(((y == 1) & (p == 1)).sum()), int(((y == 0) & (p == 1)).sum()),
+      int(((y == 0) & (p == 0)).sum()), int(((y == 1) & (p == 0)).sum()))
+  assert sum(m["tp"] + m["fp"] + m["tn"] + m["fn"] for m in saved["per_rat"].values()) == 72
+  md = _read(workdir, "results.md").splitlines()
+  assert md[0] == "| Method | Rat1 | Rat2 | Rat3 | Rat4 | Rat5 | Rat6 | LORO |"
+  assert md[2].startswith("| PainSeeker |") and f"{loro['f1']:.4f}/{loro['accuracy']:.2f}" in md[2]
+  assert os.listdir(os.path.join(workdir, "fold_rat1", "tb"))  # TensorBoard event file
+  # Rerunning a finished run retrains nothing and gives the same files.
+  before = _read(workdir, "predictions.csv")
+  train.run_loro(mini_config(mini_data_dir), workdir)
+  assert _read(workdir, "predictions.csv") == before
+
+
+def test_resume_after_interruption_gives_identical_results(mini_data_dir, tmp_path, monkeypatch):
+  config = lambda: mini_config(mini_data_dir, folds=(1, 2), num_epochs=2)  # noqa: E731
+  clean = str(tmp_path / "clean")
+  train.run_loro(config(), clean)
+
+  real_batches = input_pipeline.train_batches
+  calls = []
+
+  def interrupted(source, indices, **kw):  # dies in fold 2, epoch 2, after 3 batches
+    calls.append(kw["seed"])
+    for i, batch in enumerate(real_batches(source, indices, **kw)):
+      if len(calls) == 4 and i == 3:
+        raise KeyboardInterrupt
+      yield batch
+
+  monkeypatch.setattr(input_pipeline, "train_batches", interrupted)
+  resumed = str(tmp_path / "resumed")
+  with pytest.raises(KeyboardInterrupt):
+    train.run_loro(config(), resumed)
+  assert not os.path.exists(os.path.join(resumed, "results.json"))
+  calls.clear()
+  monkeypatch.setattr(input_pipeline, "train_batches", lambda *a, **kw: (calls.append(kw["seed"]), real_batches(*a, **kw))[1])
+  train.run_loro(config(), resumed)
+  assert calls == [input_pipeline.epoch_seed(0, 2, 1)]  # only fold 2's last epoch was trained again
+  assert _read(resumed, "predictions.csv") == _read(clean, "predictions.csv")
+  assert json.loads(_read(resumed, "results.json")) == json.loads(_read(clean, "results.json"))
+
+
+def test_same_seed_same_results_other_seed_differs(mini_data_dir, tmp_path):
+  a = train.run_loro(mini_config(mini_data_dir, folds=(3,)), str(tmp_path / "a"))
+  b = train.run_loro(mini_config(mini_data_dir, folds=(3,)), str(tmp_path / "b"))
+  c = train.run_loro(mini_config(mini_data_dir, folds=(3,), seed=1), str(tmp_path / "c"))
+  assert _read(tmp_path / "a", "predictions.csv") == _read(tmp_path / "b", "predictions.csv")
+  assert a["loro"] == b["loro"]
+  assert _read(tmp_path / "a", "predictions.csv") != _read(tmp_path / "c", "predictions.csv")
+
+
+def test_workdir_refuses_another_config(mini_data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  train.run_loro(mini_config(mini_data_dir, folds=(4,)), workdir)
+  with pytest.raises(ValueError, match="another configuration.*seed"):
+    train.run_loro(mini_config(mini_data_dir, folds=(4,), seed=5), workdir)
+
+
+def test_real_config_without_data_explains_and_never_falls_back(tmp_path):
+  from configs import loro
+  from tfds_ratspain import build
+  config = loro.get_config()
+  config.data_dir = str(tmp_path / "empty")
+  with pytest.raises(build.DataError, match="(?s)xhzongyuan/RatsPain.*--manual_dir"):
+    train.run_loro(config, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "empty" / "ratspain" / "synthetic")
+
+
+def _run_py(*args, timeout=300):
+  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_run_py_locked_config_rejects_typos(tmp_path):
+  proc = _run_py("--config=configs/loro.py:synthetic_mini", "--config.loss.lamda_prsc=0",
+                 f"--workdir={tmp_path}")
+  assert proc.returncode != 0 and "lamda_prsc" in proc.stderr
+
+
+def test_training_path_never_imports_tensorflow(mini_data_dir, tmp_path):
+  """run.py end to end (one fold) in a fresh interpreter: TensorFlow is never imported."""
+  code = (
+      "import sys, runpy; sys.argv = ['run.py', '--config=configs/loro.py:synthetic_mini', "
+      f"'--config.data_dir={mini_data_dir}', '--config.folds=5', '--config.progress=False', "
+      f"'--workdir={tmp_path}/w']\n"
+      "try:\n  runpy.run_path('run.py', run_name='__main__')\nexcept SystemExit as e:\n  assert not e.code, e.code\n"
+      "bad = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.'))\n"
+      "assert not bad, bad[:5]\nprint('NO_TF_OK')\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert "NO_TF_OK" in proc.stdout, proc.stderr[-3000:]
+  assert os.path.exists(tmp_path / "w" / "results.json")

@@ -1,0 +1,288 @@
+"""Reads and validates a manually downloaded RatsPain directory (no TensorFlow).
+
+Two layouts are accepted (see `LAYOUTS_HELP`); `scan(manual_dir)` detects which
+one it is given, checks every row and every image *before* anything is
+written, and returns one `Record` per image. Every error names the offending
+file or CSV row and says what is expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterable
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+NUM_RATS = 6
+LEVEL_NAMES = ("no_pain", "moderate", "severe")
+AU_COLUMNS = ("au_orbital", "au_ear", "au_nose", "au_whisker")
+REQUIRED_COLUMNS = ("filename", "rat_id", "pain_level")
+OPTIONAL_COLUMNS = ("confidence",) + AU_COLUMNS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# Files that file managers leave behind; never treated as images.
+_IGNORED_FILES = ("thumbs.db", "desktop.ini")
+
+LAYOUTS_HELP = """\
+Accepted layouts of the manual directory:
+
+  1. A CSV file `labels.csv` at the top with the header
+         filename,rat_id,pain_level
+     and optional columns confidence (high/low), au_orbital, au_ear, au_nose,
+     au_whisker. `filename` is relative to the sub-folder `images/` (sub-folders
+     allowed), `rat_id` is 1..6, `pain_level` is 0/1/2 or no_pain/moderate/severe.
+     Rows with confidence=low or an empty pain_level go to the `low_confidence`
+     split (rat_id may then be empty). AU columns hold 0, 1, 2 or are empty.
+
+  2. A folder tree  Rat<k>/<level>/<image>  with k in 1..6 and <level> one of
+     0, 1, 2, no_pain, moderate, severe (case-insensitive), plus optionally
+     low_confidence/<anything>/<image> for images without an image-level label.
+
+Images may be JPEG, PNG, BMP, TIFF or WebP, in colour or grayscale; they are
+stored as RGB JPEG (EXIF rotation applied, alpha composited on white).
+"""
+
+
+class ManualDataError(ValueError):
+  """The manual directory does not hold a valid RatsPain layout."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """One image of the manual directory, validated."""
+  split: str          # rat1..rat6 or low_confidence
+  filename: str       # path relative to the layout's image root, '/'-separated
+  path: str           # absolute path on disk
+  rat_id: int         # 1..6, 0 if unknown (low_confidence only)
+  pain_level: int     # 0, 1, 2 or -1 (unlabelled)
+  au_scores: tuple[int, int, int, int]  # 0..2 or -1
+
+
+def _error(where: str, problem: str) -> ManualDataError:
+  return ManualDataError(f"{where}: {problem}\n\n{LAYOUTS_HELP}")
+
+
+def parse_level(value: str, where: str) -> int:
+  """'0'/'1'/'2' or a level name (case-insensitive) -> 0..2."""
+  v = value.strip().lower().replace(" ", "_").replace("-", "_")
+  if v in ("0", "1", "2"):
+    return int(v)
+  if v in LEVEL_NAMES:
+    return LEVEL_NAMES.index(v)
+  raise _error(where, f"unknown pain level {value!r}; expected 0, 1, 2, "
+               "no_pain, moderate or severe")
+
+
+def _parse_rat(value: str, where: str) -> int:
+  try:
+    rat = int(value.strip())
+  except ValueError:
+    raise _error(where, f"rat_id {value!r} is not a number; expected 1..{NUM_RATS}") from None
+  if not 1 <= rat <= NUM_RATS:
+    raise _error(where, f"unknown rat {rat}; RatsPain has rats 1..{NUM_RATS}")
+  return rat
+
+
+def _parse_au(value: str | None, column: str, where: str) -> int:
+  if value is None or not value.strip():
+    return -1
+  v = value.strip()
+  if v not in ("0", "1", "2"):
+    raise _error(where, f"column {column} holds {value!r}; expected 0, 1, 2 or empty")
+  return int(v)
+
+
+def load_rgb_jpeg(path: str) -> bytes:
+  """Decodes any supported image and returns RGB JPEG bytes.
+
+  Baseline RGB JPEGs without an EXIF rotation are returned unchanged (no
+  re-compression); everything else (PNG, grayscale, RGBA, CMYK, 16-bit,
+  EXIF-rotated) is converted. Raises ManualDataError naming the file if it
+  cannot be read or decoded.
+  """
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise ManualDataError(f"{path}: cannot read the file ({e.strerror}).") from None
+  try:
+    img = Image.open(io.BytesIO(raw))
+    img.load()
+  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    raise ManualDataError(
+        f"{path}: not a decodable image ({e}). Replace it with a JPEG/PNG/BMP/"
+        "TIFF/WebP image or remove it (and its labels.csv row).") from None
+  orientation = img.getexif().get(0x0112, 1)
+  if img.format == "JPEG" and img.mode == "RGB" and orientation == 1:
+    return raw
+  img = ImageOps.exif_transpose(img)
+  img = to_rgb(img)
+  out = io.BytesIO()
+  img.save(out, format="JPEG", quality=95)
+  return out.getvalue()
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+  """Any PIL mode -> 8-bit RGB (16-bit scaled, alpha composited on white)."""
+  if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    arr = np.asarray(img, dtype=np.float64)
+    hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+    arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    img = Image.fromarray(arr, mode="L")
+  if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    img = Image.alpha_composite(background, rgba)
+  return img.convert("RGB")
+
+
+def _is_candidate_file(name: str) -> bool:
+  return not name.startswith(".") and name.lower() not in _IGNORED_FILES
+
+
+def _walk_files(root: str) -> list[str]:
+  out = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_candidate_file(f))
+  return out
+
+
+def _rel(path: str, root: str) -> str:
+  return os.path.relpath(path, root).replace(os.sep, "/")
+
+
+def _scan_csv(manual_dir: str) -> list[Record]:
+  csv_path = os.path.join(manual_dir, "labels.csv")
+  image_root = os.path.join(manual_dir, "images")
+  try:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+      reader = csv.DictReader(f)
+      header = [h.strip() for h in (reader.fieldnames or [])]
+      missing = [c for c in REQUIRED_COLUMNS if c not in header]
+      if missing:
+        raise _error(csv_path, f"missing column(s) {', '.join(missing)} in the header "
+                     f"{','.join(header) or '(empty file)'}")
+      unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+      if unknown:
+        raise _error(csv_path, f"unknown column(s) {', '.join(unknown)}; allowed: "
+                     f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+      rows = [({(k or "").strip(): v for k, v in row.items()}, reader.line_num) for row in reader]
+  except UnicodeDecodeError as e:
+    raise _error(csv_path, f"not a UTF-8 text file ({e})") from None
+  if not rows:
+    raise _error(csv_path, "has a header but no rows")
+  if not os.path.isdir(image_root):
+    raise _error(image_root, "folder missing; layout 1 keeps the images under images/")
+  records = []
+  for row, line in rows:
+    where = f"{csv_path}, line {line}"
+    if None in row:  # more fields than header columns
+      raise _error(where, "has more fields than the header")
+    filename = (row.get("filename") or "").strip().replace("\\", "/")
+    if not filename:
+      raise _error(where, "empty filename")
+    confidence = (row.get("confidence") or "high").strip().lower() or "high"
+    if confidence not in ("high", "low"):
+      raise _error(where, f"confidence {confidence!r}; expected high, low or empty")
+    level_text = (row.get("pain_level") or "").strip()
+    unlabelled = confidence == "low" or not level_text
+    level = -1 if not level_text else parse_level(level_text, where)
+    rat_text = (row.get("rat_id") or "").strip()
+    if unlabelled and not rat_text:
+      rat = 0
+    elif not rat_text:
+      raise _error(where, f"empty rat_id; expected 1..{NUM_RATS}")
+    else:
+      rat = _parse_rat(rat_text, where)
+    aus = tuple(_parse_au(row.get(c), c, where) for c in AU_COLUMNS)
+    path = os.path.normpath(os.path.join(image_root, filename))
+    if not path.startswith(os.path.normpath(image_root) + os.sep):
+      raise _error(where, f"filename {filename!r} points outside images/")
+    if not os.path.isfile(path):
+      raise ManualDataError(f"{where}: image {filename!r} not found (looked for {path}).")
+    split = "low_confidence" if unlabelled else f"rat{rat}"
+    records.append(Record(split, filename, path, rat, -1 if unlabelled else level, aus))
+  return records
+
+
+_RAT_DIR = re.compile(r"^rat[ _-]?(\d+)$", re.IGNORECASE)
+
+
+def _scan_tree(manual_dir: str, top: list[str]) -> list[Record]:
+  records = []
+  for name in top:
+    full = os.path.join(manual_dir, name)
+    if not os.path.isdir(full):
+      raise _error(full, "unexpected file at the top of the manual directory "
+                   "(expected labels.csv or folders Rat1..Rat6 and low_confidence)")
+    m = _RAT_DIR.match(name)
+    if name.lower() == "low_confidence":
+      rat = 0
+    elif m:
+      rat = _parse_rat(m.group(1), full)
+    else:
+      raise _error(full, "unknown folder; expected Rat1..Rat6 or low_confidence")
+    for path in _walk_files(full):
+      rel = _rel(path, full)
+      parts = rel.split("/")
+      if len(parts) < 2:
+        raise _error(path, "image directly under its rat folder; put it in a "
+                     "level folder (0/1/2 or no_pain/moderate/severe)")
+      if rat == 0:
+        level = -1
+      else:
+        if len(parts) != 2:
+          raise _error(path, "too deep; expected Rat<k>/<level>/<image>")
+        level = parse_level(parts[0], path)
+      split = "low_confidence" if rat == 0 else f"rat{rat}"
+      records.append(Record(split, _rel(path, manual_dir), path, rat, level, (-1,) * 4))
+  return records
+
+
+def scan(manual_dir: str) -> list[Record]:
+  """Detects the layout, validates everything and returns the records.
+
+  Raises ManualDataError (naming the file or CSV row) on any problem: missing
+  or unreadable directory, empty directory, missing column, unknown rat or
+  level, missing image, non-image file, duplicate filename or duplicate image.
+  Every image is decoded once here, so no bad file can surface mid-build.
+  """
+  if not manual_dir or not os.path.isdir(manual_dir):
+    raise _error(str(manual_dir), "manual directory not found")
+  top = sorted(n for n in os.listdir(manual_dir) if _is_candidate_file(n))
+  if not top:
+    raise _error(manual_dir, "the manual directory is empty")
+  if "labels.csv" in top:
+    records = _scan_csv(manual_dir)
+  else:
+    records = _scan_tree(manual_dir, top)
+  if not records:
+    raise _error(manual_dir, "no images found")
+  _check_unique(records)
+  return records
+
+
+def _check_unique(records: Iterable[Record]) -> None:
+  """Supported types, unique names, unique pixels; decodes every image."""
+  seen_names: dict[str, str] = {}
+  seen_content: dict[str, str] = {}
+  for r in records:
+    ext = os.path.splitext(r.path)[1].lower()
+    if ext not in IMAGE_EXTENSIONS:
+      raise _error(r.path, f"unsupported file type {ext or '(none)'}; expected one of "
+                   f"{', '.join(IMAGE_EXTENSIONS)}")
+    if r.filename in seen_names:
+      raise _error(r.path, f"duplicate filename {r.filename!r} (also listed in "
+                   f"{seen_names[r.filename]}); each image may appear once")
+    seen_names[r.filename] = r.split
+    digest = hashlib.sha1(load_rgb_jpeg(r.path)).hexdigest()  # decodes: fails early
+    if digest in seen_content:
+      raise _error(r.path, f"the same image as {seen_content[digest]}; an image "
+                   "may never be in two places (or two splits)")
+    seen_content[digest] = r.filename
