@@ -641,7 +641,8 @@ def render(spec: ExampleSpec) -> dict:
   enc = Image.fromarray(enc.reshape(size, size, 3)).filter(ImageFilter.BoxBlur(size // 40))
   nf[furry_n] = np.asarray(enc, np.float32).reshape(-1, 3)[idx[furry_n]] - 128.0
   nf /= np.sqrt((nf ** 2).sum(-1, keepdims=True)) + 1e-8
-  ndl = np.clip(nf @ ld, 0, 1)
+  # (explicit dot products: a BLAS matvec here may spawn threads that fight the workers)
+  ndl = np.clip(nf[:, 0] * ld[0] + nf[:, 1] * ld[1] + nf[:, 2] * ld[2], 0, 1)
   shade = (0.7 + 0.36 * ndl) * (0.84 + 0.16 * np.sqrt(np.clip(nf[:, 2], 0, 1)))
   tex = _fur_texture()
   ox, oy = rng.integers(0, tex.shape[0] - size, 2)
@@ -650,7 +651,8 @@ def render(spec: ExampleSpec) -> dict:
   shade[furry] *= t
   colr = cols[mat] * shade[:, None]
   shiny = ~furry
-  ndh = np.clip(nf[shiny] @ half, 0, 1)
+  ns = nf[shiny]
+  ndh = np.clip(ns[:, 0] * half[0] + ns[:, 1] * half[1] + ns[:, 2] * half[2], 0, 1)
   colr[shiny] += (spec_k[mat[shiny]] * ndh ** spec_p[mat[shiny]])[:, None]
 
   # Background (drawn at the output size, upsampled) with a soft contact shadow.
