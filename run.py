@@ -4,6 +4,9 @@ r"""Runs the leave-one-rat-out experiment of a config.
   python run.py --config=configs/loro.py --workdir=runs/real  # paper protocol
   python run.py --config=configs/loro.py:synthetic --config.model.name=resnet18
 
+  python run.py --config=configs/table3.py:synthetic       # Table 3 (9 methods x seeds)
+  python run.py --config=configs/sensitivity.py:synthetic  # Fig. 5
+
 Rerunning the same command on the same --workdir resumes where it stopped.
 """
 
@@ -15,7 +18,7 @@ from absl import flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from painseeker_jax import train
+from painseeker_jax import experiments
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory (default: runs/<config name>).")
@@ -34,7 +37,7 @@ def main(argv):
   log.addHandler(handler)
   log.setLevel(logging.INFO)
   log.propagate = False
-  train.run_loro(config, _WORKDIR.value or os.path.join("runs", config.name))
+  experiments.run(config, _WORKDIR.value or os.path.join("runs", config.name))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ Variants (the config is locked: a mistyped field is an error):
   --config.loss.lambda_prsc=0            # PainSeeker w/o PRSC
   --config.optimizer.name=adamw          # decoupled weight decay instead of L2
   --config.folds=1,2                     # only some held-out rats
+  --config.model.pretrained=/path/resnet18.safetensors   # a local ImageNet trunk
+  --config.model.pretrained=None         # from scratch (the synthetic configs' default)
 """
 
 import ml_collections
@@ -48,6 +50,7 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/loro.py: unknown arg {arg!r}; use real, synthetic or synthetic_mini")
   c = ml_collections.ConfigDict()
   c.name = f"loro_{arg}"
+  c.experiment = "loro"         # loro | table3 | sensitivity (see configs/table3.py, configs/sensitivity.py)
   c.dataset = arg              # builder config of tfds_ratspain/ratspain
   c.data_dir = ml_collections.config_dict.placeholder(str)    # TFDS data dir; None -> TFDS default
   c.manual_dir = ml_collections.config_dict.placeholder(str)  # real set; None -> <data_dir>/downloads/manual
@@ -62,9 +65,21 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "painseeker"   # painseeker | resnet18
+  c.model.name = "painseeker"   # painseeker | resnet18 | lbp_svm
   c.model.size = "full"         # full (ResNet-18 trunk) | tiny (tests only)
+  # ImageNet ResNet-18 trunk, as in the paper: "imagenet" (cache, see README), a file path, or
+  # None to train from scratch (--config.model.pretrained=None).
   c.model.pretrained = ml_collections.config_dict.placeholder(str)
+  if arg == "real":
+    c.model.pretrained = "imagenet"
+
+  # LBP + linear SVM baseline (config.model.name = "lbp_svm"), see painseeker_jax/lbp_svm.py.
+  c.lbp = ml_collections.ConfigDict()
+  c.lbp.radius = 1
+  c.lbp.points = 8
+  c.lbp.grid = 4               # cells per side: 4x4, 8x8 or 16x16 histograms
+  c.lbp.svm_c = 1.0
+  c.lbp.num_workers = 2        # feature extraction processes
 
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_prsc = 0.1

@@ -40,8 +40,13 @@ STD_RGB = (0.229, 0.224, 0.225)
 _ANALYSIS_KEYS = ("pain_level", "rat_id", "au_scores", "head_pose", "landmarks", "landmark_visible")
 
 
-def fold_splits(held_out: int, rats: Sequence[int] = range(1, NUM_RATS + 1)) -> tuple[str, str]:
-  """Leave-one-rat-out split expressions: (train over the other rats, test rat)."""
+def fold_splits(held_out: int, rats: Sequence[int] = range(1, NUM_RATS + 1)) -> tuple[str, str | None]:
+  """Leave-one-rat-out split expressions: (train over the other rats, test rat).
+
+  `held_out=0` is the deployment model: trained on every rat, nothing held out.
+  """
+  if held_out == 0:
+    return "+".join(f"rat{r}" for r in rats), None
   if held_out not in rats:
     raise ValueError(f"held-out rat {held_out} is not among the rats {list(rats)}")
   train = "+".join(f"rat{r}" for r in rats if r != held_out)

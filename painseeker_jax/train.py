@@ -37,6 +37,7 @@ from painseeker_jax import input_pipeline
 from painseeker_jax import losses
 from painseeker_jax import metrics as metrics_lib
 from painseeker_jax import models
+from painseeker_jax import pretrained
 from painseeker_jax import writers
 
 NUM_CLASSES = 2
@@ -87,6 +88,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.folds={tuple(config.folds)}; held-out rats are 1..6")
   if config.eval.fold_strategy not in ("auto", "map", "vmap"):
     raise ValueError(f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap")
+  if str(config.model.pretrained or "none").lower() != "none" and config.model.size != "full":
+    raise ValueError("config.model.pretrained needs config.model.size='full' (the ResNet-18 trunk)")
   k = num_regions(model, config.image_size)
   if k is not None:  # PRSC is computed (and logged) even with lambda 0
     losses.validate_prsc_args(config.loss.k_h, k, config.loss.delta)
@@ -146,7 +149,8 @@ def stack_trees(trees):
 
 
 def fold_dir(workdir: str, held_out: int) -> str:
-  return os.path.join(workdir, f"fold_rat{held_out}")
+  """`<workdir>/fold_rat<k>`; held_out 0 (train on all rats) -> `<workdir>/final`."""
+  return os.path.join(workdir, f"fold_rat{held_out}" if held_out else "final")
 
 
 def _checkpoint_manager(path: str) -> ocp.CheckpointManager:
@@ -171,6 +175,11 @@ def _compiled(model, loss_cfg_json: str, image_size: int, optimizer_json: str):
   return init, step
 
 
+@functools.lru_cache(maxsize=2)
+def _load_resnet18(path: str):
+  return pretrained.load_resnet18(path)
+
+
 def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
                fold_bar_position: int = 1) -> dict:
   """Trains (or resumes, or just loads) the model of one fold; returns its variables."""
@@ -180,6 +189,10 @@ def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
   total_steps = steps_per_epoch * config.num_epochs
   init_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), held_out))
   state = init_fn(init_key)
+  weights = pretrained.resolve_pretrained(config.model.pretrained)
+  if weights:  # ImageNet trunk; the heads keep their fresh initialisation
+    v = pretrained.copy_trunk({"params": state.params, "batch_stats": state.batch_stats}, _load_resnet18(weights))
+    state = state.replace(params=v["params"], batch_stats=v["batch_stats"])
   mngr = _checkpoint_manager(fold_dir(workdir, held_out))
   latest = mngr.latest_step()
   if latest is not None:
@@ -272,7 +285,7 @@ def evaluate_folds(config, variables_by_fold: dict, test_sources: dict) -> list[
         empty = empty or {n: np.zeros_like(a) for n, a in iters[folds[0]][0].items()}
         batch_by_fold.append(empty)
     images = np.stack([x["image"] for x in batch_by_fold])
-    p_pain, _ = jax.device_get(fold_eval(variables_F, images))
+    p_pain, beta = jax.device_get(fold_eval(variables_F, images))
     for f, k in enumerate(folds):
       x = batch_by_fold[f]
       for i in np.flatnonzero(x["mask"]):
@@ -280,7 +293,8 @@ def evaluate_folds(config, variables_by_fold: dict, test_sources: dict) -> list[
         p = float(p_pain[f, i])
         rows.append({"filename": _text(rec["filename"]), "rat_id": int(rec["rat_id"]),
                      "pain_level": int(rec["pain_level"]), "pain": int(rec["pain"]),
-                     "p_pain": p, "pred": int(p > 0.5), "held_out": k})
+                     "p_pain": p, "pred": int(p > 0.5), "held_out": k,
+                     "beta": None if beta is None else np.asarray(beta[f, i], np.float32)})
   return rows
 
 
@@ -306,16 +320,23 @@ def results_markdown(results: dict, title: str) -> str:
   return "\n".join([head, sep, row, "", "Cells: F1/Accuracy (%). LORO: confusion matrices summed over folds.", ""])
 
 
+def method_title(config) -> str:
+  """The method's name as in the paper's Table 3."""
+  name = config.model.name
+  if name == "lbp_svm":
+    return f"LBP (R={config.lbp.radius}, {config.lbp.grid}x{config.lbp.grid}) + SVM"
+  if name == "resnet18":
+    return "ResNet-18"
+  return "PainSeeker w/o PRSC" if config.loss.lambda_prsc == 0 else "PainSeeker"
+
+
 def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
   m = metrics_lib.loro_metrics([r["pain"] for r in rows], [r["pred"] for r in rows],
                                [f"rat{r['held_out']}" for r in rows])
   per_rat = {k: m["per_group"][k] for k in sorted(m["per_group"], key=lambda s: int(s[3:]))}
   results = {"config": json.loads(config.to_json_best_effort()), "per_rat": per_rat, "loro": m["pooled"]}
   write_atomic(os.path.join(workdir, "results.json"), json.dumps(results, indent=2) + "\n")
-  title = {"painseeker": "PainSeeker", "resnet18": "ResNet-18"}[config.model.name]
-  if config.model.name == "painseeker" and config.loss.lambda_prsc == 0:
-    title += " w/o PRSC"
-  write_atomic(os.path.join(workdir, "results.md"), results_markdown(results, title))
+  write_atomic(os.path.join(workdir, "results.md"), results_markdown(results, method_title(config)))
   buf = io.StringIO()
   w = csv.DictWriter(buf, fieldnames=["filename", "rat_id", "pain_level", "pain", "p_pain", "pred"],
                      extrasaction="ignore", lineterminator="\n")
@@ -323,6 +344,11 @@ def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
   for r in rows:
     w.writerow(dict(r, p_pain=f"{r['p_pain']:.6f}"))
   write_atomic(os.path.join(workdir, "predictions.csv"), buf.getvalue())
+  if rows and rows[0].get("beta") is not None:  # PainSeeker's attention, for the analyses
+    tmp = os.path.join(workdir, f"attention.tmp{os.getpid()}.npz")
+    np.savez(tmp, filename=np.array([r["filename"] for r in rows]),
+             beta=np.stack([r["beta"] for r in rows]))
+    os.replace(tmp, os.path.join(workdir, "attention.npz"))
   return results
 
 
@@ -351,6 +377,7 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
   folds = list(config.folds)
   splits = [s for k in folds for s in input_pipeline.fold_splits(k)]
   sources = input_pipeline.get_sources(config.dataset, splits, config.data_dir, config.manual_dir)
+  pretrained.resolve_pretrained(config.model.pretrained)  # stops with instructions if missing
   variables = {}
   for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
     train_split = input_pipeline.fold_splits(k)[0]

@@ -1,0 +1,35 @@
+r"""The paper's Table 3: nine methods under one leave-one-rat-out protocol.
+
+PainSeeker (lambda 0.1, delta 0.2, K_h 5), PainSeeker w/o PRSC (lambda 0),
+ResNet-18 (global average pooling + FC, same recipe) and LBP + linear SVM
+(R in {1, 3}, P = 8, grids 4x4 / 8x8 / 16x16), each over `seeds` (LBP + SVM is
+deterministic and runs once), with mean ± std, bootstrap 95% CIs, paired tests
+against PainSeeker and, on the synthetic twin, metrics per head-pose bin,
+attention localisation and the attention figure (Fig. 4).
+
+  python run.py --config=configs/table3.py:synthetic --workdir=runs/table3_synthetic
+  python run.py --config=configs/table3.py:real --config.manual_dir=DIR --workdir=runs/table3_real
+
+Each run is kept under <workdir>/runs/<method>/seed<k>; rerunning the command
+skips finished runs and resumes an interrupted one. Outputs: table3.md,
+table3.json, figure4_attention.png.
+
+Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs):
+  synthetic (96 px, 8 epochs): about 9 x 17 min = 2.5 h on 2 CPU cores.
+  real (224 px, 30 epochs, pretrained trunk): GPU minutes per run.
+  --config.seeds=0 for a single-seed table.
+"""
+
+from configs import loro
+
+
+def get_config(arg: str = "real"):
+  c = loro.get_config(arg)
+  c.name = f"table3_{arg}"
+  c.experiment = "table3"
+  c.methods = ("painseeker", "painseeker_wo_prsc", "resnet18",
+               "lbp_r1_g4", "lbp_r1_g8", "lbp_r1_g16", "lbp_r3_g4", "lbp_r3_g8", "lbp_r3_g16")
+  c.seeds = (0, 1, 2)
+  c.bootstrap = 2000
+  c.attention_files = ()  # dataset filenames to draw in Fig. 4 (default: one pain face per pose bin)
+  return c

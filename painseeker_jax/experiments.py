@@ -1,0 +1,410 @@
+"""The paper's comparison and analyses, scheduled over one work directory.
+
+`run(config, workdir)` dispatches on `config.experiment`:
+  * `loro`: one method, one LORO run (`train.run_loro` / `lbp_svm.run_lbp_svm`).
+  * `table3`: the nine methods of the paper's Table 3 over `config.seeds`,
+    then table3.md / table3.json with mean ± std, bootstrap CIs, paired tests
+    against PainSeeker, metrics per head-pose bin and attention localisation
+    (when the data set knows pose and landmarks: the synthetic twin), and the
+    attention figure (Fig. 4).
+  * `sensitivity`: lambda, delta and K_h varied one at a time around the
+    defaults (Fig. 5): sensitivity.json and figure5_sensitivity.png.
+
+Every run lives in its own sub-directory (`runs/<method>/seed<k>`); a finished
+run (results.json present) is reused, an interrupted one resumes, so a work
+directory fills incrementally and a rerun only does what is missing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import time
+
+import ml_collections
+import numpy as np
+
+from painseeker_jax import figures
+from painseeker_jax import input_pipeline
+from painseeker_jax import metrics as metrics_lib
+from painseeker_jax import stats
+from painseeker_jax import train
+
+log = logging.getLogger("painseeker")
+
+# The nine methods of Table 3, as overrides of the LORO config.
+METHODS = {
+    "painseeker": {},
+    "painseeker_wo_prsc": {"loss.lambda_prsc": 0.0},
+    "resnet18": {"model.name": "resnet18"},
+    **{f"lbp_r{r}_g{g}": {"model.name": "lbp_svm", "lbp.radius": r, "lbp.grid": g}
+       for r in (1, 3) for g in (4, 8, 16)},
+}
+# What the paper reports (LORO column, F1 / accuracy %), for comparison only.
+PAPER_LORO = {"painseeker": (0.7731, 74.17), "painseeker_wo_prsc": (0.7234, 68.28),
+              "resnet18": (0.7393, 68.01), "best_lbp": (0.6984, 67.66)}
+# Head-pose bins of the analyses (|yaw| in degrees).
+POSE_BINS = (("frontal", 0.0, 20.0), ("moderate", 20.0, 50.0), ("extreme", 50.0, 180.0))
+_EXPERIMENT_KEYS = ("experiment", "methods", "seeds", "bootstrap", "sweep", "attention_files")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str):
+  kind = config.get("experiment", "loro")
+  if kind == "loro":
+    return run_method(config, workdir)
+  if kind == "table3":
+    return run_table3(config, workdir)
+  if kind == "sensitivity":
+    return run_sensitivity(config, workdir)
+  raise ValueError(f"config.experiment={kind!r}; use loro, table3 or sensitivity")
+
+
+def run_method(config, workdir: str) -> dict:
+  """One LORO run of one method; a finished run is read back, not redone."""
+  done = os.path.join(workdir, "results.json")
+  if os.path.exists(done):
+    train._check_workdir_config(config, workdir)
+    with open(done) as f:
+      return json.load(f)
+  if config.model.name == "lbp_svm":
+    from painseeker_jax import lbp_svm  # scikit-image only where needed
+    return lbp_svm.run_lbp_svm(config, workdir)
+  return train.run_loro(config, workdir)
+
+
+def derive(config, overrides: dict, seed: int | None = None) -> ml_collections.ConfigDict:
+  """A plain LORO config: the experiment's base with `overrides` ("a.b": value) applied."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  for key in _EXPERIMENT_KEYS:
+    if key in c:
+      del c[key]
+  c.experiment = "loro"
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    if leaf not in node:
+      raise KeyError(f"unknown config field {key!r}")
+    node[leaf] = value
+  if seed is not None:
+    c.seed = seed
+  c.lock()
+  return c
+
+
+def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]]) -> dict:
+  """Runs the jobs in order, skipping finished ones, with a progress summary."""
+  results = {}
+  for n, (label, cfg, wd) in enumerate(jobs):
+    done = sum(os.path.exists(os.path.join(w, "results.json")) for _, _, w in jobs)
+    log.info("[%d/%d runs finished] %s", done, len(jobs), label)
+    t0 = time.time()
+    results[label] = run_method(cfg, wd)
+    log.info("%s: F1 %.4f, accuracy %.2f%% (%.0f s)", label, results[label]["loro"]["f1"],
+             results[label]["loro"]["accuracy"], time.time() - t0)
+  log.info("[%d/%d runs finished]", len(jobs), len(jobs))
+  return results
+
+
+def read_predictions(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "predictions.csv"), newline="") as f:
+    return [dict(r, rat_id=int(r["rat_id"]), pain=int(r["pain"]), pred=int(r["pred"]),
+                 p_pain=float(r["p_pain"])) for r in csv.DictReader(f)]
+
+
+# ---------------------------------------------------------------------------
+# Table 3.
+
+
+def _method_runs(config, workdir):
+  """(method, seed, config, workdir) of every run of Table 3. LBP + SVM is
+  deterministic: one run serves every seed."""
+  out = []
+  for m in config.methods:
+    if m not in METHODS:
+      raise ValueError(f"config.methods: unknown method {m!r}; known: {', '.join(METHODS)}")
+    seeds = (config.seeds[0],) if METHODS[m].get("model.name") == "lbp_svm" else tuple(config.seeds)
+    for s in seeds:
+      out.append((m, s, derive(config, METHODS[m], seed=s), os.path.join(workdir, "runs", m, f"seed{s}")))
+  return out
+
+
+def run_table3(config, workdir: str) -> dict:
+  os.makedirs(workdir, exist_ok=True)
+  runs = _method_runs(config, workdir)
+  _schedule([(f"{m} seed {s}", c, w) for m, s, c, w in runs])
+  preds = {}
+  for m, s, _, w in runs:
+    preds.setdefault(m, {})[s] = read_predictions(w)
+  lookup = ground_truth_lookup(config)
+  report = {"config": json.loads(config.to_json_best_effort()), "methods": {}}
+  ref = preds.get("painseeker")
+  for m, by_seed in preds.items():
+    report["methods"][m] = summarize_method(m, by_seed, ref, lookup, config, workdir)
+  train.write_atomic(os.path.join(workdir, "table3.json"), json.dumps(report, indent=2) + "\n")
+  train.write_atomic(os.path.join(workdir, "table3.md"), table3_markdown(report, config))
+  if "painseeker" in preds and "painseeker_wo_prsc" in preds:
+    write_attention_figure(config, workdir, lookup)
+  return report
+
+
+def _confusion_scores(rows):
+  y = [r["pain"] for r in rows]
+  p = [r["pred"] for r in rows]
+  return metrics_lib.loro_metrics(y, p, [f"rat{r['rat_id']}" for r in rows])
+
+
+def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir) -> dict:
+  seeds = sorted(by_seed)
+  per_seed = {s: _confusion_scores(by_seed[s]) for s in seeds}
+  rats = sorted({g for s in seeds for g in per_seed[s]["per_group"]}, key=lambda g: int(g[3:]))
+  out = {"seeds": seeds, "per_rat": {}, "loro": {}}
+  for g in rats:
+    out["per_rat"][g] = {k: stats.mean_std([per_seed[s]["per_group"][g][k] for s in seeds])
+                         for k in ("f1", "accuracy")}
+  out["loro"] = {k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")}
+  first = by_seed[seeds[0]]
+  y = np.array([r["pain"] for r in first])
+  out["bootstrap_ci_seed%d" % seeds[0]] = stats.bootstrap_ci(
+      y, np.array([r["pred"] for r in first]), n_boot=config.bootstrap, seed=0,
+      groups=np.array([r["rat_id"] for r in first]))
+  if ref_by_seed is not None and method != "painseeker":
+    out["vs_painseeker"] = {}
+    for s in seeds:
+      ref = ref_by_seed.get(s, ref_by_seed[min(ref_by_seed)])
+      a, b = _align(ref, by_seed[s])
+      ya = np.array([r["pain"] for r in a])
+      pa, pb = np.array([r["pred"] for r in a]), np.array([r["pred"] for r in b])
+      out["vs_painseeker"][f"seed{s}"] = {
+          "mcnemar": stats.mcnemar(ya, pa, pb),
+          "paired_bootstrap_f1": stats.paired_bootstrap_diff(ya, pa, pb, metric="f1",
+                                                             n_boot=config.bootstrap, seed=0)}
+  if lookup is not None:
+    out["pose_bins"] = pose_bin_metrics(by_seed, lookup)
+    att = attention_localisation(method, seeds, config, workdir, lookup)
+    if att is not None:
+      out["attention_localisation"] = att
+  return out
+
+
+def _align(rows_a, rows_b):
+  """The two methods' rows for the same images, in the same order."""
+  by_name = {r["filename"]: r for r in rows_b}
+  common = [r for r in rows_a if r["filename"] in by_name]
+  if len(common) != len(rows_a) or len(rows_a) != len(rows_b):
+    raise ValueError("the methods were evaluated on different images; cannot pair them")
+  return common, [by_name[r["filename"]] for r in common]
+
+
+def ground_truth_lookup(config):
+  """filename -> (yaw, landmarks_7x2, visible_7) when the data set knows the pose (synthetic twin)."""
+  rats = [f"rat{k}" for k in config.folds]
+  sources = input_pipeline.get_sources(config.dataset, rats, config.data_dir, config.manual_dir)
+  out = {}
+  for src in sources.values():
+    for i in range(len(src)):
+      rec = src[i]
+      yaw = float(rec["head_pose"][0])
+      if np.isnan(yaw):
+        return None
+      name = rec["filename"].decode() if isinstance(rec["filename"], bytes) else str(rec["filename"])
+      out[name] = (yaw, np.asarray(rec["landmarks"], np.float32), np.asarray(rec["landmark_visible"], bool))
+  return out
+
+
+def pose_bin(yaw: float) -> str:
+  for name, lo, hi in POSE_BINS:
+    if lo <= abs(yaw) < hi:
+      return name
+  return POSE_BINS[-1][0]
+
+
+def pose_bin_metrics(by_seed: dict, lookup: dict) -> dict:
+  """Pooled F1 / accuracy per |yaw| bin, mean ± std over seeds."""
+  out = {}
+  for name, _, _ in POSE_BINS:
+    vals = {"f1": [], "accuracy": []}
+    n = 0
+    for rows in by_seed.values():
+      sel = [r for r in rows if pose_bin(lookup[r["filename"]][0]) == name]
+      if not sel:
+        continue
+      n = len(sel)
+      c = metrics_lib.confusion([r["pain"] for r in sel], [r["pred"] for r in sel])
+      sc = metrics_lib.scores_from_confusion(**c)
+      vals["f1"].append(sc["f1"])
+      vals["accuracy"].append(sc["accuracy"])
+    if n:
+      out[name] = {"n": n, **{k: stats.mean_std(v) for k, v in vals.items()}}
+  return out
+
+
+def landmark_cells(landmarks_7x2, visible_7, grid: int) -> set:
+  """Grid cells (row, col) of a grid x grid map that hold a visible AU landmark."""
+  cells = set()
+  for (x, y), v in zip(landmarks_7x2, visible_7):
+    if v and np.isfinite(x) and np.isfinite(y):
+      cells.add((min(int(y * grid), grid - 1), min(int(x * grid), grid - 1)))
+  return cells
+
+
+def attention_localisation(method, seeds, config, workdir, lookup) -> dict | None:
+  """Share of the K_h largest beta that fall on cells holding a visible AU landmark,
+  per pose bin (mean ± std over seeds), with the chance level (share of such cells)."""
+  k_h = config.loss.k_h
+  per_bin = {name: {"share": [], "chance": []} for name, _, _ in POSE_BINS}
+  for s in seeds:
+    path = os.path.join(workdir, "runs", method, f"seed{s}", "attention.npz")
+    if not os.path.exists(path):
+      return None
+    data = np.load(path)
+    sums = {name: [0.0, 0.0, 0] for name, _, _ in POSE_BINS}
+    for name, beta in zip(data["filename"], data["beta"]):
+      yaw, lm, vis = lookup[str(name)]
+      grid = int(round(np.sqrt(beta.size)))
+      cells = landmark_cells(lm, vis, grid)
+      top = np.argsort(-beta)[:k_h]
+      hit = np.mean([(int(i) // grid, int(i) % grid) in cells for i in top])
+      acc = sums[pose_bin(yaw)]
+      acc[0] += hit
+      acc[1] += len(cells) / beta.size
+      acc[2] += 1
+    for name, (hit, chance, n) in sums.items():
+      if n:
+        per_bin[name]["share"].append(hit / n)
+        per_bin[name]["chance"].append(chance / n)
+  return {name: {k: stats.mean_std(v) for k, v in d.items()} for name, d in per_bin.items() if d["share"]}
+
+
+def _fmt(ms, digits):
+  return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
+
+
+def table3_markdown(report: dict, config) -> str:
+  methods = report["methods"]
+  titles = {m: train.method_title(derive(config, METHODS[m])) for m in methods}
+  rats = [f"rat{k}" for k in config.folds]
+  seeds = list(config.seeds)
+  lines = [f"# Table 3 ({config.dataset}, seeds {seeds}; LBP + SVM is deterministic: one run)", "",
+           "Per-rat and LORO cells: F1/Accuracy (%), mean over seeds. LORO = confusion matrices "
+           "summed over the folds.", "",
+           "| Method | " + " | ".join(r.replace("rat", "Rat") for r in rats) + " | LORO |",
+           "|---" * (len(rats) + 2) + "|"]
+  for m, d in methods.items():
+    cells = [f"{d['per_rat'][r]['f1']['mean']:.4f}/{d['per_rat'][r]['accuracy']['mean']:.2f}" for r in rats]
+    cells.append(f"{d['loro']['f1']['mean']:.4f}/{d['loro']['accuracy']['mean']:.2f}")
+    lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  lines += ["", "## Statistics", "",
+            f"Mean ± std over seeds; 95% CI: stratified bootstrap over test images "
+            f"({config.bootstrap} resamples) of the first seed's predictions; vs. PainSeeker: "
+            "exact McNemar p and the paired-bootstrap F1 difference (method − PainSeeker) per seed.", "",
+            "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] |",
+            "|---|---|---|---|---|---|---|"]
+  for m, d in methods.items():
+    ci = next(v for k, v in d.items() if k.startswith("bootstrap_ci"))
+    vs = d.get("vs_painseeker", {})
+    p = ", ".join(f"{v['mcnemar']['p_value']:.3g}" for v in vs.values()) or "—"
+    diff = ", ".join(f"{v['paired_bootstrap_f1']['diff']:+.3f} [{v['paired_bootstrap_f1']['ci'][0]:+.3f}, "
+                     f"{v['paired_bootstrap_f1']['ci'][1]:+.3f}]" for v in vs.values()) or "—"
+    lines.append(f"| {titles[m]} | {_fmt(d['loro']['f1'], 4)} | [{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}] | "
+                 f"{_fmt(d['loro']['accuracy'], 2)} | [{ci['accuracy'][0]:.1f}, {ci['accuracy'][1]:.1f}] | "
+                 f"{p} | {diff} |")
+  if any("pose_bins" in d for d in methods.values()):
+    names = [n for n, _, _ in POSE_BINS]
+    lines += ["", "## By head pose (|yaw|: frontal < 20°, moderate 20-50°, extreme > 50°)", "",
+              "F1/Accuracy (%), mean over seeds.", "",
+              "| Method | " + " | ".join(f"{n} (n={next(iter(methods.values()))['pose_bins'].get(n, {}).get('n', 0)})"
+                                       for n in names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m, d in methods.items():
+      pb = d.get("pose_bins", {})
+      cells = [f"{pb[n]['f1']['mean']:.4f}/{pb[n]['accuracy']['mean']:.2f}" if n in pb else "—" for n in names]
+      lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  if any("attention_localisation" in d for d in methods.values()):
+    names = [n for n, _, _ in POSE_BINS]
+    lines += ["", f"## Attention localisation (share of the K_h={config.loss.k_h} largest beta on "
+              "grid cells holding a visible AU landmark; chance = share of such cells)", "",
+              "| Method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for m, d in methods.items():
+      if "attention_localisation" in d:
+        al = d["attention_localisation"]
+        cells = [f"{al[n]['share']['mean']:.3f} (chance {al[n]['chance']['mean']:.3f})" if n in al else "—"
+                 for n in names]
+        lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  lines += ["", "## Reported in the paper (real RatsPain, LORO F1/Accuracy %)", "",
+            "| PainSeeker | PainSeeker w/o PRSC | ResNet-18 | best LBP + SVM |", "|---|---|---|---|",
+            "| " + " | ".join(f"{f:.4f}/{a:.2f}" for f, a in PAPER_LORO.values()) + " |", ""]
+  return "\n".join(lines)
+
+
+def write_attention_figure(config, workdir: str, lookup) -> str | None:
+  """Fig. 4: PainSeeker vs. w/o PRSC attention on pain faces, one per pose bin
+  (or on `config.attention_files`, filenames of the data set)."""
+  seed = config.seeds[0]
+  data = {m: np.load(os.path.join(workdir, "runs", m, f"seed{seed}", "attention.npz"))
+          for m in ("painseeker", "painseeker_wo_prsc")}
+  names = [str(n) for n in data["painseeker"]["filename"]]
+  index = {m: {str(n): i for i, n in enumerate(d["filename"])} for m, d in data.items()}
+  preds = {r["filename"]: r for r in read_predictions(os.path.join(workdir, "runs", "painseeker", f"seed{seed}"))}
+  chosen = []
+  files = list(config.get("attention_files", ()) or ())
+  if files:
+    missing = [f for f in files if f not in index["painseeker"]]
+    if missing:
+      raise ValueError(f"config.attention_files: not test images of this run: {missing[:5]}")
+    chosen = [(f, f) for f in files]
+  elif lookup is not None:
+    for name, lo, hi in POSE_BINS:
+      cands = [n for n in names if preds[n]["pain"] == 1 and lo <= abs(lookup[n][0]) < hi]
+      if cands:  # the most confidently recognised pain face of the bin
+        best = max(cands, key=lambda n: preds[n]["p_pain"])
+        chosen.append((best, f"{name} pain, yaw {lookup[best][0]:+.0f}°"))
+  if not chosen:
+    return None
+  rats = sorted({f"rat{preds[n]['rat_id']}" for n, _ in chosen})
+  sources = input_pipeline.get_sources(config.dataset, rats, config.data_dir, config.manual_dir)
+  by_name = {}
+  for src in sources.values():
+    for i in range(len(src)):
+      rec = src[i]
+      n = rec["filename"].decode() if isinstance(rec["filename"], bytes) else str(rec["filename"])
+      if any(n == c for c, _ in chosen):
+        by_name[n] = input_pipeline.decode_resize(rec["image"], 224)
+  examples = [{"image": by_name[n], "title": t,
+               "betas": [data[m]["beta"][index[m][n]] for m in ("painseeker", "painseeker_wo_prsc")]}
+              for n, t in chosen]
+  path = os.path.join(workdir, "figure4_attention.png")
+  figures.attention_figure(examples, path)
+  return path
+
+
+# ---------------------------------------------------------------------------
+# Sensitivity (Fig. 5).
+
+
+def run_sensitivity(config, workdir: str) -> dict:
+  """Each of lambda, delta, K_h varied over its grid, the others at their defaults."""
+  os.makedirs(workdir, exist_ok=True)
+  defaults = {p: config.loss[p] for p in config.sweep}
+  jobs, points = [], {}
+  for p, values in config.sweep.items():
+    for v in values:
+      setting = dict(defaults, **{p: v})
+      tag = ",".join(f"{k}={setting[k]:g}" for k in sorted(setting))
+      for s in config.seeds:
+        wd = os.path.join(workdir, "runs", tag, f"seed{s}")
+        jobs.append((f"{p}={v:g} seed {s}", derive(config, {f"loss.{k}": x for k, x in setting.items()}, s), wd))
+        points.setdefault(p, {}).setdefault(v, []).append(wd)
+  unique = list({w: (label, c, w) for label, c, w in jobs}.values())  # the defaults appear in every sweep
+  results = _schedule(unique)
+  by_dir = {w: results[label] for label, _, w in unique}
+  sweeps = {p: [{"value": v, **{f"{k}_{s}": x for k in ("f1", "accuracy")
+                                for s, x in stats.mean_std([by_dir[w]["loro"][k] for w in wds]).items()},
+                 "runs": wds}
+                for v, wds in vals.items()] for p, vals in points.items()}
+  out = {"config": json.loads(config.to_json_best_effort()), "defaults": defaults, "sweeps": sweeps}
+  train.write_atomic(os.path.join(workdir, "sensitivity.json"), json.dumps(out, indent=2) + "\n")
+  figures.sensitivity_figure(sweeps, os.path.join(workdir, "figure5_sensitivity.png"))
+  return out

@@ -1,0 +1,173 @@
+"""Uncertainty and significance for LORO results (the paper reports point estimates only).
+
+* `mean_std`: mean and sample standard deviation (ddof = 1), e.g. over seeds
+  or over per-rat scores.
+* `bootstrap_ci`: percentile bootstrap confidence intervals of the POOLED F1
+  and accuracy (%) -- the paper's LORO column, computed from the confusion
+  counts of a resample, never a mean of per-rat scores.
+* `mcnemar`: exact McNemar test of two classifiers on the same images.
+* `paired_bootstrap_diff`: bootstrap CI and p-value of metric(a) - metric(b)
+  for two classifiers on the same images.
+
+Resampling unit: the image (LORO predictions are one per image, each made by
+the model that never saw its rat). With `groups` (e.g. the rat of each image)
+the resampling is stratified: every resample draws, with replacement, as many
+images from each group as it has, so the rats keep their sizes and their
+class mix only varies within rats. Neither variant resamples rats themselves:
+with six rats a rat-level bootstrap would be too coarse; note that images of
+one rat are correlated, so image-level intervals are optimistic about how a
+new rat would fare.
+
+All functions are deterministic given `seed` (numpy's default_rng).
+F1 = 2TP / (2TP + FP + FN), 0 when undefined; accuracy in percent, as in
+`painseeker_jax.metrics`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from painseeker_jax.metrics import _as_binary
+
+_CHUNK = 256  # resamples per vectorised block (bounds memory for large N)
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+  """{"mean", "std"} of `values`; std is the sample standard deviation (ddof = 1).
+
+  A single value has no spread to estimate: its std is reported as 0.0 (not
+  nan) so that tables and JSON stay numeric -- e.g. the deterministic
+  LBP + SVM, run once.
+  """
+  x = np.asarray(values, np.float64).ravel()
+  if x.size == 0:
+    raise ValueError("mean_std of no values")
+  return {"mean": float(x.mean()), "std": float(x.std(ddof=1)) if x.size > 1 else 0.0}
+
+
+def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, np.ndarray]:
+  """Pooled F1 and accuracy (%) along the last axis; any leading shape."""
+  tp = np.sum((y_true == 1) & (y_pred == 1), axis=-1)
+  fp = np.sum((y_true == 0) & (y_pred == 1), axis=-1)
+  fn = np.sum((y_true == 1) & (y_pred == 0), axis=-1)
+  n = y_true.shape[-1]
+  den = 2 * tp + fp + fn
+  f1 = np.where(den > 0, 2 * tp / np.maximum(den, 1), 0.0)
+  acc = 100.0 * np.sum(y_true == y_pred, axis=-1) / n if n else np.zeros_like(f1, np.float64)
+  return {"f1": f1.astype(np.float64), "accuracy": np.asarray(acc, np.float64)}
+
+
+def _resample_indices(n: int, n_boot: int, rng: np.random.Generator, groups=None):
+  """Yields blocks of (b, n) bootstrap index arrays, `n_boot` rows in all.
+
+  With `groups`, each row draws len(group) indices from every group (groups
+  in sorted order), so group sizes are kept.
+  """
+  if groups is not None:
+    groups = np.asarray(groups)
+    if groups.shape != (n,):
+      raise ValueError(f"groups must have one entry per image ({n}), got shape {groups.shape}")
+    members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
+  done = 0
+  while done < n_boot:
+    b = min(_CHUNK, n_boot - done)
+    if groups is None:
+      yield rng.integers(0, n, (b, n))
+    else:
+      yield np.concatenate([m[rng.integers(0, len(m), (b, len(m)))] for m in members], axis=1)
+    done += b
+
+
+def _check(y_true, *preds):
+  y_true = _as_binary("y_true", y_true)
+  out = [y_true]
+  for name, p in preds:
+    p = _as_binary(name, p)
+    if p.shape != y_true.shape:
+      raise ValueError(f"{name} has {p.shape[0]} entries, y_true {y_true.shape[0]}")
+    out.append(p)
+  if y_true.size == 0:
+    raise ValueError("no images")
+  return out
+
+
+def _percentile_ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
+  lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
+  return float(lo), float(hi)
+
+
+def bootstrap_ci(y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05,
+                 groups=None) -> dict[str, tuple[float, float]]:
+  """Percentile bootstrap (1 - alpha) CIs of pooled F1 and accuracy (%).
+
+  Resamples images with replacement (`n_boot` times); with `groups` (e.g.
+  rat ids) within each group (stratified). Returns
+  `{"f1": (lo, hi), "accuracy": (lo, hi)}`.
+  """
+  y_true, y_pred = _check(y_true, ("y_pred", y_pred))
+  if not 0 < alpha < 1 or n_boot < 1:
+    raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
+  rng = np.random.default_rng(seed)
+  f1, acc = [], []
+  for idx in _resample_indices(len(y_true), n_boot, rng, groups):
+    s = _scores(y_true[idx], y_pred[idx])
+    f1.append(s["f1"])
+    acc.append(s["accuracy"])
+  return {"f1": _percentile_ci(np.concatenate(f1), alpha),
+          "accuracy": _percentile_ci(np.concatenate(acc), alpha)}
+
+
+def mcnemar(y_true, pred_a, pred_b) -> dict:
+  """Exact (binomial) two-sided McNemar test of classifiers a and b on the same images.
+
+  b = images a gets right and b wrong, c = the reverse. Under H0 (equal error
+  rates) b ~ Binomial(b + c, 1/2); p = P(|X - n/2| >= |b - n/2|), i.e.
+  min(1, 2 P(X <= min(b, c))); p = 1 when there are no discordant images.
+  `statistic` = min(b, c), the count the exact test is read from.
+  """
+  y_true, pred_a, pred_b = _check(y_true, ("pred_a", pred_a), ("pred_b", pred_b))
+  a_ok, b_ok = pred_a == y_true, pred_b == y_true
+  b = int(np.sum(a_ok & ~b_ok))
+  c = int(np.sum(~a_ok & b_ok))
+  n = b + c
+  if n == 0:
+    p = 1.0
+  else:
+    try:
+      from scipy.stats import binomtest
+      p = float(binomtest(b, n, 0.5, alternative="two-sided").pvalue)
+    except ImportError:  # scipy comes with scikit-learn; kept for a bare numpy install
+      p = min(1.0, 2.0 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0 ** n)
+  return {"b": b, "c": c, "statistic": min(b, c), "p_value": min(1.0, p)}
+
+
+def paired_bootstrap_diff(y_true, pred_a, pred_b, metric: str = "f1", n_boot: int = 2000, seed: int = 0,
+                          alpha: float = 0.05, groups=None) -> dict:
+  """metric(a) - metric(b) on the same images, with a paired percentile bootstrap.
+
+  Each resample draws one set of images (stratified by `groups` if given) and
+  scores both classifiers on it. Returns `{"diff": observed difference,
+  "ci": (lo, hi), "p_value": p}` with p = 2 x the share of resampled
+  differences on the other side of 0 from the observed one (0 itself
+  counts as the other side), capped at 1; p = 1 when the observed difference
+  is 0. This is a bootstrap approximation, not an exact test; its resolution
+  is 2 / n_boot, so p = 0 means p < 2 / n_boot. `metric` is "f1" or
+  "accuracy" (percentage points).
+  """
+  if metric not in ("f1", "accuracy"):
+    raise ValueError(f"metric={metric!r}; use f1 or accuracy")
+  y_true, pred_a, pred_b = _check(y_true, ("pred_a", pred_a), ("pred_b", pred_b))
+  diff = float(_scores(y_true, pred_a)[metric] - _scores(y_true, pred_b)[metric])
+  rng = np.random.default_rng(seed)
+  diffs = np.concatenate([_scores(y_true[idx], pred_a[idx])[metric] - _scores(y_true[idx], pred_b[idx])[metric]
+                          for idx in _resample_indices(len(y_true), n_boot, rng, groups)])
+  if diff > 0:
+    p = 2.0 * np.mean(diffs <= 0)
+  elif diff < 0:
+    p = 2.0 * np.mean(diffs >= 0)
+  else:
+    p = 1.0
+  return {"diff": diff, "ci": _percentile_ci(diffs, alpha), "p_value": float(min(1.0, p))}

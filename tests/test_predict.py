@@ -1,0 +1,326 @@
+"""`painseeker train-final` / `painseeker predict` end to end, on the real face crops
+(tests/data/real_samples, CC BY 4.0, see the README there) with tiny trained models."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REAL_SAMPLES, ROOT, mini_config
+from painseeker_jax import cli, export, input_pipeline, predict, train
+
+SAMPLES = sorted(f for f in os.listdir(REAL_SAMPLES) if f.endswith(".jpg"))
+CONFIG_FILE = os.path.join(ROOT, "configs", "loro.py")
+
+
+def _cli(*argv):
+  return cli.main([str(a) for a in argv])
+
+
+def _rows(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _predict(out_csv, model, *paths, extra=()):
+  return _cli("predict", "--model", model, "--output", out_csv, "--no-progress", *extra, *paths)
+
+
+def _train_variables(config, workdir, held_out):
+  """A fold's variables as the trainer restores them (independent of export.py)."""
+  split = input_pipeline.fold_splits(held_out)[0]
+  src = input_pipeline.get_sources(config.dataset, [split], config.data_dir)[split]
+  return train.train_fold(config, workdir, held_out, src, input_pipeline.labelled_indices(src))
+
+
+def _reference_p(config, variables, paths):
+  """p_pain of the evaluation pipeline: decode_resize + normalize + the model."""
+  model = train.make_model(config)
+  images = np.stack([input_pipeline.decode_resize(open(p, "rb").read(), config.image_size) for p in paths])
+  return np.asarray(train._predict(model, variables, images)[0])
+
+
+@pytest.fixture(scope="module")
+def final(mini_data_dir, tmp_path_factory):
+  """A model directory from `train-final` on synthetic_mini (tiny trunk, 64 px)."""
+  root = tmp_path_factory.mktemp("final")
+  workdir, model_dir = root / "work", root / "model"
+  rc = _cli("train-final", f"--config={CONFIG_FILE}:synthetic_mini", f"--config.data_dir={mini_data_dir}",
+            "--config.progress=False", "--config.input.num_threads=2",
+            "--workdir", workdir, "--output", model_dir)
+  assert rc == 0
+  config = mini_config(mini_data_dir)
+  return {"model": str(model_dir), "workdir": str(workdir), "config": config}
+
+
+@pytest.fixture(scope="module")
+def loro(mini_data_dir, tmp_path_factory):
+  """A finished two-fold LORO work directory and its fold variables."""
+  workdir = str(tmp_path_factory.mktemp("loro") / "run")
+  config = mini_config(mini_data_dir, folds=(1, 2))
+  train.run_loro(config, workdir)
+  return {"workdir": workdir, "config": config,
+          "variables": [_train_variables(config, workdir, k) for k in (1, 2)]}
+
+
+@pytest.fixture
+def samples(tmp_path):
+  """The nine real crops, some in a sub-folder (recursion)."""
+  d = tmp_path / "faces"
+  (d / "sub").mkdir(parents=True)
+  for i, name in enumerate(SAMPLES):
+    shutil.copy(os.path.join(REAL_SAMPLES, name), d / ("sub" if i % 2 else "") / name)
+  return d
+
+
+def _make_video(path, n=10, fps=5, size=(96, 80), codec="mpeg4"):
+  import av
+  face = Image.open(os.path.join(REAL_SAMPLES, SAMPLES[3])).convert("RGB").resize(size)
+  with av.open(str(path), "w") as c:
+    s = c.add_stream(codec, rate=fps)
+    s.width, s.height, s.pix_fmt = size[0], size[1], "yuv420p"
+    for i in range(n):
+      a = np.asarray(face).copy()
+      a[:16, :16] = 25 * i % 256  # frames differ
+      for pkt in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+        c.mux(pkt)
+    for pkt in s.encode():
+      c.mux(pkt)
+
+
+def test_help_lists_the_commands():
+  r = subprocess.run([sys.executable, "-m", "painseeker_jax", "--help"], capture_output=True,
+                     text=True, cwd=ROOT, check=True)
+  assert "train-final" in r.stdout and "predict" in r.stdout
+
+
+def test_model_directory_is_self_contained(final):
+  meta = json.load(open(os.path.join(final["model"], "model.json")))
+  assert meta["format"] == "painseeker-model" and meta["format_version"] == export.FORMAT_VERSION
+  assert meta["class_names"] == ["no_pain", "pain"] and meta["image_size"] == 64
+  assert tuple(meta["normalization"]["mean_rgb"]) == input_pipeline.MEAN_RGB
+  assert tuple(meta["normalization"]["std_rgb"]) == input_pipeline.STD_RGB
+  assert meta["model"] == {"name": "painseeker", "size": "tiny"}
+  assert meta["training"]["split"] == "rat1+rat2+rat3+rat4+rat5+rat6"
+  # A copy elsewhere loads without the work directory; same variables as the trainer's.
+  copy = shutil.copytree(final["model"], os.path.join(os.path.dirname(final["model"]), "copy"))
+  loaded = export.load(copy)
+  assert not loaded.is_ensemble and loaded.image_size == 64 and loaded.num_regions == 4
+  ref = _train_variables(final["config"], final["workdir"], 0)
+  import jax
+  for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(loaded.variables[0]), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), b)
+
+
+def test_images_csv_and_heatmaps(final, samples, tmp_path, capsys):
+  out, maps = tmp_path / "scores.csv", tmp_path / "maps"
+  assert _predict(out, final["model"], samples, extra=("--heatmaps", maps, "--batch-size", 4)) == 0
+  rows = _rows(out)
+  assert list(rows[0]) == ["path", "frame", "time_s", "p_pain", "label", "error", "heatmap"]
+  assert sorted(os.path.basename(r["path"]) for r in rows) == SAMPLES
+  for r in rows:
+    assert r["error"] == "" and r["frame"] == "" and r["time_s"] == ""
+    p = float(r["p_pain"])
+    assert 0 <= p <= 1 and r["label"] == ("pain" if p > 0.5 else "no_pain")
+    png = Image.open(maps / r["heatmap"])
+    assert png.format == "PNG" and png.size == (224, 224)
+  assert len(os.listdir(maps)) == 9
+  # Same numbers as the evaluation pipeline (decode_resize + normalize + model).
+  loaded = export.load(final["model"])
+  ref = _reference_p(final["config"], loaded.variables[0], [r["path"] for r in rows])
+  np.testing.assert_allclose([float(r["p_pain"]) for r in rows], ref, atol=2e-6)
+  console = capsys.readouterr().out
+  assert "scored 9 image(s)" in console and "mean p_pain" in console
+  assert f"{np.mean(ref):.4f}" in console
+
+
+def test_ensemble_is_the_mean_of_the_fold_models(loro, samples, tmp_path, capsys):
+  out = tmp_path / "ens.csv"
+  assert _predict(out, loro["workdir"], samples) == 0
+  assert "ensemble of 2 LORO fold models (rat1, rat2)" in capsys.readouterr().out
+  rows = _rows(out)
+  paths = [r["path"] for r in rows]
+  per_model = [_reference_p(loro["config"], v, paths) for v in loro["variables"]]
+  assert not np.allclose(per_model[0], per_model[1])  # two different models
+  np.testing.assert_allclose([float(r["p_pain"]) for r in rows], np.mean(per_model, 0), atol=2e-6)
+
+
+def test_video_rows_timestamps_plot(final, tmp_path):
+  video = tmp_path / "rat.mp4"
+  _make_video(video)  # 10 frames at 5 fps
+  out = tmp_path / "v.csv"
+  assert _predict(out, final["model"], video, extra=("--every-frames", 3, "--heatmaps", tmp_path / "m")) == 0
+  rows = _rows(out)
+  assert [int(r["frame"]) for r in rows] == [0, 3, 6, 9]
+  np.testing.assert_allclose([float(r["time_s"]) for r in rows], [0, 0.6, 1.2, 1.8], atol=1e-6)
+  assert all(r["error"] == "" and r["p_pain"] for r in rows)
+  assert [r["heatmap"] for r in rows] == [f"rat_f{i:06d}.png" for i in (0, 3, 6, 9)]
+  plot = tmp_path / "v_rat_p_pain.png"
+  assert Image.open(plot).format == "PNG"
+  # Every second: frames 0 and 5 (t = 0 s, 1 s).
+  out2 = tmp_path / "v2.csv"
+  assert _predict(out2, final["model"], video, extra=("--every-seconds", 1)) == 0
+  rows2 = _rows(out2)
+  assert [(int(r["frame"]), float(r["time_s"])) for r in rows2] == [(0, 0.0), (5, 1.0)]
+  assert rows2[0]["p_pain"] == rows[0]["p_pain"]  # the same frame, the same score
+
+
+def test_crop_box(final, tmp_path):
+  face = Image.open(os.path.join(REAL_SAMPLES, SAMPLES[0])).convert("RGB")
+  face.save(tmp_path / "face.png")
+  canvas = Image.new("RGB", (face.width + 70, face.height + 50), (30, 90, 30))
+  canvas.paste(face, (40, 20))
+  canvas.save(tmp_path / "cage.png")
+  out1, out2 = tmp_path / "a.csv", tmp_path / "b.csv"
+  assert _predict(out1, final["model"], tmp_path / "face.png") == 0
+  box = f"40,20,{face.width},{face.height}"
+  assert _predict(out2, final["model"], tmp_path / "cage.png", extra=("--crop", box)) == 0
+  assert _rows(out1)[0]["p_pain"] == _rows(out2)[0]["p_pain"]
+  # A box outside the image is an error of that file.
+  out3 = tmp_path / "c.csv"
+  assert _predict(out3, final["model"], tmp_path / "face.png", extra=("--crop", "0,0,9999,10")) == 1
+  assert "outside the image" in _rows(out3)[0]["error"]
+
+
+def test_image_modes_and_formats(final, tmp_path):
+  src = Image.open(os.path.join(REAL_SAMPLES, SAMPLES[4])).convert("RGB")
+  d = tmp_path / "modes"
+  d.mkdir()
+  gray = src.convert("L")
+  gray.save(d / "gray.png")
+  src.convert("RGBA").save(d / "rgba.png")
+  src.convert("CMYK").save(d / "cmyk.jpg")
+  Image.fromarray(np.asarray(gray, np.uint16) * 257).save(d / "gray16.png")
+  src.save(d / "img.bmp")
+  src.save(d / "img.tiff")
+  src.save(d / "img.webp", lossless=True)
+  upright = src.transpose(Image.Transpose.ROTATE_90)
+  upright.save(d / "upright.png")
+  exif = Image.Exif()
+  exif[0x0112] = 6  # stored rotated: viewers turn it 90 degrees clockwise
+  src.transpose(Image.Transpose.ROTATE_180).save(d / "exif.jpg", exif=exif, quality=100)
+  out = tmp_path / "modes.csv"
+  assert _predict(out, final["model"], d) == 0
+  rows = _rows(out)
+  assert len(rows) == 9 and all(r["error"] == "" and r["p_pain"] for r in rows)
+  size = 64
+  load = lambda name: predict.load_image(str(d / name), size).astype(int)  # noqa: E731
+  assert np.abs(load("gray16.png") - load("gray.png")).max() <= 1
+  assert np.abs(load("exif.jpg") - load("upright.png")).mean() < 3
+  assert np.abs(load("exif.jpg") - load("upright.png")[:, ::-1]).mean() > 10  # orientation matters
+  assert np.array_equal(load("img.bmp"), load("img.tiff")) and np.array_equal(load("img.bmp"), load("img.webp"))
+
+
+def test_bad_inputs_are_recorded_and_the_run_goes_on(final, tmp_path, capsys):
+  d = tmp_path / "mixed"
+  d.mkdir()
+  shutil.copy(os.path.join(REAL_SAMPLES, SAMPLES[0]), d / "good.jpg")
+  (d / "corrupt.jpg").write_bytes(b"\xff\xd8 this is not a JPEG")
+  raw = open(os.path.join(REAL_SAMPLES, SAMPLES[1]), "rb").read()
+  (d / "truncated.jpg").write_bytes(raw[: len(raw) // 3])
+  (d / "broken.mp4").write_bytes(b"not a video at all" * 50)
+  (d / "notes.txt").write_text("skipped: not an image")
+  (tmp_path / "empty").mkdir()
+  out = tmp_path / "bad.csv"
+  rc = _predict(out, final["model"], d, tmp_path / "empty", tmp_path / "missing.png",
+                str(tmp_path / "nothing*.jpg"))
+  assert rc == 1
+  rows = {os.path.basename(r["path"]): r for r in _rows(out)}
+  assert set(rows) == {"good.jpg", "corrupt.jpg", "truncated.jpg", "broken.mp4", "empty",
+                       "missing.png", "nothing*.jpg"}
+  assert rows["good.jpg"]["error"] == "" and rows["good.jpg"]["p_pain"]
+  for name, words in [("corrupt.jpg", "not a readable image"), ("truncated.jpg", "cannot decode"),
+                      ("broken.mp4", "not a readable video"), ("empty", "empty folder"),
+                      ("missing.png", "no such file"), ("nothing*.jpg", "no file matches")]:
+    assert rows[name]["p_pain"] == "" and words in rows[name]["error"], name
+    assert rows[name]["error"].startswith(rows[name]["path"])  # names the file
+  err = capsys.readouterr().err
+  assert "corrupt.jpg" in err and "broken.mp4" in err
+  assert "6 input(s) failed" in err
+
+
+def test_bad_model_directories(final, tmp_path, capsys):
+  other = shutil.copytree(final["model"], tmp_path / "v99")
+  meta = json.load(open(other / "model.json"))
+  meta["format_version"] = 99
+  (other / "model.json").write_text(json.dumps(meta))
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+  assert _predict(tmp_path / "a.csv", other, img) == 2
+  err = capsys.readouterr().err
+  assert str(other / "model.json") in err and "format version 99" in err
+  assert not (tmp_path / "a.csv").exists()
+  broken = shutil.copytree(final["model"], tmp_path / "broken")
+  (broken / "variables.msgpack").write_bytes(b"\x00garbage")
+  assert _predict(tmp_path / "b.csv", broken, img) == 2
+  assert "variables.msgpack" in capsys.readouterr().err
+  (tmp_path / "nomodel").mkdir()
+  assert _predict(tmp_path / "c.csv", tmp_path / "nomodel", img) == 2
+  assert "neither a model directory" in capsys.readouterr().err
+  unfinished = tmp_path / "unfinished"
+  unfinished.mkdir()
+  (unfinished / "config.json").write_text(final["config"].to_json())
+  assert _predict(tmp_path / "d.csv", unfinished, img) == 2
+  assert "has not finished" in capsys.readouterr().err
+
+
+def test_never_overwrites_without_the_flag(final, tmp_path, capsys):
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+  out = tmp_path / "s.csv"
+  out.write_text("precious\n")
+  assert _predict(out, final["model"], img) == 2
+  assert "already exists" in capsys.readouterr().err and out.read_text() == "precious\n"
+  assert _predict(out, final["model"], img, extra=("--overwrite",)) == 0
+  assert len(_rows(out)) == 1
+  maps = tmp_path / "maps"
+  maps.mkdir()
+  (maps / "old.png").write_bytes(b"x")
+  assert _predict(tmp_path / "t.csv", final["model"], img, extra=("--heatmaps", maps)) == 2
+  assert "--overwrite" in capsys.readouterr().err
+  # train-final refuses an existing model directory before training anything.
+  assert _cli("train-final", f"--config={CONFIG_FILE}:synthetic_mini", "--output", final["model"]) == 2
+  assert "already exists" in capsys.readouterr().err
+
+
+def test_a_crash_keeps_the_rows_done(final, samples, tmp_path, monkeypatch):
+  real = predict.make_predict_fn
+
+  def failing(loaded):
+    fn, calls = real(loaded), []
+
+    def wrapped(*a):
+      calls.append(1)
+      if len(calls) == 2:
+        raise RuntimeError("simulated crash")
+      return fn(*a)
+    return wrapped
+
+  monkeypatch.setattr(predict, "make_predict_fn", failing)
+  out = tmp_path / "partial.csv"
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _predict(out, final["model"], samples, extra=("--batch-size", 2))
+  rows = _rows(out)
+  assert len(rows) == 2 and all(r["p_pain"] for r in rows)
+
+
+def test_predict_imports_no_tensorflow(final, tmp_path):
+  code = ("import sys; from painseeker_jax import cli; "
+          f"rc = cli.main(['predict', '--model', {final['model']!r}, '--output', {str(tmp_path / 'x.csv')!r}, "
+          f"{os.path.join(REAL_SAMPLES, SAMPLES[0])!r}]); "
+          "bad = [m for m in ('tensorflow', 'painseeker_jax.train', 'painseeker_jax.input_pipeline') "
+          "if m in sys.modules]; print('BAD', bad); sys.exit(rc or bool(bad))")
+  r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+  assert r.returncode == 0, r.stdout + r.stderr
+  assert len(_rows(tmp_path / "x.csv")) == 1
+
+
+def test_preprocessing_constants_agree():
+  assert export.MEAN_RGB == input_pipeline.MEAN_RGB and export.STD_RGB == input_pipeline.STD_RGB
+  assert predict.smooth([0, 0, 3, 0, 0], 3).tolist() == [0, 1, 1, 1, 0]
+  with pytest.raises(ValueError, match="x,y,w,h"):
+    predict.parse_crop("1,2,3")

@@ -1,0 +1,158 @@
+"""Bootstrap intervals, McNemar and paired bootstrap on simulated and constructed cases."""
+
+import math
+
+import numpy as np
+import pytest
+
+from painseeker_jax import stats
+
+
+def _simulate(rng, n, accuracy, pain_rate=0.5):
+  """Labels with the given pain rate; each prediction right with probability `accuracy`."""
+  y = (rng.random(n) < pain_rate).astype(int)
+  right = rng.random(n) < accuracy
+  return y, np.where(right, y, 1 - y)
+
+
+def test_mean_std():
+  r = stats.mean_std([1.0, 2.0, 3.0, 4.0])
+  assert r == {"mean": 2.5, "std": pytest.approx(math.sqrt(5 / 3))}  # ddof = 1
+  assert stats.mean_std([0.7]) == {"mean": 0.7, "std": 0.0}
+  with pytest.raises(ValueError):
+    stats.mean_std([])
+
+
+def test_bootstrap_ci_covers_the_truth():
+  """95% CIs of accuracy and F1 cover the true values in about 95 of 100 simulated data sets.
+
+  Truth: accuracy 80%; with a pain rate 1/2 and symmetric errors, TP, FP, FN
+  have expectations 0.4, 0.1, 0.1 per image, so the population F1 is 0.8.
+  """
+  rng = np.random.default_rng(123)
+  cover = {"f1": 0, "accuracy": 0}
+  for sim in range(100):
+    y, p = _simulate(rng, 300, 0.8)
+    ci = stats.bootstrap_ci(y, p, n_boot=500, seed=sim)
+    cover["accuracy"] += ci["accuracy"][0] <= 80.0 <= ci["accuracy"][1]
+    cover["f1"] += ci["f1"][0] <= 0.8 <= ci["f1"][1]
+  assert 90 <= cover["accuracy"] <= 99, cover
+  assert 90 <= cover["f1"] <= 99, cover
+
+
+def test_bootstrap_ci_narrows_with_n_and_is_deterministic():
+  rng = np.random.default_rng(0)
+  widths = []
+  for n in (100, 1600):
+    y, p = _simulate(rng, n, 0.75)
+    ci = stats.bootstrap_ci(y, p, n_boot=500, seed=0)
+    widths.append(ci["accuracy"][1] - ci["accuracy"][0])
+    assert ci == stats.bootstrap_ci(y, p, n_boot=500, seed=0)
+    est = 100 * np.mean(y == p)
+    assert ci["accuracy"][0] <= est <= ci["accuracy"][1]
+  # Width ~ 1 / sqrt(n): 16x the images, about a quarter of the width.
+  assert 2.5 < widths[0] / widths[1] < 6
+
+
+def test_bootstrap_ci_stratified_by_group():
+  """Group A all right, group B all wrong, equal sizes: every stratified resample
+  has accuracy exactly 50%; resampling images freely does not."""
+  y = np.array([1, 0] * 20)
+  p = np.concatenate([y[:20], 1 - y[20:]])
+  groups = ["A"] * 20 + ["B"] * 20
+  assert stats.bootstrap_ci(y, p, n_boot=300, groups=groups)["accuracy"] == (50.0, 50.0)
+  lo, hi = stats.bootstrap_ci(y, p, n_boot=300)["accuracy"]
+  assert lo < 45 and hi > 55
+  with pytest.raises(ValueError, match="groups"):
+    stats.bootstrap_ci(y, p, groups=groups[:-1])
+
+
+def test_mcnemar_constructed_cases():
+  rng = np.random.default_rng(0)
+  y, p = _simulate(rng, 50, 0.7)
+  same = stats.mcnemar(y, p, p)
+  assert (same["b"], same["c"], same["p_value"]) == (0, 0, 1.0)
+
+  # 20 discordant images, a right on all of them: p = 2 * 0.5**20.
+  y = np.array([1, 0] * 15)
+  a = y.copy()
+  b = y.copy()
+  b[:20] = 1 - b[:20]
+  r = stats.mcnemar(y, a, b)
+  assert (r["b"], r["c"], r["statistic"]) == (20, 0, 0)
+  assert r["p_value"] == pytest.approx(2 * 0.5 ** 20, rel=1e-12)
+  assert stats.mcnemar(y, b, a)["p_value"] == pytest.approx(r["p_value"], rel=1e-12)
+
+  # b = 7, c = 2: P(X <= 2 | n = 9) = (1 + 9 + 36) / 512, two-sided p = 92 / 512.
+  y = np.ones(12, int)
+  a = np.array([1] * 7 + [0] * 2 + [1] * 3)
+  b = np.array([0] * 7 + [1] * 2 + [1] * 3)
+  r = stats.mcnemar(y, a, b)
+  assert (r["b"], r["c"]) == (7, 2)
+  assert r["p_value"] == pytest.approx(92 / 512, rel=1e-12)
+  # Balanced discordance (b = c = 2): p = 1.
+  y = np.ones(10, int)
+  r = stats.mcnemar(y, [1, 1, 0, 0] + [1] * 6, [0, 0, 1, 1] + [1] * 6)
+  assert (r["b"], r["c"], r["p_value"]) == (2, 2, 1.0)
+
+
+def test_paired_bootstrap_diff_constructed():
+  y = np.array([1, 0] * 50)
+  a = y.copy()                     # always right
+  b = y.copy()
+  b[:30] = 1 - b[:30]              # wrong on 30 of 100
+  r = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=500, seed=0)
+  assert r["diff"] == pytest.approx(30.0)
+  lo, hi = r["ci"]
+  assert 18 < lo < 30 < hi < 42 and r["p_value"] == 0.0
+  # Swapping the classifiers flips the sign of the difference and of the CI.
+  s = stats.paired_bootstrap_diff(y, b, a, metric="accuracy", n_boot=500, seed=0)
+  assert s["diff"] == -r["diff"] and s["ci"] == pytest.approx((-hi, -lo)) and s["p_value"] == 0.0
+  f1 = stats.paired_bootstrap_diff(y, a, b, metric="f1", n_boot=500, seed=0)
+  assert f1["diff"] > 0 and f1["ci"][0] > 0
+  # Identical classifiers: no difference at all.
+  same = stats.paired_bootstrap_diff(y, b, b, n_boot=200)
+  assert same == {"diff": 0.0, "ci": (0.0, 0.0), "p_value": 1.0}
+
+
+def test_paired_bootstrap_p_value_tracks_mcnemar_on_a_close_call():
+  """A small difference (6 vs 4 discordant images of 200): not significant either way."""
+  y = np.array([1, 0] * 100)
+  a = y.copy()
+  b = y.copy()
+  a[:4] = 1 - a[:4]
+  b[4:10] = 1 - b[4:10]
+  boot = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=1000, seed=1)
+  assert boot["diff"] == pytest.approx(1.0)
+  assert boot["ci"][0] < 0 < boot["ci"][1]
+  assert 0.3 < boot["p_value"] <= 1.0
+  assert stats.mcnemar(y, a, b)["p_value"] == pytest.approx(2 * sum(math.comb(10, k) for k in range(5)) / 2 ** 10)
+
+
+def test_input_checks():
+  with pytest.raises(ValueError):
+    stats.bootstrap_ci([0, 1, 2], [0, 1, 1])
+  with pytest.raises(ValueError):
+    stats.mcnemar([0, 1], [0, 1], [0])
+  with pytest.raises(ValueError, match="metric"):
+    stats.paired_bootstrap_diff([0, 1], [0, 1], [1, 1], metric="auc")
+
+
+def test_mcnemar_without_scipy_matches(monkeypatch):
+  """The math.comb fallback gives scipy's exact p-values."""
+  import sys
+  y = np.ones(40, int)
+  cases = [(20, 0), (7, 2), (3, 3), (12, 9)]
+  with_scipy = [stats.mcnemar(y, *_discordant(b, c)) for b, c in cases]
+  monkeypatch.setitem(sys.modules, "scipy.stats", None)  # `from scipy.stats import ...` -> ImportError
+  for (b, c), ref in zip(cases, with_scipy):
+    assert stats.mcnemar(y, *_discordant(b, c)) == pytest.approx(ref, rel=1e-12)
+
+
+def _discordant(b, c, n=40):
+  """Predictions (a, b) for all-ones labels: b images only a gets right, c only b does."""
+  a = np.ones(n, int)
+  bb = np.ones(n, int)
+  bb[:b] = 0
+  a[b:b + c] = 0
+  return a, bb
