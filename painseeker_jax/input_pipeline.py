@@ -24,6 +24,7 @@ import io
 from collections.abc import Iterator, Sequence
 
 import grain
+from absl import flags
 import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
@@ -141,6 +142,8 @@ def train_batches(source, indices: Sequence[int], *, batch_size: int, image_size
         .batch(batch_size, drop_remainder=True))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
   if num_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (outside an absl app too)
+      flags.FLAGS.mark_as_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers))
   yield from it
 

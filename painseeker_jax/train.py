@@ -11,6 +11,10 @@ One flat trainer:
   * `run_loro` trains every fold, evaluates the fold models on their held-out
     rats (stacked over a leading fold axis, `config.eval.fold_strategy`), and
     writes results.json, results.md and predictions.csv.
+  * Data parallel on every device (`painseeker_jax.sharding`): the batch is
+    sharded along the mesh axis `data`, parameters and optimizer state are
+    replicated, BatchNorm statistics are those of the global batch. One device
+    is a mesh of one.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from painseeker_jax import losses
 from painseeker_jax import metrics as metrics_lib
 from painseeker_jax import models
 from painseeker_jax import pretrained
+from painseeker_jax import sharding
 from painseeker_jax import writers
 
 NUM_CLASSES = 2
@@ -66,8 +71,16 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformati
   raise ValueError(f"config.optimizer.name={opt.name!r}; use adam_l2 or adamw")
 
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+MULTI_RUN = ("sequential",)  # "vmap" measured slower on CPU: benchmarks/multi_run.py
+
+
 def make_model(config: ml_collections.ConfigDict):
-  return models.create_model(config.model.name, NUM_CLASSES, size=config.model.size)
+  """The config's network; `config.dtype` is the compute dtype (parameters stay float32)."""
+  name = config.get("dtype", "float32")
+  if name not in DTYPES:
+    raise ValueError(f"config.dtype={name!r}; use float32 or bfloat16")
+  return models.create_model(config.model.name, NUM_CLASSES, size=config.model.size, dtype=DTYPES[name])
 
 
 def num_regions(model, image_size: int) -> int | None:
@@ -90,6 +103,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap")
   if str(config.model.pretrained or "none").lower() != "none" and config.model.size != "full":
     raise ValueError("config.model.pretrained needs config.model.size='full' (the ResNet-18 trunk)")
+  if config.get("multi_run", "sequential") not in MULTI_RUN:
+    raise ValueError(f"config.multi_run={config.multi_run!r}; only 'sequential' trains: one vmapped "
+                     "program of several trainings measured slower than running them one after "
+                     "another (benchmarks/README.md, 'Multi-run').")
+  num_devices = jax.device_count()  # all hosts: the mesh of the data-parallel step
+  sharding.check_divisible(config.batch_size, num_devices, "config.batch_size")
+  sharding.check_divisible(config.eval_batch_size, num_devices, "config.eval_batch_size")
   k = num_regions(model, config.image_size)
   if k is not None:  # PRSC is computed (and logged) even with lambda 0
     losses.validate_prsc_args(config.loss.k_h, k, config.loss.delta)
@@ -124,19 +144,25 @@ def _predict(model, variables, images):
   return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1], beta
 
 
-def make_fold_eval(model, strategy: str):
+def make_fold_eval(model, strategy: str, mesh=None):
   """jit fn(variables_F, images_FxBxHxWx3) -> (p_pain_FxB, beta_FxBxK or None).
 
   `vmap` batches the fold axis (on CPU XLA turns it into grouped convolutions,
   6-7x slower); `map` runs the folds one after another inside one program.
+  Data parallel over `mesh` (default: all devices): B is sharded along `data`,
+  the fold axis and the variables are whole on every device, the outputs
+  replicated.
   """
   if strategy == "auto":
     strategy = "map" if jax.default_backend() == "cpu" else "vmap"
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  fold_data, repl = sharding.fold_batch_sharding(mesh), sharding.replicated(mesh)
   one = functools.partial(_predict, model)
+  jit = functools.partial(jax.jit, in_shardings=(repl, fold_data), out_shardings=repl)
   if strategy == "vmap":
-    return jax.jit(jax.vmap(one))
+    return jit(jax.vmap(one))
   if strategy == "map":
-    return jax.jit(lambda v, x: jax.lax.map(lambda a: one(*a), (v, x)))
+    return jit(lambda v, x: jax.lax.map(lambda a: one(*a), (v, x)))
   raise ValueError(f"config.eval.fold_strategy={strategy!r}; use auto, map or vmap")
 
 
@@ -159,19 +185,27 @@ def _checkpoint_manager(path: str) -> ocp.CheckpointManager:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled(model, loss_cfg_json: str, image_size: int, optimizer_json: str):
-  """jit-compiled init and train step, shared by the folds of a run."""
+def _compiled(model, loss_cfg_json: str, image_size: int, optimizer_json: str, mesh=None):
+  """jit-compiled init and train step, shared by the folds of a run.
+
+  Data parallel over `mesh` (default: all devices, `sharding.make_mesh()`): the
+  step takes the batch sharded along `data` and the state replicated, and
+  returns the state and metrics replicated.
+  """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  data, repl = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   loss_cfg = ml_collections.ConfigDict(json.loads(loss_cfg_json))
   tx = make_optimizer(ml_collections.ConfigDict(json.loads(optimizer_json)))
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
 
-  @jax.jit
+  @functools.partial(jax.jit, out_shardings=repl)
   def init(rng):
     variables = model.init(rng, x, train=False)
     return TrainState.create(apply_fn=model.apply, params=variables["params"],
                              batch_stats=variables["batch_stats"], tx=tx)
 
-  step = jax.jit(functools.partial(train_step, model=model, loss_cfg=loss_cfg), donate_argnums=0)
+  step = jax.jit(functools.partial(train_step, model=model, loss_cfg=loss_cfg), donate_argnums=0,
+                 in_shardings=(repl, data, repl), out_shardings=(repl, repl))
   return init, step
 
 
@@ -181,10 +215,17 @@ def _load_resnet18(path: str):
 
 
 def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
-               fold_bar_position: int = 1) -> dict:
-  """Trains (or resumes, or just loads) the model of one fold; returns its variables."""
+               fold_bar_position: int = 1, mesh=None) -> dict:
+  """Trains (or resumes, or just loads) the model of one fold; returns its variables.
+
+  Data parallel over `mesh` (default: all devices of all hosts).
+  """
+  sharding.maybe_initialize_distributed()
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_divisible(config.batch_size, mesh.size, "config.batch_size")
   model = make_model(config)
-  init_fn, step_fn = _compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json())
+  init_fn, step_fn = _compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json(),
+                               mesh)
   steps_per_epoch = len(train_indices) // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   init_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), held_out))
@@ -192,11 +233,11 @@ def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
   weights = pretrained.resolve_pretrained(config.model.pretrained)
   if weights:  # ImageNet trunk; the heads keep their fresh initialisation
     v = pretrained.copy_trunk({"params": state.params, "batch_stats": state.batch_stats}, _load_resnet18(weights))
-    state = state.replace(params=v["params"], batch_stats=v["batch_stats"])
+    state = sharding.replicate(state.replace(params=v["params"], batch_stats=v["batch_stats"]), mesh)
   mngr = _checkpoint_manager(fold_dir(workdir, held_out))
   latest = mngr.latest_step()
   if latest is not None:
-    state = mngr.restore(latest, args=ocp.args.StandardRestore(state))
+    state = sharding.replicate(mngr.restore(latest, args=ocp.args.StandardRestore(state)), mesh)
     log.info("fold rat%d: resumed from step %d of %d", held_out, latest, total_steps)
   start_step = int(state.step)
   if start_step % steps_per_epoch and start_step != total_steps:
@@ -221,7 +262,7 @@ def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
       sums, pending = {}, None
       for batch in batches:
         step = int(state.step)
-        batch = {"image": batch["image"], "label": batch["label"]}
+        batch = sharding.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh)
         state, out = step_fn(state, batch, jax.random.fold_in(step_key, step))
         if pending is not None:  # read the previous step's metrics while this one runs
           _accumulate(sums, pending, held_out, bar)
@@ -260,15 +301,18 @@ def _accumulate(sums: dict, pending, held_out: int, bar) -> None:
 # Evaluation of all folds and the outputs of a run.
 
 
-def evaluate_folds(config, variables_by_fold: dict, test_sources: dict) -> list[dict]:
+def evaluate_folds(config, variables_by_fold: dict, test_sources: dict, mesh=None) -> list[dict]:
   """Predicts every held-out rat with its fold's model, the folds stacked on a leading axis.
 
-  Returns one row per test image (all of them, exactly once).
+  Returns one row per test image (all of them, exactly once). The batch axis is
+  sharded over `mesh` (default: all devices), the fold axis is not.
   """
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_divisible(config.eval_batch_size, mesh.size, "config.eval_batch_size")
   model = make_model(config)
   folds = list(variables_by_fold)
-  fold_eval = make_fold_eval(model, config.eval.fold_strategy)
-  variables_F = stack_trees([variables_by_fold[k] for k in folds])
+  fold_eval = make_fold_eval(model, config.eval.fold_strategy, mesh)
+  variables_F = sharding.replicate(stack_trees([variables_by_fold[k] for k in folds]), mesh)
   iters = {k: list(input_pipeline.eval_batches(test_sources[k], batch_size=config.eval_batch_size,
                                                 image_size=config.image_size,
                                                 num_threads=config.input.num_threads))
@@ -284,7 +328,7 @@ def evaluate_folds(config, variables_by_fold: dict, test_sources: dict) -> list[
       else:  # this rat has fewer batches: an all-padding batch
         empty = empty or {n: np.zeros_like(a) for n, a in iters[folds[0]][0].items()}
         batch_by_fold.append(empty)
-    images = np.stack([x["image"] for x in batch_by_fold])
+    images = sharding.shard_fold_batch(np.stack([x["image"] for x in batch_by_fold]), mesh)
     p_pain, beta = jax.device_get(fold_eval(variables_F, images))
     for f, k in enumerate(folds):
       x = batch_by_fold[f]
@@ -352,6 +396,10 @@ def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
   return results
 
 
+# Config fields added after work directories were written; their absence means these values.
+_ADDED_DEFAULTS = {"dtype": "float32", "multi_run": "sequential"}
+
+
 def _check_workdir_config(config, workdir: str) -> None:
   """A work directory belongs to one configuration: refuse to mix runs."""
   path = os.path.join(workdir, "config.json")
@@ -361,6 +409,9 @@ def _check_workdir_config(config, workdir: str) -> None:
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)
+    for key, value in _ADDED_DEFAULTS.items():  # fields added later: absent means the default
+      if key in current:
+        saved.setdefault(key, value)
     if strip(saved) != strip(current):
       diff = sorted(k for k in set(saved) | set(current)
                     if k not in ignore and saved.get(k) != current.get(k))
@@ -372,6 +423,7 @@ def _check_workdir_config(config, workdir: str) -> None:
 
 def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The leave-one-rat-out experiment; returns (and writes) the results."""
+  sharding.maybe_initialize_distributed()  # before JAX touches a device; multi-host only
   validate_config(config)
   _check_workdir_config(config, workdir)
   folds = list(config.folds)
