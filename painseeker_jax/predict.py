@@ -339,22 +339,13 @@ def stack_variables(variables: list):
 
 def heatmap_overlay(image: np.ndarray, beta: np.ndarray, p_pain: float, label: str,
                     display: int = HEATMAP_DISPLAY_SIZE) -> Image.Image:
-  """The attention map (beta over the K = s x s regions, bilinearly upsampled)
-  in the 'jet' colours blended over the model's input, with p_pain written on it."""
-  import matplotlib
+  """The attention map (beta over the K = s x s regions, bilinearly upsampled,
+  min-max scaled per image: 1 = the most attended region) in the 'jet' colours
+  blended over the model's input, with p_pain written on it."""
+  from painseeker_jax import figures
 
-  k = beta.shape[-1]
-  side = int(round(math.sqrt(k)))
-  if side * side != k:
-    raise ValueError(f"{k} attention regions do not form a square grid")
-  grid = np.asarray(beta, np.float32).reshape(side, side)
-  lo, hi = float(grid.min()), float(grid.max())  # min-max per image: 1 = the most attended region
-  grid = (grid - lo) / (hi - lo) if hi - lo > 1e-12 else np.zeros_like(grid)
-  heat = Image.fromarray(grid).resize((display, display), Image.BILINEAR)
-  colours = matplotlib.colormaps["jet"](np.clip(np.asarray(heat), 0, 1))[..., :3]
-  colours = Image.fromarray((colours * 255 + 0.5).astype(np.uint8))
-  base = Image.fromarray(image).resize((display, display), Image.BILINEAR)
-  out = Image.blend(base, colours, 0.45)
+  base = np.asarray(Image.fromarray(image).resize((display, display), Image.BILINEAR))
+  out = Image.fromarray(figures.overlay(base, beta, alpha=0.45))
   draw = ImageDraw.Draw(out)
   text = f"p_pain {p_pain:.2f} ({label})"
   draw.rectangle((0, 0, 8 + 7 * len(text), 16), fill=(0, 0, 0))

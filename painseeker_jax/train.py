@@ -93,6 +93,7 @@ def num_regions(model, image_size: int) -> int | None:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Fails at config time (before any data is built) on inconsistent fields."""
+  sharding.maybe_initialize_distributed()  # before the device count below; multi-host only
   model = make_model(config)
   make_optimizer(config.optimizer)
   if config.resize_size < config.image_size:
