@@ -68,15 +68,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging() -> None:
-  from absl import logging as absl_logging
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax, tfds log a lot at INFO
-  log = logging.getLogger("painseeker")
-  if not log.handlers:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    log.addHandler(handler)
-  log.setLevel(logging.INFO)
-  log.propagate = False
+  from painseeker_jax import writers
+  writers.console_logging()
 
 
 def load_config(config_arg: str, overrides: list[str]):

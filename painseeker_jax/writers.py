@@ -15,6 +15,34 @@ import logging
 from tensorboardX import SummaryWriter
 
 
+class _TqdmHandler(logging.StreamHandler):
+  """Writes through tqdm so that log lines do not break the progress bars."""
+
+  def emit(self, record):
+    from tqdm.auto import tqdm
+    try:
+      tqdm.write(self.format(record), file=self.stream)
+    except Exception:  # noqa: BLE001 - logging must never raise
+      self.handleError(record)
+
+
+def console_logging(quiet_libraries: bool = True) -> logging.Logger:
+  """Our progress messages (logger "painseeker") to stderr with a time stamp;
+  absl INFO messages of the libraries (orbax, tfds log a lot) hidden unless
+  `quiet_libraries` is False."""
+  from absl import logging as absl_logging
+  if quiet_libraries:
+    absl_logging.set_verbosity(absl_logging.WARNING)
+  log = logging.getLogger("painseeker")
+  if not log.handlers:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+  log.setLevel(logging.INFO)
+  log.propagate = False
+  return log
+
+
 class MetricWriter:
   """Writes scalars to `<logdir>` (TensorBoard) and to the absl log."""
 
