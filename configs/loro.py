@@ -25,9 +25,10 @@ Synthetic twin (quick start, runs anywhere, builds the twin on first use):
 
   From scratch at 96 px (crops of 112 px faces; K = 3 x 3 = 9 regions), batch
   32, Adam lr 1e-3, 8 epochs, so that six folds finish within 20 minutes on 2
-  CPU cores. Measured (2-core AMD EPYC, jax 0.10.2 CPU): about 47 images/s per
-  training step, about 20 s per epoch, 17-18 minutes for build + 6 folds when
-  the machine is otherwise idle (26 min with other jobs on the cores).
+  CPU cores. Measured from a fresh clone (2-core x86-64 CPU, jax 0.10.2):
+  17 min 27 s in all, building the twin included (about 50 s); about 47
+  images/s per training step, 19 s per epoch (26 min when other jobs shared
+  the cores).
   Score: LORO F1 0.7997, accuracy 76.27% (majority-class rate 52.5%); per rat
   F1/Acc 0.906/86.4, 0.795/77.1, 0.615/72.2, 0.764/78.3, 0.801/68.7, 0.803/69.1.
   On one GPU: about a minute.
