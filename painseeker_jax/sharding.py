@@ -120,17 +120,16 @@ def shard_batch(batch, mesh: Mesh):
   Single process: `jax.device_put` splits it over the devices. Several processes:
   every process holds the same global batch and fills only its addressable shards.
   """
-  sharding = batch_sharding(mesh)
-  if jax.process_count() == 1:
-    return jax.device_put(batch, sharding)
-  return jax.tree.map(
-      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
-      batch)
+  return _put_global(batch, batch_sharding(mesh))
 
 
 def shard_fold_batch(batch, mesh: Mesh):
   """Like `shard_batch` for F x B x ... arrays: the batch axis (1) split, the fold axis whole."""
-  sharding = fold_batch_sharding(mesh)
+  return _put_global(batch, fold_batch_sharding(mesh))
+
+
+def _put_global(batch, sharding):
+  """A host pytree holding the global arrays -> global jax.Arrays with `sharding`."""
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)
   return jax.tree.map(
