@@ -300,7 +300,8 @@ def table3_markdown(report: dict, config) -> str:
   lines += ["", "## Statistics", "",
             f"Mean ± std over seeds; 95% CI: stratified bootstrap over test images "
             f"({config.bootstrap} resamples) of the first seed's predictions; vs. PainSeeker: "
-            "exact McNemar p and the paired-bootstrap F1 difference (method − PainSeeker) per seed.", "",
+            "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
+            "(positive: PainSeeker better).", "",
             "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] |",
             "|---|---|---|---|---|---|---|"]
   for m, d in methods.items():
