@@ -551,15 +551,6 @@ def _materials(rat: _Rat):
       np.array([8, 250, 8, 10, 12, 40, 8, 8], np.float32)
 
 
-def _box_blur(a: np.ndarray, r: int) -> np.ndarray:
-  """Separable box filter (radius r) over the first two axes, zero padded."""
-  for axis in (0, 1):
-    c = np.cumsum(np.pad(a, [(r + 1, r) if i == axis else (0, 0) for i in range(a.ndim)]), axis=axis)
-    n = a.shape[axis]
-    a = np.take(c, np.arange(2 * r + 1, 2 * r + 1 + n), axis=axis) - np.take(c, np.arange(n), axis=axis)
-  return a
-
-
 def _project(R, pts, scale, cx, cy):
   q = np.atleast_2d(pts) @ R.T
   return cx + scale * q[:, 0], cy - scale * q[:, 1], q[:, 2]
