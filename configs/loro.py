@@ -109,9 +109,11 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.eval.fold_strategy = "auto"  # map | vmap | auto (map on CPU, vmap elsewhere; benchmarks/eval_strategy.py)
 
   c.dtype = "float32"            # compute dtype: float32 | bfloat16 (TPU/GPU; parameters stay float32)
-  # Several trainings in one compiled program: sequential only (vmapped convolutions run 6-7x
-  # slower on CPU; benchmarks/multi_run.py, benchmarks/README.md).
-  c.multi_run = "sequential"
+  # How the folds are trained: sequential (one after another) | vmap (side by side in one
+  # compiled program; same results up to float order) | auto (the faster one measured for the
+  # backend: sequential on CPU, where vmapped convolutions run 1.8-3.2x slower;
+  # benchmarks/multi_run.py, benchmarks/README.md "Multi-run").
+  c.multi_run = "auto"
 
   c.progress = True              # tqdm bars
 

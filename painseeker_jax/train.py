@@ -72,7 +72,19 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformati
 
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-MULTI_RUN = ("sequential",)  # "vmap" measured slower on CPU: benchmarks/multi_run.py
+MULTI_RUN = ("auto", "sequential", "vmap")
+# config.multi_run="auto": what benchmarks/multi_run.py measured faster on each backend
+# (benchmarks/README.md, "Multi-run"). Vmapped convolutions run 1.8-3.2x slower on CPU.
+_MULTI_RUN_AUTO = {"cpu": "sequential"}
+
+
+def resolve_multi_run(name: str) -> str:
+  """`sequential` or `vmap`: how the folds of a run are trained (`auto` by backend)."""
+  if name not in MULTI_RUN:
+    raise ValueError(f"config.multi_run={name!r}; use auto, sequential or vmap")
+  if name == "auto":
+    return _MULTI_RUN_AUTO.get(jax.default_backend(), "sequential")
+  return name
 
 
 def make_model(config: ml_collections.ConfigDict):
@@ -104,10 +116,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap")
   if str(config.model.pretrained or "none").lower() != "none" and config.model.size != "full":
     raise ValueError("config.model.pretrained needs config.model.size='full' (the ResNet-18 trunk)")
-  if config.get("multi_run", "sequential") not in MULTI_RUN:
-    raise ValueError(f"config.multi_run={config.multi_run!r}; only 'sequential' trains: one vmapped "
-                     "program of several trainings measured slower than running them one after "
-                     "another (benchmarks/README.md, 'Multi-run').")
+  resolve_multi_run(config.get("multi_run", "sequential"))
   num_devices = jax.device_count()  # all hosts: the mesh of the data-parallel step
   sharding.check_divisible(config.batch_size, num_devices, "config.batch_size")
   sharding.check_divisible(config.eval_batch_size, num_devices, "config.eval_batch_size")
@@ -215,6 +224,58 @@ def _load_resnet18(path: str):
   return pretrained.load_resnet18(path)
 
 
+def _start_fold(config, workdir: str, held_out: int, train_indices, init_fn, mesh):
+  """Fresh (or pretrained) state of one fold, or its latest checkpoint; checks the resume point.
+
+  Returns (state, checkpoint manager, step key, steps per epoch).
+  """
+  steps_per_epoch = len(train_indices) // config.batch_size
+  init_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), held_out))
+  state = init_fn(init_key)
+  weights = pretrained.resolve_pretrained(config.model.pretrained)
+  if weights:  # ImageNet trunk; the heads keep their fresh initialisation
+    v = pretrained.copy_trunk({"params": state.params, "batch_stats": state.batch_stats}, _load_resnet18(weights))
+    state = sharding.replicate(state.replace(params=v["params"], batch_stats=v["batch_stats"]), mesh)
+  mngr = _checkpoint_manager(fold_dir(workdir, held_out))
+  latest = mngr.latest_step()
+  total_steps = steps_per_epoch * config.num_epochs
+  if latest is not None:
+    state = sharding.replicate(mngr.restore(latest, args=ocp.args.StandardRestore(state)), mesh)
+    log.info("fold rat%d: resumed from step %d of %d", held_out, latest, total_steps)
+  start_step = int(state.step)
+  if start_step % steps_per_epoch and start_step != total_steps:
+    mngr.close()
+    raise RuntimeError(f"{mngr.directory}: checkpoint at step {start_step} is not at an epoch "
+                       f"boundary of {steps_per_epoch} steps; was config.batch_size changed? "
+                       "Use a new --workdir.")
+  return state, mngr, step_key, steps_per_epoch
+
+
+def _epoch_batches(config, held_out: int, epoch: int, train_source, train_indices):
+  return input_pipeline.train_batches(
+      train_source, train_indices, batch_size=config.batch_size, image_size=config.image_size,
+      resize_size=config.resize_size, seed=input_pipeline.epoch_seed(config.seed, held_out, epoch),
+      num_threads=config.input.num_threads, num_workers=config.input.num_workers)
+
+
+def _end_epoch(config, held_out: int, epoch: int, state, sums: dict, steps_per_epoch: int,
+               seconds: float, writer, mngr) -> None:
+  """Logs the epoch's mean metrics and saves the checkpoint when it is due."""
+  summary = {k: v / steps_per_epoch for k, v in sums.items()}
+  summary["epoch_seconds"] = seconds
+  summary["images_per_second"] = steps_per_epoch * config.batch_size / seconds
+  writer.write_scalars(int(state.step), summary)
+  log.info("fold rat%d epoch %d/%d: %s", held_out, epoch + 1, config.num_epochs,
+           ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
+  if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
+    mngr.save(int(state.step), args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+
+
+def _variables(state) -> dict:
+  return {"params": state.params, "batch_stats": state.batch_stats}
+
+
 def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
                fold_bar_position: int = 1, mesh=None) -> dict:
   """Trains (or resumes, or just loads) the model of one fold; returns its variables.
@@ -224,30 +285,14 @@ def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
   sharding.maybe_initialize_distributed()
   mesh = sharding.make_mesh() if mesh is None else mesh
   sharding.check_divisible(config.batch_size, mesh.size, "config.batch_size")
-  model = make_model(config)
-  init_fn, step_fn = _compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json(),
-                               mesh)
-  steps_per_epoch = len(train_indices) // config.batch_size
+  init_fn, step_fn = _compiled(make_model(config), config.loss.to_json(), config.image_size,
+                               config.optimizer.to_json(), mesh)
+  state, mngr, step_key, steps_per_epoch = _start_fold(config, workdir, held_out, train_indices, init_fn, mesh)
   total_steps = steps_per_epoch * config.num_epochs
-  init_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), held_out))
-  state = init_fn(init_key)
-  weights = pretrained.resolve_pretrained(config.model.pretrained)
-  if weights:  # ImageNet trunk; the heads keep their fresh initialisation
-    v = pretrained.copy_trunk({"params": state.params, "batch_stats": state.batch_stats}, _load_resnet18(weights))
-    state = sharding.replicate(state.replace(params=v["params"], batch_stats=v["batch_stats"]), mesh)
-  mngr = _checkpoint_manager(fold_dir(workdir, held_out))
-  latest = mngr.latest_step()
-  if latest is not None:
-    state = sharding.replicate(mngr.restore(latest, args=ocp.args.StandardRestore(state)), mesh)
-    log.info("fold rat%d: resumed from step %d of %d", held_out, latest, total_steps)
   start_step = int(state.step)
-  if start_step % steps_per_epoch and start_step != total_steps:
-    raise RuntimeError(f"{mngr.directory}: checkpoint at step {start_step} is not at an epoch "
-                       f"boundary of {steps_per_epoch} steps; was config.batch_size changed? "
-                       "Use a new --workdir.")
   if start_step >= total_steps:
     mngr.close()
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    return _variables(state)
 
   writer = writers.MetricWriter(os.path.join(fold_dir(workdir, held_out), "tb"))
   bar = tqdm(total=total_steps, initial=start_step, desc=f"fold rat{held_out}", unit="step",
@@ -256,12 +301,8 @@ def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
     for epoch in range(start_step // steps_per_epoch, config.num_epochs):
       t0 = time.time()
       bar.set_description(f"fold rat{held_out} epoch {epoch + 1}/{config.num_epochs}")
-      batches = input_pipeline.train_batches(
-          train_source, train_indices, batch_size=config.batch_size, image_size=config.image_size,
-          resize_size=config.resize_size, seed=input_pipeline.epoch_seed(config.seed, held_out, epoch),
-          num_threads=config.input.num_threads, num_workers=config.input.num_workers)
       sums, pending = {}, None
-      for batch in batches:
+      for batch in _epoch_batches(config, held_out, epoch, train_source, train_indices):
         step = int(state.step)
         batch = sharding.shard_batch({"image": batch["image"], "label": batch["label"]}, mesh)
         state, out = step_fn(state, batch, jax.random.fold_in(step_key, step))
@@ -269,29 +310,134 @@ def train_fold(config, workdir: str, held_out: int, train_source, train_indices,
           _accumulate(sums, pending, held_out, bar)
         pending = (step, out)
       _accumulate(sums, pending, held_out, bar)
-      summary = {k: v / steps_per_epoch for k, v in sums.items()}
-      summary["epoch_seconds"] = time.time() - t0
-      summary["images_per_second"] = steps_per_epoch * config.batch_size / summary["epoch_seconds"]
-      writer.write_scalars(int(state.step), summary)
-      log.info("fold rat%d epoch %d/%d: %s", held_out, epoch + 1, config.num_epochs,
-                   ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
-      if (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.num_epochs:
-        mngr.save(int(state.step), args=ocp.args.StandardSave(state))
-        mngr.wait_until_finished()
+      _end_epoch(config, held_out, epoch, state, sums, steps_per_epoch, time.time() - t0, writer, mngr)
   finally:
     bar.close()
     writer.close()
     mngr.close()
-  return {"params": state.params, "batch_stats": state.batch_stats}
+  return _variables(state)
+
+
+# ---------------------------------------------------------------------------
+# Several folds in one program (config.multi_run = "vmap").
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_stacked_step(model, loss_cfg_json: str, optimizer_json: str, mesh):
+  """jit(vmap(train_step)) over runs stacked on a leading axis, with a per-run `active` flag.
+
+  fn(state_R, batch_RxB, rng_R, active_R) -> (state_R, metrics_R). A run whose flag
+  is False keeps its state unchanged (its batch is padding): folds with fewer
+  steps per epoch, or already further along after a resume, wait for the others.
+  The batch axis B is sharded along `data`, the run axis and the states are whole.
+  """
+  loss_cfg = ml_collections.ConfigDict(json.loads(loss_cfg_json))
+  del optimizer_json  # part of the cache key: the states carry their optimizer
+
+  def masked_step(state, batch, rng, active):
+    new_state, out = train_step(state, batch, rng, model=model, loss_cfg=loss_cfg)
+    keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
+    return jax.tree.map(keep, new_state, state), out
+
+  repl = sharding.replicated(mesh)
+  return jax.jit(jax.vmap(masked_step), donate_argnums=0,
+                 in_shardings=(repl, sharding.fold_batch_sharding(mesh), repl, repl),
+                 out_shardings=(repl, repl))
+
+
+def train_folds_stacked(config, workdir: str, folds, train_sources: dict, train_indices: dict,
+                        mesh=None) -> dict:
+  """Trains the folds side by side in one vmapped program; returns {held_out: variables}.
+
+  The same trainings as `train_fold` one after another (same initial states, batches
+  and keys, per-fold checkpoints and logs; equal up to float summation order), with
+  the folds stacked on a leading axis of every array.
+  """
+  sharding.maybe_initialize_distributed()
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  sharding.check_divisible(config.batch_size, mesh.size, "config.batch_size")
+  model = make_model(config)
+  init_fn, _ = _compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json(), mesh)
+  step_fn = _compiled_stacked_step(model, config.loss.to_json(), config.optimizer.to_json(), mesh)
+  started = {k: _start_fold(config, workdir, k, train_indices[k], init_fn, mesh) for k in folds}
+  states = {k: s[0] for k, s in started.items()}
+  steps = {k: s[3] for k, s in started.items()}
+  start_epoch = {k: int(states[k].step) // steps[k] for k in folds}
+  todo = [k for k in folds if start_epoch[k] < config.num_epochs]
+  for k in folds:
+    if k not in todo:
+      started[k][1].close()
+  if not todo:
+    return {k: _variables(states[k]) for k in folds}
+
+  log.info("training folds %s side by side (config.multi_run=vmap)", ", ".join(f"rat{k}" for k in todo))
+  stacked = sharding.replicate(stack_trees([states[k] for k in todo]), mesh)
+  keys = jnp.stack([started[k][2] for k in todo])
+  writer = {k: writers.MetricWriter(os.path.join(fold_dir(workdir, k), "tb")) for k in todo}
+  first = min(start_epoch[k] for k in todo)
+  total = sum(max(steps[k] for k in todo if e >= start_epoch[k]) for e in range(first, config.num_epochs))
+  bar = tqdm(total=total, desc="folds side by side", unit="step", position=1, leave=False,
+             disable=not config.progress, dynamic_ncols=True)
+  padding = None  # zeros shaped like a real batch, for runs that wait
+  try:
+    for epoch in range(first, config.num_epochs):
+      t0 = time.time()
+      bar.set_description(f"folds side by side, epoch {epoch + 1}/{config.num_epochs}")
+      live = [k for k in todo if epoch >= start_epoch[k]]
+      its = {k: iter(_epoch_batches(config, k, epoch, train_sources[k], train_indices[k])) for k in live}
+      sums, pending = {k: {} for k in live}, None
+      for i in range(max(steps[k] for k in live)):
+        active = [k in its and i < steps[k] for k in todo]
+        real = {k: next(its[k]) for k, a in zip(todo, active) if a}
+        padding = padding or {n: np.zeros_like(next(iter(real.values()))[n]) for n in ("image", "label")}
+        batch = [real.get(k, padding) for k in todo]
+        step_R = [epoch * steps[k] + i for k in todo]  # = the fold's state.step where active
+        rngs = jax.vmap(jax.random.fold_in)(keys, jnp.asarray(step_R, jnp.uint32))
+        stacked_batch = sharding.shard_fold_batch(
+            {n: np.stack([b[n] for b in batch]) for n in ("image", "label")}, mesh)
+        stacked, out = step_fn(stacked, stacked_batch, rngs, jnp.asarray(active))
+        if pending is not None:
+          _accumulate_stacked(sums, pending, todo, bar)
+        pending = (step_R, active, out)
+      _accumulate_stacked(sums, pending, todo, bar)
+      seconds = time.time() - t0
+      for r, k in enumerate(todo):
+        if k in live:
+          state_k = jax.tree.map(lambda x, r=r: x[r], stacked)
+          _end_epoch(config, k, epoch, state_k, sums[k], steps[k], seconds, writer[k], started[k][1])
+  finally:
+    bar.close()
+    for k in todo:
+      writer[k].close()
+      started[k][1].close()
+  for r, k in enumerate(todo):
+    states[k] = jax.tree.map(lambda x, r=r: x[r], stacked)
+  return {k: _variables(states[k]) for k in folds}
+
+
+def _accumulate_stacked(sums: dict, pending, todo, bar) -> None:
+  step_R, active, out = pending
+  out = jax.device_get(out)
+  for r, k in enumerate(todo):
+    if active[r]:
+      _check_finite(k, step_R[r], out["loss"][r], out["grad_norm"][r])
+      for name, v in out.items():
+        sums[k][name] = sums[k].get(name, 0.0) + float(v[r])
+  bar.update(1)
+  bar.set_postfix(loss=f"{float(np.mean(out['loss'][np.asarray(active)])):.4f}")
+
+
+def _check_finite(held_out: int, step: int, loss, grad_norm) -> None:
+  if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+    raise NonFiniteError(f"fold rat{held_out}, step {step}: non-finite loss ({loss}) or "
+                         f"gradient norm ({grad_norm}); lower config.optimizer.learning_rate "
+                         "or check the input images.")
 
 
 def _accumulate(sums: dict, pending, held_out: int, bar) -> None:
   step, out = pending
   out = jax.device_get(out)
-  if not (np.isfinite(out["loss"]) and np.isfinite(out["grad_norm"])):
-    raise NonFiniteError(f"fold rat{held_out}, step {step}: non-finite loss ({out['loss']}) or "
-                         f"gradient norm ({out['grad_norm']}); lower config.optimizer.learning_rate "
-                         "or check the input images.")
+  _check_finite(held_out, step, out["loss"], out["grad_norm"])
   for k, v in out.items():
     sums[k] = sums.get(k, 0.0) + float(v)
   bar.update(1)
@@ -405,7 +551,7 @@ def _check_workdir_config(config, workdir: str) -> None:
   """A work directory belongs to one configuration: refuse to mix runs."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
-  ignore = ("progress", "input")  # do not change results
+  ignore = ("progress", "input", "multi_run")  # do not change results (multi_run: float order only)
   strip = lambda d: {k: v for k, v in d.items() if k not in ignore}  # noqa: E731
   if os.path.exists(path):
     with open(path) as f:
@@ -431,11 +577,14 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
   splits = [s for k in folds for s in input_pipeline.fold_splits(k)]
   sources = input_pipeline.get_sources(config.dataset, splits, config.data_dir, config.manual_dir)
   pretrained.resolve_pretrained(config.model.pretrained)  # stops with instructions if missing
-  variables = {}
-  for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
-    train_split = input_pipeline.fold_splits(k)[0]
-    variables[k] = train_fold(config, workdir, k, sources[train_split],
-                              input_pipeline.labelled_indices(sources[train_split]))
+  train_sources = {k: sources[input_pipeline.fold_splits(k)[0]] for k in folds}
+  train_indices = {k: input_pipeline.labelled_indices(train_sources[k]) for k in folds}
+  if resolve_multi_run(config.get("multi_run", "sequential")) == "vmap":
+    variables = train_folds_stacked(config, workdir, folds, train_sources, train_indices)
+  else:
+    variables = {}
+    for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
+      variables[k] = train_fold(config, workdir, k, train_sources[k], train_indices[k])
   rows = evaluate_folds(config, variables, {k: sources[f"rat{k}"] for k in folds})
   results = write_outputs(config, workdir, rows)
   log.info("LORO: F1 %.4f, accuracy %.2f%% (%d test images)", results["loro"]["f1"],

@@ -44,7 +44,7 @@ def test_validate_config_checks_both_batch_sizes(mini_data_dir, monkeypatch):
   with pytest.raises(ValueError, match="config.dtype"):
     train.validate_config(mini_config(mini_data_dir, dtype="float16"))
   with pytest.raises(ValueError, match="config.multi_run"):
-    train.validate_config(mini_config(mini_data_dir, multi_run="vmap"))
+    train.validate_config(mini_config(mini_data_dir, multi_run="folds"))
 
 
 def test_multi_host_environment_detection(monkeypatch):
