@@ -20,6 +20,7 @@ import pytest
 
 from painseeker_jax import models
 from painseeker_jax import pretrained
+from painseeker_jax import torch_reference
 
 ATOL = 1e-4
 
@@ -274,62 +275,12 @@ def test_no_tensorflow_on_this_path():
 # Equivalence with a PyTorch ResNet-18 (torchvision's architecture).
 
 
-def _torch_resnet18(torch):
-  tnn = torch.nn
-
-  class Block(tnn.Module):
-
-    def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.bn1 = tnn.BatchNorm2d(cout)
-      self.relu = tnn.ReLU(inplace=True)
-      self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-      self.bn2 = tnn.BatchNorm2d(cout)
-      self.downsample = None
-      if stride != 1 or cin != cout:
-        self.downsample = tnn.Sequential(
-            tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
-
-    def forward(self, x):
-      y = self.relu(self.bn1(self.conv1(x)))
-      y = self.bn2(self.conv2(y))
-      r = x if self.downsample is None else self.downsample(x)
-      return self.relu(y + r)
-
-  class Net(tnn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
-      self.bn1 = tnn.BatchNorm2d(64)
-      self.relu = tnn.ReLU(inplace=True)
-      self.maxpool = tnn.MaxPool2d(3, 2, 1)
-      cin = 64
-      for s, cout in enumerate((64, 128, 256, 512)):
-        stride = 1 if s == 0 else 2
-        setattr(self, f'layer{s + 1}', tnn.Sequential(
-            Block(cin, cout, stride), Block(cout, cout, 1)))
-        cin = cout
-      self.avgpool = tnn.AdaptiveAvgPool2d((1, 1))
-      self.fc = tnn.Linear(512, 1000)
-
-    def features(self, x):
-      x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-      return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x):
-      return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
-
-  return Net()
-
-
 @pytest.fixture(scope='module')
 def torch_net(tmp_path_factory):
   torch = pytest.importorskip('torch')
   from safetensors.torch import save_file
   torch.manual_seed(0)
-  net = _torch_resnet18(torch)
+  net = torch_reference.resnet18(torch)
   # Non-trivial running statistics: accumulate them from random batches
   # (cumulative average), then perturb them and the BN affine parameters.
   for m in net.modules():
@@ -413,3 +364,34 @@ def test_stride2_layers_match_torch(torch_net, size):
   assert got.shape == (2, (size + 1) // 2, (size + 1) // 2, 128)
   np.testing.assert_allclose(got, np.transpose(want, (0, 2, 3, 1)), rtol=0,
                              atol=ATOL)
+
+
+def test_torch_reference_painseeker_is_the_same_network():
+  """torch_reference (what benchmarks/train_throughput.py races) = models.PainSeeker18:
+  same loss and gradients in training mode from the same weights and images."""
+  torch = pytest.importorskip('torch')
+  from painseeker_jax import losses
+  torch.manual_seed(0)
+  net = torch_reference.resnet18(torch, num_classes=2, painseeker=True).train()
+  sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+  model = models.PainSeeker18(num_classes=2)
+  variables = pretrained.state_dict_to_variables(sd, model)
+  x = np.random.default_rng(0).normal(size=(4, 64, 64, 3)).astype(np.float32)  # K = 2x2
+  y = np.array([0, 1, 1, 0])
+
+  def loss_fn(params):
+    logits, beta, _ = models.forward(model, dict(variables, params=params), jnp.asarray(x), train=True)
+    return losses.total_loss(logits, y, beta, 0.1, 2, 0.2)[0]
+
+  loss, grads = jax.value_and_grad(loss_fn)(variables['params'])
+  logits_t, beta_t = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+  loss_t = torch_reference.total_loss(torch, logits_t, torch.from_numpy(y), beta_t, 0.1, 2, 0.2)
+  loss_t.backward()
+  np.testing.assert_allclose(float(loss), loss_t.item(), rtol=1e-5)
+  grads_t = pretrained.state_dict_to_variables(
+      {k: (p.grad.numpy() if p.grad is not None else np.zeros(p.shape, np.float32))
+       for k, p in list(net.named_parameters()) + list(net.named_buffers())}, model)['params']
+  flat, flat_t = jax.tree.leaves_with_path(grads), dict(jax.tree.leaves_with_path(grads_t))
+  assert len(flat) == len(flat_t) == 64  # 20 convs, 20 BN x 2, region_score and fc x 2
+  for path, g in flat:
+    np.testing.assert_allclose(g, flat_t[path], rtol=2e-3, atol=2e-5, err_msg=jax.tree_util.keystr(path))
