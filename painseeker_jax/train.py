@@ -259,11 +259,15 @@ def _epoch_batches(config, held_out: int, epoch: int, train_source, train_indice
 
 
 def _end_epoch(config, held_out: int, epoch: int, state, sums: dict, steps_per_epoch: int,
-               seconds: float, writer, mngr) -> None:
-  """Logs the epoch's mean metrics and saves the checkpoint when it is due."""
+               seconds: float, writer, mngr, images: int | None = None) -> None:
+  """Logs the epoch's mean metrics and saves the checkpoint when it is due.
+
+  `images`: the images trained on in `seconds` (default: this fold's epoch; all
+  folds' when they train side by side).
+  """
   summary = {k: v / steps_per_epoch for k, v in sums.items()}
   summary["epoch_seconds"] = seconds
-  summary["images_per_second"] = steps_per_epoch * config.batch_size / seconds
+  summary["images_per_second"] = (images or steps_per_epoch * config.batch_size) / seconds
   writer.write_scalars(int(state.step), summary)
   log.info("fold rat%d epoch %d/%d: %s", held_out, epoch + 1, config.num_epochs,
            ", ".join(f"{k}={v:.4g}" for k, v in summary.items()))
@@ -401,10 +405,11 @@ def train_folds_stacked(config, workdir: str, folds, train_sources: dict, train_
         pending = (step_R, active, out)
       _accumulate_stacked(sums, pending, todo, bar)
       seconds = time.time() - t0
+      images = sum(steps[k] for k in live) * config.batch_size
       for r, k in enumerate(todo):
         if k in live:
           state_k = jax.tree.map(lambda x, r=r: x[r], stacked)
-          _end_epoch(config, k, epoch, state_k, sums[k], steps[k], seconds, writer[k], started[k][1])
+          _end_epoch(config, k, epoch, state_k, sums[k], steps[k], seconds, writer[k], started[k][1], images)
   finally:
     bar.close()
     for k in todo:
