@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # The accelerator figures of benchmarks/README.md ("On a GPU"), in one go, with a deadline.
 #
-#   bash benchmarks/accelerator.sh [OUT_DIR] [SECONDS]      # default runs/accelerator, 3600 s
+#   bash benchmarks/accelerator.sh [LOG_DIR] [SECONDS] [WORK_DIR]
+#   # defaults: runs/accelerator, 3600 s, LOG_DIR/work
 #
-# In order of priority (each step is cut off so that the whole script ends within SECONDS,
-# and each step's log lands in OUT_DIR as it runs):
+# In order of priority. Each step gets the time left and is killed when it runs out, so the
+# script ends within SECONDS plus the time a killed GPU process takes to exit (leave a margin
+# of a minute or two under a hard limit). LOG_DIR receives only small files, as they are
+# written: summary.txt and one log per step (at most 8 files); the twin and the runs' work
+# directories go to WORK_DIR.
 #   1. the synthetic twin (256 px faces), built with `python -m tfds_ratspain build`;
 #   2. training-step and inference images/s at the paper's 224 px, batch 64, Flax vs. PyTorch
 #      on the same GPU (benchmarks/train_throughput.py), then bfloat16 (Flax only);
@@ -16,10 +20,11 @@
 set -uo pipefail
 OUT=${1:-runs/accelerator}
 BUDGET=${2:-3600}
-mkdir -p "$OUT"
+WORK=${3:-$OUT/work}
+mkdir -p "$OUT" "$WORK"
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
-export TFDS_DATA_DIR=${TFDS_DATA_DIR:-$OUT/tfds}
+export TFDS_DATA_DIR=${TFDS_DATA_DIR:-$WORK/tfds}
 THREADS=$(nproc)
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
@@ -29,7 +34,7 @@ step() {  # step NAME MIN_SECONDS COMMAND...: runs COMMAND with the time left, i
   if [ "$t" -lt "$need" ]; then echo "== $name: skipped ($t s left, needs $need)" | tee -a "$OUT/summary.txt"; return; fi
   echo "== $name ($t s left): $*" | tee -a "$OUT/summary.txt"
   local t0; t0=$(date +%s)
-  timeout --kill-after=5 "$((t - 5))" "$@" > "$OUT/$name.log" 2>&1
+  timeout --kill-after=10 "$((t - 15))" "$@" > "$OUT/$name.log" 2>&1
   local rc=$?
   echo "   rc=$rc, $(( $(date +%s) - t0 )) s; last lines:" | tee -a "$OUT/summary.txt"
   tr '\r' '\n' < "$OUT/$name.log" | grep -v -i -e warning -e '^ *$' -e 'it/s\]' -e 'examples/s\]' | tail -n 8 | sed 's/^/   | /' | tee -a "$OUT/summary.txt"
@@ -44,12 +49,12 @@ XLA_PYTHON_CLIENT_PREALLOCATE=false step throughput 90 \
   python benchmarks/train_throughput.py --batch 64 --eval_batch 64 --repeats 5 --steps 10
 LORO=(python run.py --config=configs/loro.py --config.dataset=synthetic --config.model.pretrained=None
       --config.input.num_threads="$THREADS" --config.checkpoint_every_epochs=10 --config.progress=False)
-step loro224_sequential 150 "${LORO[@]}" --config.multi_run=sequential --workdir="$OUT/loro224_sequential"
+step loro224_sequential 150 "${LORO[@]}" --config.multi_run=sequential --workdir="$WORK/loro224_sequential"
 step multi_run 120 python benchmarks/multi_run.py --size full --image_size 224 --batch 64 --runs 6 --repeats 3
-step loro224_vmap 150 "${LORO[@]}" --config.multi_run=vmap --workdir="$OUT/loro224_vmap"
+step loro224_vmap 150 "${LORO[@]}" --config.multi_run=vmap --workdir="$WORK/loro224_vmap"
 XLA_PYTHON_CLIENT_PREALLOCATE=false step throughput_bf16 60 \
   python benchmarks/train_throughput.py --batch 64 --eval_batch 64 --repeats 5 --steps 10 --no_torch --dtype bfloat16
 for d in loro224_sequential loro224_vmap; do
-  [ -f "$OUT/$d/results.md" ] && { echo "== $d/results.md"; cat "$OUT/$d/results.md"; } | tee -a "$OUT/summary.txt"
+  [ -f "$WORK/$d/results.md" ] && { echo "== $d/results.md"; cat "$WORK/$d/results.md"; } | tee -a "$OUT/summary.txt"
 done
 echo "total $(( $(date +%s) - START )) s" | tee -a "$OUT/summary.txt"
