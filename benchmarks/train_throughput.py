@@ -1,9 +1,8 @@
 """Training-step and inference throughput: the Flax PainSeeker vs. the same network in PyTorch.
 
   pip install -e ".[bench]"
-  python benchmarks/train_throughput.py                      # batch 16, 224 px, config's conv path
-  python benchmarks/train_throughput.py --conv=plain         # XLA's own convolutions
-  python benchmarks/train_throughput.py --no_torch --batch 64   # JAX only (e.g. on a GPU)
+  python benchmarks/train_throughput.py                         # batch 16, 224 px
+  python benchmarks/train_throughput.py --no_torch --batch 64   # JAX only
 
 Times, in one process and on the same device, side by side (the two
 frameworks alternate, repetition by repetition, so drifting machine load hits
@@ -19,7 +18,8 @@ both alike):
 
 Prints median/min/max images/s of each and, as its last line,
 `ratio_jax_over_torch=<float>` for the training step (medians). Figures:
-benchmarks/README.md, "Training step: JAX vs. PyTorch".
+benchmarks/README.md, "Training step: JAX vs. PyTorch"; where the time goes:
+benchmarks/conv_profile.py.
 """
 
 import argparse
@@ -42,8 +42,6 @@ def _config(args):
   c.model.pretrained = None
   c.model.name = args.model
   c.batch_size, c.image_size, c.resize_size = args.batch, args.image_size, args.image_size
-  if args.conv:
-    c.model.conv = args.conv
   c.dtype = args.dtype
   return c
 
@@ -139,7 +137,6 @@ def main():
   p.add_argument("--eval_batch", type=int, default=64)
   p.add_argument("--image_size", type=int, default=224)
   p.add_argument("--model", default="painseeker", choices=("painseeker", "resnet18"))
-  p.add_argument("--conv", default=None, help="config.model.conv (default: the config's)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="training steps (inference batches) per repetition")
@@ -164,7 +161,7 @@ def main():
   else:
     threads = None
   print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"conv={config.model.get('conv', 'plain')}, dtype={args.dtype}; "
+        f"dtype={args.dtype}; "
         + (f"torch {sides and __import__('torch').__version__} on {args.torch_device} ({threads} threads); "
            if not args.no_torch else "")
         + f"{args.model}, train batch {args.batch}, eval batch {args.eval_batch}, {args.image_size} px, "
@@ -190,7 +187,7 @@ def main():
         times[f"{name}_infer"].append(time.perf_counter() - t0)
 
   report = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-            "conv": config.model.get("conv", "plain"), "dtype": args.dtype, "batch": args.batch,
+            "dtype": args.dtype, "batch": args.batch,
             "eval_batch": args.eval_batch, "image_size": args.image_size, "repeats": args.repeats,
             "steps": args.steps}
   for key, ts in times.items():
