@@ -148,11 +148,14 @@ _EIGHT_DEVICES = textwrap.dedent(r"""
     # A short LORO run on all 8 devices completes and matches the 1-device run.
     cfg = lambda: mini_config(data_dir, folds=(1,), **eps)
     r8 = train.run_loro(cfg(), workdir + "/eight")
+    # The same fold trained through the stacked (vmapped) trainer, batch sharded over 8 devices.
+    train.run_loro(mini_config(data_dir, folds=(1,), multi_run="vmap", **eps), workdir + "/eight_vmap")
     real_make_mesh = sharding.make_mesh
     sharding.make_mesh = lambda devices=None: real_make_mesh(jax.devices()[:1])
     r1 = train.run_loro(cfg(), workdir + "/one")
     read = lambda d: np.loadtxt(d + "/predictions.csv", delimiter=",", skiprows=1, usecols=4)
     np.testing.assert_allclose(read(workdir + "/eight"), read(workdir + "/one"), atol=1e-4)
+    np.testing.assert_allclose(read(workdir + "/eight_vmap"), read(workdir + "/one"), atol=1e-3)
     print(json.dumps({"loss8": float(o8[0]["loss"]), "loss1": float(o1[0]["loss"]),
                       "n_pred": len(read(workdir + "/eight")), "f1": r8["loro"]["f1"]}))
 """)
@@ -160,7 +163,8 @@ _EIGHT_DEVICES = textwrap.dedent(r"""
 
 def test_eight_devices_match_one_device(mini_data_dir, tmp_path):
   """8 simulated devices: the same losses, parameters and BatchNorm statistics as 1 device
-  (two steps), the same fold predictions, and a one-fold LORO run that completes."""
+  (two steps), the same fold predictions, and a one-fold LORO run that completes (also
+  through the stacked trainer, config.multi_run=vmap)."""
   env = dict(os.environ)
   env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
   env["JAX_PLATFORMS"] = "cpu"
