@@ -363,7 +363,14 @@ def train_folds_stacked(config, workdir: str, folds, train_sources: dict, train_
   model = make_model(config)
   init_fn, _ = _compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json(), mesh)
   step_fn = _compiled_stacked_step(model, config.loss.to_json(), config.optimizer.to_json(), mesh)
-  started = {k: _start_fold(config, workdir, k, train_indices[k], init_fn, mesh) for k in folds}
+  started = {}
+  try:
+    for k in folds:
+      started[k] = _start_fold(config, workdir, k, train_indices[k], init_fn, mesh)
+  except BaseException:
+    for s in started.values():
+      s[1].close()
+    raise
   states = {k: s[0] for k, s in started.items()}
   steps = {k: s[3] for k, s in started.items()}
   start_epoch = {k: int(states[k].step) // steps[k] for k in folds}
