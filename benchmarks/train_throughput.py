@@ -2,11 +2,14 @@
 
   pip install -e ".[bench]"
   python benchmarks/train_throughput.py                         # batch 16, 224 px
+  python benchmarks/train_throughput.py --convs=auto            # without XLA's own convolutions
   python benchmarks/train_throughput.py --no_torch --batch 64   # JAX only
 
-Times, in one process and on the same device, side by side (the two
-frameworks alternate, repetition by repetition, so drifting machine load hits
-both alike):
+Times, in one process and on the same device, side by side (the sides
+alternate, repetition by repetition, so drifting machine load hits all alike),
+the Flax model with each convolution path of `--convs` (`config.model.conv`:
+`auto` = what a run uses here, `xla` = XLA's own convolutions, `onednn`) and
+PyTorch:
 
   * the real training step: PainSeeker (ResNet-18 trunk, attention pooling),
     cross-entropy + 0.1 * PRSC (K_h 5, delta 0.2), Adam with L2 weight decay
@@ -17,7 +20,8 @@ both alike):
   * inference at `--eval_batch` (softmax and attention, as in evaluation).
 
 Prints median/min/max images/s of each and, as its last line,
-`ratio_jax_over_torch=<float>` for the training step (medians). Figures:
+`ratio_jax_over_torch=<float>` for the training step (medians) of the first
+path in `--convs` (default `auto`). Figures:
 benchmarks/README.md, "Training step: JAX vs. PyTorch"; where the time goes:
 benchmarks/conv_profile.py.
 """
@@ -37,10 +41,11 @@ from configs import loro  # noqa: E402
 from painseeker_jax import train  # noqa: E402
 
 
-def _config(args):
+def _config(args, conv):
   c = loro.get_config("real")
   c.model.pretrained = None
   c.model.name = args.model
+  c.model.conv = conv
   c.batch_size, c.image_size, c.resize_size = args.batch, args.image_size, args.image_size
   c.dtype = args.dtype
   return c
@@ -138,6 +143,7 @@ def main():
   p.add_argument("--image_size", type=int, default=224)
   p.add_argument("--model", default="painseeker", choices=("painseeker", "resnet18"))
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--convs", default="auto,xla", help="config.model.conv values to time, comma-separated")
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="training steps (inference batches) per repetition")
   p.add_argument("--no_torch", action="store_true")
@@ -147,13 +153,21 @@ def main():
   if args.torch_device == "auto":
     args.torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
 
-  config = _config(args)
+  if not args.no_torch:
+    import torch  # noqa: F401,PLC0415  (first: its OpenMP runtime starts with the default settings)
+  convs = args.convs.split(",")
+  configs = {c: _config(args, c) for c in convs}
+  config = configs[convs[0]]
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.batch, args.image_size, args.image_size, 3), dtype=np.uint8)
   labels = np.arange(args.batch, dtype=np.int32) % 2
   eval_images = rng.integers(0, 256, (args.eval_batch, args.image_size, args.image_size, 3), dtype=np.uint8)
 
-  sides = {"jax": _jax_side(config, args, images, labels, eval_images)}
+  sides, resolved = {}, {}
+  for c in convs:
+    model = train.make_model(configs[c])
+    resolved[c] = model.conv
+    sides[f"jax_{c}"] = _jax_side(configs[c], args, images, labels, eval_images)
   if not args.no_torch:
     import torch  # noqa: PLC0415
     sides["torch"] = _torch_side(config, args, images, labels, eval_images)
@@ -161,7 +175,7 @@ def main():
   else:
     threads = None
   print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"dtype={args.dtype}; "
+        f"dtype={args.dtype}, convs " + ", ".join(f"{c}={r}" for c, r in resolved.items()) + "; "
         + (f"torch {sides and __import__('torch').__version__} on {args.torch_device} ({threads} threads); "
            if not args.no_torch else "")
         + f"{args.model}, train batch {args.batch}, eval batch {args.eval_batch}, {args.image_size} px, "
@@ -187,7 +201,7 @@ def main():
         times[f"{name}_infer"].append(time.perf_counter() - t0)
 
   report = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-            "dtype": args.dtype, "batch": args.batch,
+            "dtype": args.dtype, "convs": resolved, "batch": args.batch,
             "eval_batch": args.eval_batch, "image_size": args.image_size, "repeats": args.repeats,
             "steps": args.steps}
   for key, ts in times.items():
@@ -196,12 +210,17 @@ def main():
     n = (args.batch if key.endswith("train") else args.eval_batch) * args.steps
     s = _stats(ts, n)
     report[key] = s
-    print(f"{key:12s} images/s: median {s['median']:7.1f}  min {s['min']:7.1f}  max {s['max']:7.1f}")
+    print(f"{key:18s} images/s: median {s['median']:7.1f}  min {s['min']:7.1f}  max {s['max']:7.1f}")
   print(json.dumps(report))
   if "torch" in sides:
     if not args.no_inference:
-      print(f"ratio_infer_jax_over_torch={report['jax_infer']['median'] / report['torch_infer']['median']:.3f}")
-    print(f"ratio_jax_over_torch={report['jax_train']['median'] / report['torch_train']['median']:.3f}")
+      for c in convs[1:]:
+        print(f"ratio_infer_jax_{c}_over_torch="
+              f"{report[f'jax_{c}_infer']['median'] / report['torch_infer']['median']:.3f}")
+      print(f"ratio_infer_jax_over_torch={report[f'jax_{convs[0]}_infer']['median'] / report['torch_infer']['median']:.3f}")
+    for c in convs[1:]:
+      print(f"ratio_jax_{c}_over_torch={report[f'jax_{c}_train']['median'] / report['torch_train']['median']:.3f}")
+    print(f"ratio_jax_over_torch={report[f'jax_{convs[0]}_train']['median'] / report['torch_train']['median']:.3f}")
 
 
 if __name__ == "__main__":

@@ -74,6 +74,10 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "painseeker"   # painseeker | resnet18 | lbp_svm
   c.model.size = "full"         # full (ResNet-18 trunk) | tiny (tests only)
+  # Convolutions: auto (oneDNN's kernels on a one-device CPU run when they load, else XLA's) |
+  # xla | onednn. Same parameters and checkpoints either way; oneDNN about 1.8x faster on CPU
+  # (painseeker_jax/onednn_conv.py, benchmarks/README.md "Training step").
+  c.model.conv = "auto"
   # ImageNet ResNet-18 trunk, as in the paper: "imagenet" (cache, see README), a file path, or
   # None to train from scratch (--config.model.pretrained=None).
   c.model.pretrained = ml_collections.config_dict.placeholder(str)

@@ -97,7 +97,8 @@ def _version() -> str:
 
 
 def create_model(config):
-  return models.create_model(config.model.name, len(CLASS_NAMES), size=config.model.size)
+  conv = models.resolve_conv(config.model.get("conv", "auto"))
+  return models.create_model(config.model.name, len(CLASS_NAMES), size=config.model.size, conv=conv)
 
 
 def variables_template(model, image_size: int) -> dict:

@@ -73,19 +73,63 @@ class BasicBlock(nn.Module):
     return nn.relu(residual + y)
 
 
+CONV_IMPLS = ('xla', 'onednn')
+
+
+def _conv_fn(conv: str):
+  """The ``lax.conv_general_dilated`` stand-in of a conv implementation (None: XLA's own)."""
+  if conv == 'xla':
+    return None
+  if conv == 'onednn':
+    from painseeker_jax import onednn_conv  # noqa: PLC0415  (compiles C++ on first use)
+    return onednn_conv.conv_general_dilated
+  raise ValueError(f'Unknown conv implementation {conv!r}; valid: {CONV_IMPLS}')
+
+
+def resolve_conv(conv: str, dtype: Any = jnp.float32) -> str:
+  """``config.model.conv`` -> ``'xla'`` or ``'onednn'``.
+
+  ``'auto'``: oneDNN on a one-device CPU run in float32 when its handlers load
+  (the oneDNN wheels and a C++ compiler are there; otherwise a warning and
+  XLA's), XLA's own convolutions everywhere else.
+  """
+  if conv not in CONV_IMPLS + ('auto',):
+    raise ValueError(f'config.model.conv={conv!r}; use auto, xla or onednn')
+  cpu_single = jax.default_backend() == 'cpu' and jax.device_count() == 1
+  if conv == 'auto':
+    if not (cpu_single and jnp.dtype(dtype) == jnp.float32):
+      return 'xla'
+    from painseeker_jax import onednn_conv  # noqa: PLC0415
+    return 'onednn' if onednn_conv.available() else 'xla'
+  if conv == 'onednn':
+    if not cpu_single or jnp.dtype(dtype) != jnp.float32:
+      raise ValueError(
+          "config.model.conv='onednn' runs float32 convolutions on one CPU device; this run has "
+          f"{jax.device_count()} {jax.default_backend()} device(s) and dtype {jnp.dtype(dtype).name}. "
+          'Use --config.model.conv=auto (or xla).')
+    from painseeker_jax import onednn_conv  # noqa: PLC0415
+    onednn_conv.load()  # raises OnednnUnavailable saying why
+  return conv
+
+
 class ResNetTrunk(nn.Module):
   """Stem + four stages; returns the last feature map ``B x H' x W' x C``.
 
   At 224x224 input and the ResNet-18 configuration the output is 7x7x512.
+  ``conv`` selects how convolutions are computed (``'xla'``, or ``'onednn'``:
+  oneDNN's CPU kernels, ``painseeker_jax.onednn_conv``); the parameters are the
+  same either way.
   """
   stage_sizes: Sequence[int]
   num_filters: int = 64
   dtype: Any = jnp.float32
+  conv: str = 'xla'
 
   @nn.compact
   def __call__(self, images_BxHxWx3, train: bool = True):
     conv = partial(nn.Conv, use_bias=False, dtype=self.dtype,
-                   kernel_init=_conv_init)
+                   kernel_init=_conv_init,
+                   conv_general_dilated=_conv_fn(self.conv))
     norm = partial(nn.BatchNorm, use_running_average=not train,
                    momentum=0.9, epsilon=1e-5, dtype=self.dtype)
 
@@ -112,12 +156,13 @@ class ResNet(nn.Module):
   num_classes: int
   num_filters: int = 64
   dtype: Any = jnp.float32
+  conv: str = 'xla'
 
   @nn.compact
   def __call__(self, images_BxHxWx3, train: bool = True):
     fmap_BxHxWxD = ResNetTrunk(self.stage_sizes, self.num_filters,
-                               dtype=self.dtype, name='trunk')(
-                                   images_BxHxWx3, train=train)
+                               dtype=self.dtype, conv=self.conv,
+                               name='trunk')(images_BxHxWx3, train=train)
     pooled_BxD = jnp.mean(fmap_BxHxWxD, axis=(1, 2))
     logits_BxC = nn.Dense(self.num_classes, dtype=self.dtype,
                           kernel_init=_dense_init, name='fc')(pooled_BxD)
@@ -140,12 +185,13 @@ class PainSeeker(nn.Module):
   num_classes: int
   num_filters: int = 64
   dtype: Any = jnp.float32
+  conv: str = 'xla'
 
   @nn.compact
   def __call__(self, images_BxHxWx3, train: bool = True):
     fmap_BxHxWxD = ResNetTrunk(self.stage_sizes, self.num_filters,
-                               dtype=self.dtype, name='trunk')(
-                                   images_BxHxWx3, train=train)
+                               dtype=self.dtype, conv=self.conv,
+                               name='trunk')(images_BxHxWx3, train=train)
     B, H, W, D = fmap_BxHxWxD.shape
     feats_BxKxD = jnp.reshape(fmap_BxHxWxD, (B, H * W, D))          # Eq. 1
     scores_BxKx1 = nn.Dense(1, dtype=self.dtype, kernel_init=_dense_init,
@@ -179,7 +225,8 @@ def create_model(name: str, num_classes: int, *, size: str = 'full',
     name: ``'painseeker'`` or ``'resnet18'`` (case-insensitive).
     num_classes: number of output classes.
     size: ``'full'`` (ResNet-18 trunk) or ``'tiny'`` (``TINY``, for tests).
-    **kw: module-field overrides: ``stage_sizes``, ``num_filters``, ``dtype``.
+    **kw: module-field overrides: ``stage_sizes``, ``num_filters``, ``dtype``,
+      ``conv`` (``'xla'`` or ``'onednn'``).
 
   Raises:
     ValueError: unknown ``name`` or ``size``.

@@ -92,7 +92,9 @@ def make_model(config: ml_collections.ConfigDict):
   name = config.get("dtype", "float32")
   if name not in DTYPES:
     raise ValueError(f"config.dtype={name!r}; use float32 or bfloat16")
-  return models.create_model(config.model.name, NUM_CLASSES, size=config.model.size, dtype=DTYPES[name])
+  conv = models.resolve_conv(config.model.get("conv", "auto"), DTYPES[name])
+  return models.create_model(config.model.name, NUM_CLASSES, size=config.model.size, dtype=DTYPES[name],
+                             conv=conv)
 
 
 def num_regions(model, image_size: int) -> int | None:
@@ -563,8 +565,10 @@ def _check_workdir_config(config, workdir: str) -> None:
   """A work directory belongs to one configuration: refuse to mix runs."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
-  ignore = ("progress", "input", "multi_run")  # do not change results (multi_run: float order only)
-  strip = lambda d: {k: v for k, v in d.items() if k not in ignore}  # noqa: E731
+  # Fields that do not change results (multi_run and model.conv: up to float summation order).
+  ignore = ("progress", "input", "multi_run")
+  strip = lambda d: {k: ({n: x for n, x in v.items() if n != "conv"} if k == "model" else v)  # noqa: E731
+                     for k, v in d.items() if k not in ignore}
   if os.path.exists(path):
     with open(path) as f:
       saved = json.load(f)

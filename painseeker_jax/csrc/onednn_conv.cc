@@ -1,0 +1,87 @@
+// oneDNN convolutions as XLA FFI handlers: the CPU convolution path of painseeker_jax
+// (config.model.conv = "onednn"; painseeker_jax/onednn_conv.py compiles and registers this file).
+//
+// Layouts are JAX's: activations NHWC, kernels HWIO. Three handlers, each with attributes
+// `stride` and `pad` (the same in both spatial dimensions, symmetric padding):
+//   PainseekerOnednnConvFwd         (x, w)  -> y    forward
+//   PainseekerOnednnConvBwdData     (dy, w) -> dx   gradient w.r.t. the input
+//   PainseekerOnednnConvBwdWeights  (x, dy) -> dw   gradient w.r.t. the kernel
+// oneDNN picks its own blocked weight layout; the HWIO kernel is reordered into it (and the
+// kernel gradient back out of it) on every call. Primitives are cached per shape.
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include "xla/ffi/api/ffi.h"
+#include "oneapi/dnnl/dnnl.hpp"
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = memory::format_tag;
+static dnnl::engine& eng() { static dnnl::engine e(dnnl::engine::kind::cpu, 0); return e; }
+using Key = std::tuple<int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+struct Prim {
+  dnnl::primitive p;
+  memory::desc w_md;  // the weight layout the primitive wants
+  bool reorder;
+};
+static std::map<Key, Prim> cache; static std::mutex mu;
+
+static ffi::Error Run(int kind, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> out,
+                      int64_t stride, int64_t pad) {
+  // kind 0: fwd (a=x NHWC, b=w HWIO, out=y); 1: bwd data (a=dy, b=w, out=dx); 2: bwd weights (a=x, b=dy, out=dw HWIO)
+  auto xd = kind == 1 ? out->dimensions() : a.dimensions();
+  auto wd = kind == 2 ? out->dimensions() : b.dimensions();
+  auto yd = kind == 0 ? out->dimensions() : (kind == 1 ? a.dimensions() : b.dimensions());
+  int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3], KH = wd[0], KW = wd[1], O = wd[3], Ho = yd[1], Wo = yd[2];
+  memory::desc x_md({N, C, H, W}, memory::data_type::f32, tag::nhwc);
+  memory::desc y_md({N, O, Ho, Wo}, memory::data_type::f32, tag::nhwc);
+  memory::desc uw_md({O, C, KH, KW}, memory::data_type::f32, tag::hwio);
+  memory::desc any_w({O, C, KH, KW}, memory::data_type::f32, tag::any);
+  memory::dims s = {stride, stride}, p = {pad, pad};
+  Key key{kind, N, H, W, C, O, KH, KW, stride, pad};
+  Prim* pr;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      auto fpd = dnnl::convolution_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training,
+          dnnl::algorithm::convolution_direct, x_md, any_w, y_md, s, p, p);
+      Prim q;
+      if (kind == 0) { q.p = dnnl::convolution_forward(fpd); q.w_md = fpd.weights_desc(); }
+      if (kind == 1) { auto pd = dnnl::convolution_backward_data::primitive_desc(eng(), dnnl::algorithm::convolution_direct, x_md, any_w, y_md, s, p, p, fpd);
+                       q.p = dnnl::convolution_backward_data(pd); q.w_md = pd.weights_desc(); }
+      if (kind == 2) { auto pd = dnnl::convolution_backward_weights::primitive_desc(eng(), dnnl::algorithm::convolution_direct, x_md, any_w, y_md, s, p, p, fpd);
+                       q.p = dnnl::convolution_backward_weights(pd); q.w_md = pd.diff_weights_desc(); }
+      q.reorder = q.w_md != uw_md;
+      it = cache.emplace(key, q).first;
+    }
+    pr = &it->second;
+  }
+  try {
+  dnnl::stream st(eng());
+  if (kind == 0 || kind == 1) {
+    memory uw(uw_md, eng(), b.typed_data()), w = uw;
+    if (pr->reorder) { w = memory(pr->w_md, eng()); dnnl::reorder(uw, w).execute(st, uw, w); }
+    if (kind == 0) pr->p.execute(st, {{DNNL_ARG_SRC, memory(x_md, eng(), a.typed_data())}, {DNNL_ARG_WEIGHTS, w},
+                                      {DNNL_ARG_DST, memory(y_md, eng(), out->typed_data())}});
+    else pr->p.execute(st, {{DNNL_ARG_DIFF_DST, memory(y_md, eng(), a.typed_data())}, {DNNL_ARG_WEIGHTS, w},
+                            {DNNL_ARG_DIFF_SRC, memory(x_md, eng(), out->typed_data())}});
+  } else {
+    memory uw(uw_md, eng(), out->typed_data()), w = uw;
+    if (pr->reorder) w = memory(pr->w_md, eng());
+    pr->p.execute(st, {{DNNL_ARG_SRC, memory(x_md, eng(), a.typed_data())}, {DNNL_ARG_DIFF_DST, memory(y_md, eng(), b.typed_data())},
+                       {DNNL_ARG_DIFF_WEIGHTS, w}});
+    if (pr->reorder) dnnl::reorder(w, uw).execute(st, w, uw);
+  }
+  st.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN convolution failed: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+#define H(name, k) \
+  static ffi::Error name##Impl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> o, int64_t s, int64_t p) { return Run(k, a, b, o, s, p); } \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(name, name##Impl, ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("stride").Attr<int64_t>("pad"));
+H(PainseekerOnednnConvFwd, 0)
+H(PainseekerOnednnConvBwdData, 1)
+H(PainseekerOnednnConvBwdWeights, 2)
