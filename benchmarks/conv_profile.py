@@ -13,6 +13,8 @@ one process on the default device, median milliseconds of
   * the matrix product alone, at the size of the whole batch (the ceiling an
     im2col formulation could reach),
 
+  * `painseeker_jax.onednn_conv` (config.model.conv="onednn": oneDNN's kernels
+    as XLA FFI calls) forward + dX + dW, where it loads;
   * with torch installed (the `bench` extra), PyTorch's convolution (oneDNN,
     channels_last) forward and forward + backward (dX, dW) of the same layer,
 
@@ -29,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from painseeker_jax import onednn_conv
 
 # (input size, in channels, out channels, kernel, stride, padding, occurrences in ResNet-18)
 LAYERS = [(224, 3, 64, 7, 2, 3, 1), (56, 64, 64, 3, 1, 1, 4), (56, 64, 128, 3, 2, 1, 1),
@@ -113,10 +117,11 @@ def main():
     torch = None
   print(f"jax {jax.__version__} on {jax.default_backend()}, batch {args.batch}, im2col chunk {args.chunk}; "
         "milliseconds (GFLOP/s)")
+  have_onednn = onednn_conv.available()
   print("| conv | n | GFLOP | XLA fwd | XLA dX | XLA dW | im2col fwd | im2col dW | matmul alone "
-        "| PyTorch fwd | PyTorch fwd+dX+dW |")
-  print("|---|---|---|---|---|---|---|---|---|---|---|")
-  total = {"xla": 0.0, "best": 0.0, "matmul": 0.0, "torch": 0.0}
+        "| oneDNN (FFI) fwd+dX+dW | PyTorch fwd | PyTorch fwd+dX+dW |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  total = {"xla": 0.0, "best": 0.0, "matmul": 0.0, "torch": 0.0, "onednn": 0.0}
   for (h, ci, co, size, stride, pad, n) in LAYERS:
     x = jnp.asarray(rng.normal(size=(args.batch, h, h, ci)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(size, size, ci, co)) * 0.1, jnp.float32)
@@ -135,6 +140,15 @@ def main():
          "dw": bench(dw, x, k, dy, repeats=args.repeats), "ifwd": bench(i_fwd, x, k, repeats=args.repeats),
          "idw": bench(i_dw, x, dy, repeats=args.repeats),
          "mm": bench(jax.jit(lambda a, b: a @ b), a, k.reshape(-1, co), repeats=args.repeats)}
+    if have_onednn:
+      # 0.5 |y|^2, so that the gradient needs the forward pass (with a loss linear in y, XLA would
+      # drop the unused forward call).
+      f = jax.jit(jax.grad(lambda x, k, s=stride, q=pad: 0.5 * jnp.sum(onednn_conv.conv2d(x, k, s, q) ** 2),
+                           argnums=(0, 1) if ci > 3 else 1))
+      t["onednn"] = bench(f, x, k, repeats=args.repeats)
+    else:
+      t["onednn"] = float("nan")
+    total["onednn"] += n * t["onednn"]
     t["tf"], t["tfb"] = (torch_conv_ms(torch, h, ci, co, size, stride, pad, args.batch, args.repeats)
                          if torch else (float("nan"), float("nan")))
     total["torch"] += n * t["tfb"]
@@ -145,11 +159,13 @@ def main():
     total["matmul"] += n * t["mm"] * (3 if ci > 3 else 2)
     print(f"| {h}x{h}x{ci}->{co} k{size}s{stride} | {n} | {gflop:.2f} | {r(t['fwd'])} | "
           f"{r(t['dx']) if ci > 3 else '-'} | {r(t['dw'])} | {r(t['ifwd'])} | {r(t['idw'])} | {r(t['mm'])} | "
-          f"{r(t['tf'])} | {t['tfb']:.1f} |",
+          f"{t['onednn']:.1f} | {r(t['tf'])} | {t['tfb']:.1f} |",
           flush=True)
   print(f"convolutions of one training step: XLA {total['xla']:.0f} ms; taking the faster of XLA and im2col "
         f"per layer and pass {total['best']:.0f} ms ({total['xla'] / total['best']:.2f}x); "
         f"every pass at its layer's matmul speed (no patch building): {total['matmul']:.0f} ms")
+  if have_onednn:
+    print(f"oneDNN through XLA FFI (config.model.conv=onednn): {total['onednn']:.0f} ms")
   if torch:
     print(f"PyTorch {torch.__version__} ({torch.get_num_threads()} threads): {total['torch']:.0f} ms")
 
