@@ -46,14 +46,14 @@ step() {  # step NAME MIN_SECONDS COMMAND...: runs COMMAND with the time left, i
 
 step build 60 python -m tfds_ratspain build --config=synthetic --data_dir="$TFDS_DATA_DIR"
 XLA_PYTHON_CLIENT_PREALLOCATE=false step throughput 90 \
-  python benchmarks/train_throughput.py --batch 64 --eval_batch 64 --repeats 5 --steps 10
+  python benchmarks/train_throughput.py --batch 64 --eval_batch 64 --repeats 5 --steps 10 --convs xla
 LORO=(python run.py --config=configs/loro.py --config.dataset=synthetic --config.model.pretrained=None
       --config.input.num_threads="$THREADS" --config.checkpoint_every_epochs=10 --config.progress=False)
 step loro224_sequential 150 "${LORO[@]}" --config.multi_run=sequential --workdir="$WORK/loro224_sequential"
 step multi_run 120 python benchmarks/multi_run.py --size full --image_size 224 --batch 64 --runs 6 --repeats 3
 step loro224_vmap 150 "${LORO[@]}" --config.multi_run=vmap --workdir="$WORK/loro224_vmap"
 XLA_PYTHON_CLIENT_PREALLOCATE=false step throughput_bf16 60 \
-  python benchmarks/train_throughput.py --batch 64 --eval_batch 64 --repeats 5 --steps 10 --no_torch --dtype bfloat16
+  python benchmarks/train_throughput.py --batch 64 --eval_batch 64 --repeats 5 --steps 10 --no_torch --dtype bfloat16 --convs xla
 for d in loro224_sequential loro224_vmap; do
   [ -f "$WORK/$d/results.md" ] && { echo "== $d/results.md"; cat "$WORK/$d/results.md"; } | tee -a "$OUT/summary.txt"
 done

@@ -25,13 +25,14 @@ Synthetic twin (quick start, runs anywhere, builds the twin on first use):
 
   From scratch at 96 px (crops of 112 px faces; K = 3 x 3 = 9 regions), batch
   32, Adam lr 1e-3, 8 epochs, so that six folds finish within 20 minutes on 2
-  CPU cores. Measured from a fresh clone (2-core x86-64 CPU, jax 0.10.2):
-  17 min 27 s in all, building the twin included (about 50 s); about 47
-  images/s per training step, 19 s per epoch (26 min when other jobs shared
-  the cores).
-  Score: LORO F1 0.7997, accuracy 76.27% (majority-class rate 52.5%); per rat
-  F1/Acc 0.906/86.4, 0.795/77.1, 0.615/72.2, 0.764/78.3, 0.801/68.7, 0.803/69.1.
-  On one GPU: about a minute.
+  CPU cores. Measured from a fresh clone (2-core x86-64 CPU, jax 0.10.2, oneDNN
+  convolutions, model.conv=auto): 13 min 35 s in all, building the twin and
+  compiling the oneDNN handlers included; about 55 images/s per training step.
+  Score: LORO F1 0.7624, accuracy 69.60% (majority-class rate 52.5%); per rat
+  F1/Acc 0.901/85.5, 0.724/61.9, 0.730/84.3, 0.571/40.0, 0.844/76.4, 0.831/77.3.
+  With --config.model.conv=xla (XLA's convolutions, 17 min 27 s): F1 0.7997,
+  accuracy 76.27%; the two differ only in float summation order, which eight
+  epochs from scratch turn into different models (as another seed would).
 
 Variants (the config is locked: a mistyped field is an error):
 
@@ -74,9 +75,9 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "painseeker"   # painseeker | resnet18 | lbp_svm
   c.model.size = "full"         # full (ResNet-18 trunk) | tiny (tests only)
-  # Convolutions: auto (oneDNN's kernels on a one-device CPU run when they load, else XLA's) |
-  # xla | onednn. Same parameters and checkpoints either way; oneDNN about 1.8x faster on CPU
-  # (painseeker_jax/onednn_conv.py, benchmarks/README.md "Training step").
+  # Convolutions: auto (oneDNN's kernels on a one-device float32 CPU run when they load, else
+  # XLA's) | xla | onednn. Same parameters and checkpoints either way; on the CPU the training
+  # step runs 1.45x faster with oneDNN's (painseeker_jax/onednn_conv.py, benchmarks/README.md).
   c.model.conv = "auto"
   # ImageNet ResNet-18 trunk, as in the paper: "imagenet" (cache, see README), a file path, or
   # None to train from scratch (--config.model.pretrained=None).
