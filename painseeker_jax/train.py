@@ -558,7 +558,7 @@ def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
 
 
 # Config fields added after work directories were written; their absence means these values.
-_ADDED_DEFAULTS = {"dtype": "float32", "multi_run": "sequential"}
+_ADDED_DEFAULTS = {"dtype": "float32"}
 
 
 def _check_workdir_config(config, workdir: str) -> None:
