@@ -118,7 +118,11 @@ def _compile() -> str:
 def load() -> str:
   """Compiles (once) and registers the FFI handlers; returns the library path. Raises OnednnUnavailable."""
   path = _compile()
-  lib = ctypes.cdll.LoadLibrary(path)
+  try:
+    lib = ctypes.cdll.LoadLibrary(path)
+  except OSError as e:  # e.g. the oneDNN wheel was uninstalled after the build
+    raise OnednnUnavailable(f"loading {path} failed ({e}); reinstall onednn-cpu-gomp, or delete "
+                            f"{cache_dir()} to rebuild, or use --config.model.conv=xla.") from None
   for name in _TARGETS:
     jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
   return path
