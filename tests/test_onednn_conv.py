@@ -147,3 +147,17 @@ def test_compiles_into_the_cache_atomically(monkeypatch, tmp_path):
   assert path.startswith(str(tmp_path)) and path.endswith("libpainseeker_onednn.so")
   assert [f for f in (tmp_path / "onednn").rglob("*") if f.is_file()] == [tmp_path.joinpath(path)]
   assert onednn_conv._compile() == path  # found, not rebuilt
+
+
+def test_library_that_fails_to_load_is_unavailable(monkeypatch):
+  def broken(path):
+    raise OSError(f"{path}: cannot open shared object file")
+
+  monkeypatch.setattr(onednn_conv.ctypes.cdll, "LoadLibrary", broken)
+  onednn_conv.load.cache_clear()
+  try:
+    with pytest.raises(onednn_conv.OnednnUnavailable, match="loading .*libpainseeker_onednn.so failed.*conv=xla"):
+      onednn_conv.load()
+    assert models.resolve_conv("auto") == "xla"
+  finally:
+    onednn_conv.load.cache_clear()
