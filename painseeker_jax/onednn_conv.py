@@ -128,8 +128,14 @@ def load() -> str:
   return path
 
 
+@functools.lru_cache(maxsize=1)
 def available() -> bool:
-  """True when the handlers load here (compiling them if needed); logs why not otherwise."""
+  """True when the handlers load here (compiling them if needed); logs why not otherwise.
+
+  Decided once per process: `load` caches only a success, and every model built
+  during a run (validation, each fold, evaluation) asks, so a failed compile
+  would otherwise be retried, and warned about, each time.
+  """
   try:
     load()
     return True

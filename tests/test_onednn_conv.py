@@ -127,16 +127,21 @@ def test_missing_onednn_explains_and_auto_falls_back(monkeypatch, tmp_path, capl
   monkeypatch.setattr(onednn_conv, "_prefixes", lambda: [str(tmp_path)])
   monkeypatch.setenv("PAINSEEKER_CACHE", str(tmp_path / "cache"))
   onednn_conv.load.cache_clear()
+  onednn_conv.available.cache_clear()
   try:
     with pytest.raises(onednn_conv.OnednnUnavailable, match="pip install onednn-cpu-gomp onednn-devel-cpu-gomp"):
       onednn_conv.load()
     with caplog.at_level(logging.WARNING, logger="painseeker"):
       assert models.resolve_conv("auto") == "xla"
     assert "oneDNN convolutions unavailable" in caplog.text
+    caplog.clear()
+    assert models.resolve_conv("auto") == "xla"  # decided once: no second compile or warning
+    assert "oneDNN convolutions unavailable" not in caplog.text
     with pytest.raises(onednn_conv.OnednnUnavailable):
       models.resolve_conv("onednn")
   finally:
     onednn_conv.load.cache_clear()
+    onednn_conv.available.cache_clear()
   monkeypatch.undo()
   assert models.resolve_conv("auto") == "onednn"
 
@@ -155,9 +160,11 @@ def test_library_that_fails_to_load_is_unavailable(monkeypatch):
 
   monkeypatch.setattr(onednn_conv.ctypes.cdll, "LoadLibrary", broken)
   onednn_conv.load.cache_clear()
+  onednn_conv.available.cache_clear()
   try:
     with pytest.raises(onednn_conv.OnednnUnavailable, match="loading .*libpainseeker_onednn.so failed.*conv=xla"):
       onednn_conv.load()
     assert models.resolve_conv("auto") == "xla"
   finally:
     onednn_conv.load.cache_clear()
+    onednn_conv.available.cache_clear()
