@@ -1,4 +1,4 @@
-"""The oneDNN convolution path (config.model.conv="onednn") against XLA's own convolutions.
+"""The oneDNN path (config.model.conv="onednn") against XLA's own convolutions and max pooling.
 
 Same forward values, input and kernel gradients for every kind of convolution in
 ResNet-18, the same training step (loss, gradients, BatchNorm statistics) of the
@@ -81,6 +81,26 @@ def test_vmapped_conv_equals_xla():
   got = jax.vmap(lambda x, k: onednn_conv.conv2d(x, k, 1, 1))(x, k)
   want = jax.vmap(lambda x, k: _xla(x, k, 1, 1))(x, k)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [9, 8, 7])
+def test_max_pool_equals_flax(size):
+  """Values and input gradient of the stem's 3x3/2 max pooling; all-negative inputs check that
+  the padding never wins (torch's and flax's -inf padding)."""
+  rng = np.random.default_rng(5)
+  for x in (rng.normal(size=(2, size, size, 5)), -1 - rng.random((2, size, size, 5))):
+    x = jnp.asarray(x, jnp.float32)
+    y_ref, vjp_ref = jax.vjp(lambda x: models.torch_max_pool(x, "xla"), x)
+    y, vjp = jax.vjp(lambda x: models.torch_max_pool(x, "onednn"), x)
+    dy = jnp.asarray(rng.normal(size=y_ref.shape), jnp.float32)
+    np.testing.assert_array_equal(y, y_ref)
+    # an input that is the maximum of several windows sums their gradients, in another order
+    np.testing.assert_allclose(vjp(dy)[0], vjp_ref(dy)[0], rtol=1e-6, atol=1e-6)
+  distinct = jnp.asarray(rng.permutation(x.size).reshape(x.shape) * 0.1, jnp.float32)  # no near-ties
+  check_grads(lambda x: onednn_conv.max_pool(x, 3, 2, 1), (distinct,), order=1, modes=("rev",), eps=1e-2)
+  stacked = jnp.stack([x, 2 * x])  # under vmap (config.multi_run=vmap)
+  np.testing.assert_array_equal(jax.vmap(lambda x: onednn_conv.max_pool(x, 3, 2, 1))(stacked),
+                                jax.vmap(lambda x: models.torch_max_pool(x, "xla"))(stacked))
 
 
 def test_painseeker_training_step_equals_xla():

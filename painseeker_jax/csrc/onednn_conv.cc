@@ -79,6 +79,82 @@ static ffi::Error Run(int kind, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b
   }
   return ffi::Error::Success();
 }
+// Max pooling, square `kernel`, `stride` and symmetric `pad` (padding never wins, as in PyTorch's
+// MaxPool2d and flax's max_pool). Training forward writes oneDNN's workspace (the argmax of each
+// window, one byte per output element) for the backward:
+//   PainseekerOnednnMaxPoolFwd  (x) -> (y, ws)
+//   PainseekerOnednnMaxPoolBwd  (dy, ws) -> dx
+using PKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+struct Pool {
+  dnnl::pooling_forward fwd;
+  dnnl::pooling_backward bwd;
+  memory::desc x_md, y_md, ws_md;
+};
+static std::map<PKey, Pool> pool_cache;
+static const char* kWsError = "oneDNN max pooling: its workspace is not one byte per output element";
+
+// nullptr when oneDNN's workspace is not the one byte per output element the callers allocate.
+static Pool* GetPool(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd, int64_t kernel,
+                                   int64_t stride, int64_t pad) {
+  int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3], Ho = yd[1], Wo = yd[2];
+  PKey key{N, H, W, C, kernel, stride, pad, Ho};
+  std::lock_guard<std::mutex> l(mu);
+  auto it = pool_cache.find(key);
+  if (it != pool_cache.end()) return &it->second;
+  Pool q;
+  q.x_md = memory::desc({N, C, H, W}, memory::data_type::f32, tag::nhwc);
+  q.y_md = memory::desc({N, C, Ho, Wo}, memory::data_type::f32, tag::nhwc);
+  memory::dims k = {kernel, kernel}, s = {stride, stride}, p = {pad, pad}, d = {0, 0};
+  auto fpd = dnnl::pooling_forward::primitive_desc(eng(), dnnl::prop_kind::forward_training,
+      dnnl::algorithm::pooling_max, q.x_md, q.y_md, s, k, d, p, p);
+  auto bpd = dnnl::pooling_backward::primitive_desc(eng(), dnnl::algorithm::pooling_max, q.x_md, q.y_md,
+      s, k, d, p, p, fpd);
+  q.ws_md = fpd.workspace_desc();
+  if (q.ws_md.get_size() != static_cast<size_t>(N * Ho * Wo * C)) return nullptr;
+  q.fwd = dnnl::pooling_forward(fpd);
+  q.bwd = dnnl::pooling_backward(bpd);
+  return &pool_cache.emplace(key, q).first->second;
+}
+
+static ffi::Error PoolFwdImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::U8> ws,
+                              int64_t kernel, int64_t stride, int64_t pad) {
+  try {
+    Pool* pl = GetPool(x.dimensions(), y->dimensions(), kernel, stride, pad);
+    if (!pl) return ffi::Error(ffi::ErrorCode::kInternal, kWsError);
+    dnnl::stream st(eng());
+    pl->fwd.execute(st, {{DNNL_ARG_SRC, memory(pl->x_md, eng(), x.typed_data())},
+                         {DNNL_ARG_DST, memory(pl->y_md, eng(), y->typed_data())},
+                         {DNNL_ARG_WORKSPACE, memory(pl->ws_md, eng(), ws->typed_data())}});
+    st.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN max pooling failed: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+static ffi::Error PoolBwdImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::U8> ws, ffi::ResultBuffer<ffi::F32> dx,
+                              int64_t kernel, int64_t stride, int64_t pad) {
+  try {
+    Pool* pl = GetPool(dx->dimensions(), dy.dimensions(), kernel, stride, pad);
+    if (!pl) return ffi::Error(ffi::ErrorCode::kInternal, kWsError);
+    dnnl::stream st(eng());
+    pl->bwd.execute(st, {{DNNL_ARG_DIFF_DST, memory(pl->y_md, eng(), dy.typed_data())},
+                         {DNNL_ARG_WORKSPACE, memory(pl->ws_md, eng(), ws.typed_data())},
+                         {DNNL_ARG_DIFF_SRC, memory(pl->x_md, eng(), dx->typed_data())}});
+    st.wait();
+  } catch (const dnnl::error& e) {
+    return ffi::Error(ffi::ErrorCode::kInternal, std::string("oneDNN max pooling backward failed: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PainseekerOnednnMaxPoolFwd, PoolFwdImpl,
+    ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::U8>>()
+        .Attr<int64_t>("kernel").Attr<int64_t>("stride").Attr<int64_t>("pad"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(PainseekerOnednnMaxPoolBwd, PoolBwdImpl,
+    ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::U8>>().Ret<ffi::Buffer<ffi::F32>>()
+        .Attr<int64_t>("kernel").Attr<int64_t>("stride").Attr<int64_t>("pad"));
+
 #define H(name, k) \
   static ffi::Error name##Impl(ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b, ffi::ResultBuffer<ffi::F32> o, int64_t s, int64_t p) { return Run(k, a, b, o, s, p); } \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(name, name##Impl, ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>().Attr<int64_t>("stride").Attr<int64_t>("pad"));
