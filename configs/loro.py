@@ -77,8 +77,9 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.model.name = "painseeker"   # painseeker | resnet18 | lbp_svm
   c.model.size = "full"         # full (ResNet-18 trunk) | tiny (tests only)
   # Convolutions: auto (oneDNN's kernels on a one-device float32 CPU run when they load, else
-  # XLA's) | xla | onednn. Same parameters and checkpoints either way; on the CPU the training
-  # step runs 1.45x faster with oneDNN's (painseeker_jax/onednn_conv.py, benchmarks/README.md).
+  # XLA's) | xla | onednn; `onednn` also runs the stem's max pooling through oneDNN. Same
+  # parameters and checkpoints either way; on the CPU the training step runs 1.6x faster with
+  # oneDNN's (painseeker_jax/onednn_conv.py, benchmarks/README.md).
   c.model.conv = "auto"
   # ImageNet ResNet-18 trunk, as in the paper: "imagenet" (cache, see README), a file path, or
   # None to train from scratch (--config.model.pretrained=None).

@@ -6,7 +6,8 @@ oneDNN's convolution kernels. This module gives the Flax model the same kernels:
 `csrc/onednn_conv.cc` holds three XLA FFI handlers (forward, input gradient,
 kernel gradient) that call oneDNN, and `conv_general_dilated` is a drop-in for
 `lax.conv_general_dilated` (a `custom_vjp` over the three) that `nn.Conv`
-accepts as its `conv_general_dilated` field. Parameters, their names, shapes
+accepts as its `conv_general_dilated` field. Two more handlers give the stem's
+max pooling (`max_pool`), whose gradient XLA:CPU computes about 10x slower. Parameters, their names, shapes
 and initialisation, and therefore checkpoints, are the same as on XLA's path;
 results agree to float tolerance (tests/test_onednn_conv.py).
 
