@@ -7,9 +7,10 @@ oneDNN's convolution kernels. This module gives the Flax model the same kernels:
 kernel gradient) that call oneDNN, and `conv_general_dilated` is a drop-in for
 `lax.conv_general_dilated` (a `custom_vjp` over the three) that `nn.Conv`
 accepts as its `conv_general_dilated` field. Two more handlers give the stem's
-max pooling (`max_pool`), whose gradient XLA:CPU computes about 10x slower. Parameters, their names, shapes
-and initialisation, and therefore checkpoints, are the same as on XLA's path;
-results agree to float tolerance (tests/test_onednn_conv.py).
+max pooling (`max_pool`), whose gradient XLA:CPU computes about 10x slower.
+Parameters, their names, shapes and initialisation, and therefore checkpoints,
+are the same as on XLA's path; results agree to float tolerance
+(tests/test_onednn_conv.py).
 
 The handlers are compiled on first use with the system C++ compiler (`$CXX`,
 else `c++`) against the oneDNN wheels (`onednn-cpu-gomp`, `onednn-devel-cpu-gomp`,

@@ -1,4 +1,4 @@
-// oneDNN convolutions as XLA FFI handlers: the CPU convolution path of painseeker_jax
+// oneDNN convolutions (and the stem's max pooling, below) as XLA FFI handlers: the CPU path of painseeker_jax
 // (config.model.conv = "onednn"; painseeker_jax/onednn_conv.py compiles and registers this file).
 //
 // Layouts are JAX's: activations NHWC, kernels HWIO. Three handlers, each with attributes
@@ -95,7 +95,7 @@ static const char* kWsError = "oneDNN max pooling: its workspace is not one byte
 
 // nullptr when oneDNN's workspace is not the one byte per output element the callers allocate.
 static Pool* GetPool(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd, int64_t kernel,
-                                   int64_t stride, int64_t pad) {
+                     int64_t stride, int64_t pad) {
   int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3], Ho = yd[1], Wo = yd[2];
   PKey key{N, H, W, C, kernel, stride, pad, Ho};
   std::lock_guard<std::mutex> l(mu);
