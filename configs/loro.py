@@ -26,14 +26,13 @@ Synthetic twin (quick start, runs anywhere, builds the twin on first use):
   From scratch at 96 px (crops of 112 px faces; K = 3 x 3 = 9 regions), batch
   32, Adam lr 1e-3, 8 epochs, so that six folds finish within 20 minutes on 2
   CPU cores. Measured from a fresh clone (2-core x86-64 CPU, jax 0.10.2, oneDNN
-  convolutions, model.conv=auto): 13 min 35 s in all, building the twin and
-  compiling the oneDNN handlers included; about 55 images/s per training step.
-  Score: LORO F1 0.7624, accuracy 69.60% (majority-class rate 52.5%); per rat
-  F1/Acc 0.901/85.5, 0.724/61.9, 0.730/84.3, 0.571/40.0, 0.844/76.4, 0.831/77.3.
-  A second run gave the same predictions. With --config.model.conv=xla: F1
-  0.6805 / 55.18% (2026-11-27), 0.7997 / 76.27% when first measured on
-  2026-11-25 (cause of the gap not established). Single runs of this recipe
-  are noisy: compare methods over seeds.
+  convolutions and max pooling, model.conv=auto): 10 min 33 s with the twin
+  already built (about 45 s more the first time); about 77 images/s per
+  training step. Score: LORO F1 0.7281, accuracy 65.29% (majority-class rate
+  52.5%); per rat F1/Acc 0.904/85.5, 0.679/51.4, 0.621/80.3, 0.571/40.0,
+  0.769/72.0, 0.787/66.0 (deterministic: the same predictions under another
+  load). Single runs of this recipe are noisy (float-order changes alone moved
+  it between F1 0.68 and 0.80): compare methods over seeds (configs/table3.py).
 
 Variants (the config is locked: a mistyped field is an error):
 
