@@ -15,7 +15,8 @@ skips finished runs and resumes an interrupted one. Outputs: table3.md,
 table3.json, figure4_attention.png.
 
 Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs):
-  synthetic (96 px, 8 epochs): about 9 x 17 min = 2.5 h on 2 CPU cores.
+  synthetic (96 px, 8 epochs): 9 x 10.5 min + 1 min, about 1 h 40 min on 2 CPU
+  cores (measured 2026-11-27; results in docs/results.md).
   real (224 px, 30 epochs, pretrained trunk): GPU minutes per run.
   --config.seeds=0 for a single-seed table.
 """

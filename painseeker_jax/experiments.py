@@ -167,9 +167,9 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
                          for k in ("f1", "accuracy")}
   out["loro"] = {k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")}
   first = by_seed[seeds[0]]
-  y = np.array([r["pain"] for r in first])
-  out["bootstrap_ci_seed%d" % seeds[0]] = stats.bootstrap_ci(
-      y, np.array([r["pred"] for r in first]), n_boot=config.bootstrap, seed=0,
+  preds = np.array([[r["pred"] for r in _align(first, by_seed[s])[1]] for s in seeds])
+  out["bootstrap_ci"] = stats.bootstrap_ci(  # of the mean over seeds
+      np.array([r["pain"] for r in first]), preds, n_boot=config.bootstrap, seed=0,
       groups=np.array([r["rat_id"] for r in first]))
   if ref_by_seed is not None and method != "painseeker":
     out["vs_painseeker"] = {}
@@ -299,13 +299,14 @@ def table3_markdown(report: dict, config) -> str:
     lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
   lines += ["", "## Statistics", "",
             f"Mean ± std over seeds; 95% CI: stratified bootstrap over test images "
-            f"({config.bootstrap} resamples) of the first seed's predictions; vs. PainSeeker: "
+            f"({config.bootstrap} resamples), each scoring every seed's predictions and averaging them "
+            "(a CI of the mean over seeds); vs. PainSeeker: "
             "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
             "(positive: PainSeeker better).", "",
             "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] |",
             "|---|---|---|---|---|---|---|"]
   for m, d in methods.items():
-    ci = next(v for k, v in d.items() if k.startswith("bootstrap_ci"))
+    ci = d["bootstrap_ci"]
     vs = d.get("vs_painseeker", {})
     p = ", ".join(f"{v['mcnemar']['p_value']:.3g}" for v in vs.values()) or "—"
     diff = ", ".join(f"{v['paired_bootstrap_f1']['diff']:+.3f} [{v['paired_bootstrap_f1']['ci'][0]:+.3f}, "

@@ -104,18 +104,26 @@ def bootstrap_ci(y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float
   """Percentile bootstrap (1 - alpha) CIs of pooled F1 and accuracy (%).
 
   Resamples images with replacement (`n_boot` times); with `groups` (e.g.
-  rat ids) within each group (stratified). Returns
+  rat ids) within each group (stratified). `y_pred` is one run's predictions
+  (n,) or several runs' on the same images (seeds x n): then each resample
+  scores every run and averages them, a CI of the mean over seeds. Returns
   `{"f1": (lo, hi), "accuracy": (lo, hi)}`.
   """
-  y_true, y_pred = _check(y_true, ("y_pred", y_pred))
+  runs = np.asarray(y_pred)
+  if runs.ndim == 2 and len(runs):
+    checked = [_check(y_true, (f"y_pred[{i}]", p)) for i, p in enumerate(runs)]
+    y_true, runs = checked[0][0], np.stack([c[1] for c in checked])
+  else:
+    y_true, runs = _check(y_true, ("y_pred", y_pred))
+    runs = runs[None]
   if not 0 < alpha < 1 or n_boot < 1:
     raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
   rng = np.random.default_rng(seed)
   f1, acc = [], []
   for idx in _resample_indices(len(y_true), n_boot, rng, groups):
-    s = _scores(y_true[idx], y_pred[idx])
-    f1.append(s["f1"])
-    acc.append(s["accuracy"])
+    s = _scores(y_true[idx], runs[:, idx])  # (runs, b) -> mean over runs
+    f1.append(s["f1"].mean(0))
+    acc.append(s["accuracy"].mean(0))
   return {"f1": _percentile_ci(np.concatenate(f1), alpha),
           "accuracy": _percentile_ci(np.concatenate(acc), alpha)}
 

@@ -67,6 +67,22 @@ def test_bootstrap_ci_stratified_by_group():
     stats.bootstrap_ci(y, p, groups=groups[:-1])
 
 
+def test_bootstrap_ci_of_the_mean_over_seeds():
+  """Several runs on the same images: the CI is of their mean score (it holds the mean, not
+  one run's score), one run in a (1, n) array is the 1-D case, and a run of another length is
+  an error."""
+  rng = np.random.default_rng(7)
+  y, p0 = _simulate(rng, 400, 0.85)
+  p1 = np.where(rng.random(400) < 0.65, y, 1 - y)
+  ci = stats.bootstrap_ci(y, np.stack([p0, p1]), n_boot=500)
+  accs = [100 * np.mean(y == p) for p in (p0, p1)]
+  assert ci["accuracy"][0] <= np.mean(accs) <= ci["accuracy"][1]
+  assert ci["accuracy"][1] < max(accs) and ci["accuracy"][0] > min(accs)
+  assert stats.bootstrap_ci(y, p0[None], n_boot=200) == stats.bootstrap_ci(y, p0, n_boot=200)
+  with pytest.raises(ValueError, match="entries"):
+    stats.bootstrap_ci(y, np.stack([p0[:-1], p1[:-1]]))
+
+
 def test_mcnemar_constructed_cases():
   rng = np.random.default_rng(0)
   y, p = _simulate(rng, 50, 0.7)
