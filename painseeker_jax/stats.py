@@ -110,12 +110,10 @@ def bootstrap_ci(y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float
   `{"f1": (lo, hi), "accuracy": (lo, hi)}`.
   """
   runs = np.asarray(y_pred)
-  if runs.ndim == 2 and len(runs):
-    checked = [_check(y_true, (f"y_pred[{i}]", p)) for i, p in enumerate(runs)]
-    y_true, runs = checked[0][0], np.stack([c[1] for c in checked])
-  else:
-    y_true, runs = _check(y_true, ("y_pred", y_pred))
-    runs = runs[None]
+  several = runs.ndim == 2 and len(runs)
+  named = [(f"y_pred[{i}]", p) for i, p in enumerate(runs)] if several else [("y_pred", runs)]
+  y_true, *rows = _check(y_true, *named)
+  runs = np.stack(rows)
   if not 0 < alpha < 1 or n_boot < 1:
     raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
   rng = np.random.default_rng(seed)

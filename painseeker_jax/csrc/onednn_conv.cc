@@ -84,7 +84,7 @@ static ffi::Error Run(int kind, ffi::Buffer<ffi::F32> a, ffi::Buffer<ffi::F32> b
 // window, one byte per output element) for the backward:
 //   PainseekerOnednnMaxPoolFwd  (x) -> (y, ws)
 //   PainseekerOnednnMaxPoolBwd  (dy, ws) -> dx
-using PKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+using PKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
 struct Pool {
   dnnl::pooling_forward fwd;
   dnnl::pooling_backward bwd;
@@ -97,7 +97,7 @@ static const char* kWsError = "oneDNN max pooling: its workspace is not one byte
 static Pool* GetPool(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd, int64_t kernel,
                      int64_t stride, int64_t pad) {
   int64_t N = xd[0], H = xd[1], W = xd[2], C = xd[3], Ho = yd[1], Wo = yd[2];
-  PKey key{N, H, W, C, kernel, stride, pad, Ho};
+  PKey key{N, H, W, C, kernel, stride, pad};  // the output size follows from these
   std::lock_guard<std::mutex> l(mu);
   auto it = pool_cache.find(key);
   if (it != pool_cache.end()) return &it->second;
