@@ -17,7 +17,9 @@ directory fills incrementally and a rerun only does what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import logging
 import os
@@ -96,17 +98,54 @@ def derive(config, overrides: dict, seed: int | None = None) -> ml_collections.C
 
 
 def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]]) -> dict:
-  """Runs the jobs in order, skipping finished ones, with a progress summary."""
-  results = {}
-  for n, (label, cfg, wd) in enumerate(jobs):
+  """Runs the jobs in order, skipping finished ones, with a progress summary.
+
+  Several processes may fill one work directory at once (start the same command
+  again, on the same machine or on another one sharing the file system): each
+  run is claimed with a lock on `<run>/run.lock` while it trains, a process
+  skips runs another one holds and comes back to them (waiting for the lock,
+  then reading the results) once it has nothing else to do. A process that
+  dies releases its claims, and its runs resume from their checkpoints.
+  """
+  results, waiting = {}, []
+
+  def one(label, cfg, wd):
     done = sum(os.path.exists(os.path.join(w, "results.json")) for _, _, w in jobs)
     log.info("[%d/%d runs finished] %s", done, len(jobs), label)
     t0 = time.time()
     results[label] = run_method(cfg, wd)
     log.info("%s: F1 %.4f, accuracy %.2f%% (%.0f s)", label, results[label]["loro"]["f1"],
              results[label]["loro"]["accuracy"], time.time() - t0)
+
+  for job in jobs:
+    with _claim(job[2], wait=False) as mine:
+      if mine:
+        one(*job)
+      else:
+        log.info("%s: another process is running it; coming back to it later", job[0])
+        waiting.append(job)
+  for job in waiting:
+    with _claim(job[2], wait=True):
+      one(*job)
   log.info("[%d/%d runs finished]", len(jobs), len(jobs))
-  return results
+  return {label: results[label] for label, _, _ in jobs}
+
+
+@contextlib.contextmanager
+def _claim(workdir: str, wait: bool):
+  """Yields whether this process holds `<workdir>/run.lock` (an advisory
+  `flock`, released when the process ends). wait=True blocks until it does."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "run.lock"), "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def read_predictions(workdir: str) -> list[dict]:
@@ -391,11 +430,11 @@ def run_sensitivity(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   defaults = {p: config.loss[p] for p in config.sweep}
   jobs, points = [], {}
-  for p, values in config.sweep.items():
-    for v in values:
-      setting = dict(defaults, **{p: v})
-      tag = ",".join(f"{k}={setting[k]:g}" for k in sorted(setting))
-      for s in config.seeds:
+  for s in config.seeds:  # seed-major: a partly filled work directory holds whole curves
+    for p, values in config.sweep.items():
+      for v in values:
+        setting = dict(defaults, **{p: v})
+        tag = ",".join(f"{k}={setting[k]:g}" for k in sorted(setting))
         wd = os.path.join(workdir, "runs", tag, f"seed{s}")
         jobs.append((f"{p}={v:g} seed {s}", derive(config, {f"loss.{k}": x for k, x in setting.items()}, s), wd))
         points.setdefault(p, {}).setdefault(v, []).append(wd)

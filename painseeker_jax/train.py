@@ -565,8 +565,9 @@ def _check_workdir_config(config, workdir: str) -> None:
   """A work directory belongs to one configuration: refuse to mix runs."""
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort())
-  # Fields that do not change results (multi_run and model.conv: up to float summation order).
-  ignore = ("progress", "input", "multi_run")
+  # Fields that do not change results (multi_run and model.conv: up to float summation order;
+  # checkpoint_every_epochs: resuming is exact whatever the interval).
+  ignore = ("progress", "input", "multi_run", "checkpoint_every_epochs")
   strip = lambda d: {k: ({n: x for n, x in v.items() if n != "conv"} if k == "model" else v)  # noqa: E731
                      for k, v in d.items() if k not in ignore}
   if os.path.exists(path):

@@ -94,3 +94,79 @@ def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
   assert Image.open(path).size == (780, 540) and os.path.getsize(path) > 1000
   with pytest.raises(ValueError, match="square"):
     figures.attention_map(np.ones(10), 8)
+
+
+def _fake_runs(monkeypatch, order):
+  """run_method that records the order and writes a results.json."""
+  def fake(cfg, wd):
+    order.append(os.path.basename(wd))
+    res = {"loro": {"f1": 0.5, "accuracy": 50.0}}
+    with open(os.path.join(wd, "results.json"), "w") as f:
+      json.dump(res, f)
+    return res
+  monkeypatch.setattr(experiments, "run_method", fake)
+
+
+def test_schedule_skips_runs_another_process_holds_and_comes_back(tmp_path, monkeypatch):
+  import fcntl
+  import threading
+  order = []
+  _fake_runs(monkeypatch, order)
+  jobs = [(name, None, str(tmp_path / name)) for name in ("a", "b", "c")]
+  os.makedirs(tmp_path / "a")
+  held = open(tmp_path / "a" / "run.lock", "a")  # another process training run a
+  fcntl.flock(held, fcntl.LOCK_EX)
+  released = []
+
+  def release():
+    released.append(list(order))
+    fcntl.flock(held, fcntl.LOCK_UN)
+  timer = threading.Timer(0.5, release)
+  timer.start()
+  try:
+    results = experiments._schedule(jobs)
+  finally:
+    timer.cancel()
+    held.close()
+  assert order == ["b", "c", "a"]  # a was skipped, then waited for
+  assert released == [["b", "c"]]  # ... and run only once its lock was released
+  assert list(results) == ["a", "b", "c"]
+
+
+def test_schedule_claims_runs_against_other_processes(tmp_path, monkeypatch):
+  """While a run trains, its lock is held: a second process (here another
+  open file description, as flock sees one) cannot take it."""
+  import fcntl
+  seen = []
+
+  def fake(cfg, wd):
+    with open(os.path.join(wd, "run.lock"), "a") as other:
+      try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        seen.append("free")
+      except BlockingIOError:
+        seen.append("held")
+    return {"loro": {"f1": 0.5, "accuracy": 50.0}}
+  monkeypatch.setattr(experiments, "run_method", fake)
+  experiments._schedule([("x", None, str(tmp_path / "x"))])
+  assert seen == ["held"]
+  with open(tmp_path / "x" / "run.lock", "a") as f:  # released afterwards
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_sensitivity_schedules_seed_major(tmp_path, monkeypatch):
+  """All settings of seed 0 before any of seed 1: a partly filled work directory holds whole curves."""
+  import ml_collections
+  from configs import sensitivity
+  order = []
+  monkeypatch.setattr(experiments, "_schedule",
+                      lambda jobs: (order.extend(w for _, _, w in jobs),
+                                    {label: {"loro": {"f1": 0.5, "accuracy": 50.0}} for label, _, _ in jobs})[1])
+  monkeypatch.setattr(experiments.figures, "sensitivity_figure", lambda *a: None)
+  c = sensitivity.get_config("synthetic")
+  c.seeds = (0, 1)
+  out = experiments.run(c, str(tmp_path))
+  assert len(order) == 26
+  assert [w.rsplit("seed", 1)[1] for w in order] == ["0"] * 13 + ["1"] * 13
+  assert [p["value"] for p in out["sweeps"]["k_h"]] == [3, 5, 10, 15, 20]
+  assert all(len(p["runs"]) == 2 for ps in out["sweeps"].values() for p in ps)

@@ -174,6 +174,9 @@ def test_workdir_refuses_another_config(mini_data_dir, tmp_path):
   train.run_loro(mini_config(mini_data_dir, folds=(4,)), workdir)
   with pytest.raises(ValueError, match="another configuration.*seed"):
     train.run_loro(mini_config(mini_data_dir, folds=(4,), seed=5), workdir)
+  # Fields that cannot change results are not a different configuration.
+  train._check_workdir_config(mini_config(mini_data_dir, folds=(4,), checkpoint_every_epochs=7,
+                                          multi_run="vmap", **{"input.num_threads": 3}), workdir)
 
 
 def test_real_config_without_data_explains_and_never_falls_back(tmp_path):
