@@ -8,7 +8,9 @@ shared by the three sweeps (13 settings x seeds x 6 folds).
   python run.py --config=configs/sensitivity.py:real --config.manual_dir=DIR --workdir=runs/sensitivity_real
 
 Outputs: sensitivity.json (F1 / accuracy mean ± std per value) and
-figure5_sensitivity.png (three panels).
+figure5_sensitivity.png (three panels), rewritten after every finished run: a
+partly filled work directory shows its curves so far (the figure says how many
+runs are missing; unfinished points are gaps, null in the JSON).
 
 K_h up to 20 needs K >= 21 regions: the synthetic variant trains at 160 px
 (a 5 x 5 grid, K = 25) instead of the quick start's 96 px (K = 9); the real

@@ -97,8 +97,9 @@ def derive(config, overrides: dict, seed: int | None = None) -> ml_collections.C
   return c
 
 
-def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]]) -> dict:
-  """Runs the jobs in order, skipping finished ones, with a progress summary.
+def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each=None) -> dict:
+  """Runs the jobs in order, skipping finished ones, with a progress summary;
+  `after_each()` (if given) is called after every run this process trains.
 
   Several processes may fill one work directory at once (start the same command
   again, on the same machine or on another one sharing the file system): each
@@ -112,10 +113,12 @@ def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]]) -> dict:
   def one(label, cfg, wd):
     done = sum(os.path.exists(os.path.join(w, "results.json")) for _, _, w in jobs)
     log.info("[%d/%d runs finished] %s", done, len(jobs), label)
-    t0 = time.time()
+    t0, fresh = time.time(), not os.path.exists(os.path.join(wd, "results.json"))
     results[label] = run_method(cfg, wd)
     log.info("%s: F1 %.4f, accuracy %.2f%% (%.0f s)", label, results[label]["loro"]["f1"],
              results[label]["loro"]["accuracy"], time.time() - t0)
+    if after_each is not None and fresh:
+      after_each()
 
   for job in jobs:
     with _claim(job[2], wait=False) as mine:
@@ -207,9 +210,8 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
   out["loro"] = {k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")}
   first = by_seed[seeds[0]]
   preds = np.array([[r["pred"] for r in _align(first, by_seed[s])[1]] for s in seeds])
-  out["bootstrap_ci"] = stats.bootstrap_ci(  # of the mean over seeds
-      np.array([r["pain"] for r in first]), preds, n_boot=config.bootstrap, seed=0,
-      groups=np.array([r["rat_id"] for r in first]))
+  y, rat_ids = np.array([r["pain"] for r in first]), np.array([r["rat_id"] for r in first])
+  out["bootstrap_ci"] = stats.bootstrap_ci(y, preds, n_boot=config.bootstrap, seed=0, groups=rat_ids)  # of the seed mean
   if ref_by_seed is not None and method != "painseeker":
     out["vs_painseeker"] = {}
     for s in seeds:
@@ -221,6 +223,12 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
           "mcnemar": stats.mcnemar(ya, pa, pb),
           "paired_bootstrap_f1": stats.paired_bootstrap_diff(ya, pa, pb, metric="f1",
                                                              n_boot=config.bootstrap, seed=0)}
+    # The difference of the means over all seeds of both, seeds resampled too (covers the seed spread).
+    ref_preds = np.array([[r["pred"] for r in _align(first, ref_by_seed[s])[1]] for s in sorted(ref_by_seed)])
+    out["vs_painseeker_mean"] = {
+        "painseeker_seeds": sorted(ref_by_seed),
+        **{k: stats.paired_bootstrap_diff(y, ref_preds, preds, metric=k, n_boot=config.bootstrap, seed=0,
+                                          groups=rat_ids, resample_runs=True) for k in ("f1", "accuracy")}}
   if lookup is not None:
     out["pose_bins"] = pose_bin_metrics(by_seed, lookup)
     att = attention_localisation(method, seeds, config, workdir, lookup)
@@ -341,18 +349,28 @@ def table3_markdown(report: dict, config) -> str:
             f"({config.bootstrap} resamples), each scoring every seed's predictions and averaging them "
             "(a CI of the mean over seeds); vs. PainSeeker: "
             "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
-            "(positive: PainSeeker better).", "",
-            "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] |",
-            "|---|---|---|---|---|---|---|"]
+            "(positive: PainSeeker better; a single-run method is compared with PainSeeker's first seed); "
+            "last column: the difference of the means over all seeds of both, with a two-level "
+            "bootstrap (images stratified by rat, and each method's seeds drawn with replacement, so "
+            "the interval includes the seed spread) and its bootstrap p.", "",
+            "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] "
+            "| ΔF1 of seed means [95% CI], p |",
+            "|---|---|---|---|---|---|---|---|"]
+  diff_ci = lambda r: f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
   for m, d in methods.items():
     ci = d["bootstrap_ci"]
     vs = d.get("vs_painseeker", {})
     p = ", ".join(f"{v['mcnemar']['p_value']:.3g}" for v in vs.values()) or "—"
-    diff = ", ".join(f"{v['paired_bootstrap_f1']['diff']:+.3f} [{v['paired_bootstrap_f1']['ci'][0]:+.3f}, "
-                     f"{v['paired_bootstrap_f1']['ci'][1]:+.3f}]" for v in vs.values()) or "—"
+    diff = ", ".join(diff_ci(v["paired_bootstrap_f1"]) for v in vs.values()) or "—"
+    mean = d.get("vs_painseeker_mean")
+    if mean:
+      p_mean = mean["f1"]["p_value"]
+      mean = f"{diff_ci(mean['f1'])}, " + (f"{p_mean:.3g}" if p_mean else f"< {2 / config.bootstrap:.1g}")
+    else:
+      mean = "—"
     lines.append(f"| {titles[m]} | {_fmt(d['loro']['f1'], 4)} | [{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}] | "
                  f"{_fmt(d['loro']['accuracy'], 2)} | [{ci['accuracy'][0]:.1f}, {ci['accuracy'][1]:.1f}] | "
-                 f"{p} | {diff} |")
+                 f"{p} | {diff} | {mean} |")
   if any("pose_bins" in d for d in methods.values()):
     names = [n for n, _, _ in POSE_BINS]
     lines += ["", "## By head pose (|yaw|: frontal < 20°, moderate 20-50°, extreme > 50°)", "",
@@ -426,7 +444,12 @@ def write_attention_figure(config, workdir: str, lookup) -> str | None:
 
 
 def run_sensitivity(config, workdir: str) -> dict:
-  """Each of lambda, delta, K_h varied over its grid, the others at their defaults."""
+  """Each of lambda, delta, K_h varied over its grid, the others at their defaults.
+
+  sensitivity.json and the figure are rewritten after every finished run, so
+  a partly filled work directory shows the curves so far (points without a
+  finished run are null in the JSON and gaps in the figure).
+  """
   os.makedirs(workdir, exist_ok=True)
   defaults = {p: config.loss[p] for p in config.sweep}
   jobs, points = [], {}
@@ -439,13 +462,35 @@ def run_sensitivity(config, workdir: str) -> dict:
         jobs.append((f"{p}={v:g} seed {s}", derive(config, {f"loss.{k}": x for k, x in setting.items()}, s), wd))
         points.setdefault(p, {}).setdefault(v, []).append(wd)
   unique = list({w: (label, c, w) for label, c, w in jobs}.values())  # the defaults appear in every sweep
-  results = _schedule(unique)
-  by_dir = {w: results[label] for label, _, w in unique}
-  sweeps = {p: [{"value": v, **{f"{k}_{s}": x for k in ("f1", "accuracy")
-                                for s, x in stats.mean_std([by_dir[w]["loro"][k] for w in wds]).items()},
-                 "runs": wds}
-                for v, wds in vals.items()] for p, vals in points.items()}
-  out = {"config": json.loads(config.to_json_best_effort()), "defaults": defaults, "sweeps": sweeps}
+  report = lambda: sensitivity_report(config, workdir, defaults, points)
+  _schedule(unique, after_each=report)
+  return report()
+
+
+def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> dict:
+  """Writes sensitivity.json and figure5_sensitivity.png from the finished runs.
+
+  points: {param: {value: [run dirs, one per seed]}}. A point's mean ± std is
+  over its finished runs (`finished` counts them); none finished: nulls.
+  """
+  finished = {}
+  for w in {w for vals in points.values() for wds in vals.values() for w in wds}:
+    path = os.path.join(w, "results.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        finished[w] = json.load(f)["loro"]
+  sweeps = {}
+  for p, vals in points.items():
+    sweeps[p] = []
+    for v, wds in vals.items():
+      done = [finished[w] for w in wds if w in finished]
+      scores = {f"{k}_{s}": (x if done else None) for k in ("f1", "accuracy")
+                for s, x in (stats.mean_std([r[k] for r in done]) if done else {"mean": 0, "std": 0}).items()}
+      sweeps[p].append({"value": v, **scores, "finished": len(done), "runs": wds})
+  total = len({w for vals in points.values() for wds in vals.values() for w in wds})
+  out = {"config": json.loads(config.to_json_best_effort()), "defaults": defaults,
+         "finished_runs": len(finished), "total_runs": total, "sweeps": sweeps}
   train.write_atomic(os.path.join(workdir, "sensitivity.json"), json.dumps(out, indent=2) + "\n")
-  figures.sensitivity_figure(sweeps, os.path.join(workdir, "figure5_sensitivity.png"))
+  title = None if len(finished) == total else f"partial: {len(finished)} of {total} runs finished"
+  figures.sensitivity_figure(sweeps, os.path.join(workdir, "figure5_sensitivity.png"), title=title)
   return out

@@ -74,10 +74,11 @@ def attention_figure(examples: list[dict], path: str, columns=("PainSeeker", "Pa
   _save(fig, path)
 
 
-def sensitivity_figure(sweeps: dict, path: str, labels: dict | None = None) -> None:
+def sensitivity_figure(sweeps: dict, path: str, labels: dict | None = None, title: str | None = None) -> None:
   """Three panels (one per swept parameter): F1 and accuracy vs. the value.
 
-  sweeps: {param: [{"value", "f1_mean", "f1_std", "accuracy_mean", "accuracy_std"}, ...]}.
+  sweeps: {param: [{"value", "f1_mean", "f1_std", "accuracy_mean", "accuracy_std"}, ...]};
+  a point whose means are None (not run yet) is a gap in its curve.
   """
   labels = labels or {"lambda_prsc": r"$\lambda$", "delta": r"$\delta$", "k_h": r"$K_h$"}
   params = list(sweeps)
@@ -85,10 +86,8 @@ def sensitivity_figure(sweeps: dict, path: str, labels: dict | None = None) -> N
   for ax, p in zip(axes[0], params):
     pts = sorted(sweeps[p], key=lambda d: d["value"])
     x = np.arange(len(pts))
-    f1 = np.array([d["f1_mean"] for d in pts])
-    f1_sd = np.array([d["f1_std"] for d in pts])
-    acc = np.array([d["accuracy_mean"] for d in pts])
-    acc_sd = np.array([d["accuracy_std"] for d in pts])
+    f1, f1_sd, acc, acc_sd = (np.array([np.nan if d[k] is None else d[k] for d in pts], np.float64)
+                              for k in ("f1_mean", "f1_std", "accuracy_mean", "accuracy_std"))
     ax.errorbar(x, f1, yerr=f1_sd, marker="o", color="tab:blue", capsize=3, label="F1")
     ax.set_ylabel("F1", color="tab:blue")
     ax2 = ax.twinx()
@@ -98,5 +97,11 @@ def sensitivity_figure(sweeps: dict, path: str, labels: dict | None = None) -> N
     ax.set_xticklabels([f"{d['value']:g}" for d in pts])
     ax.set_xlabel(labels.get(p, p))
     ax.grid(alpha=0.3)
+    if np.isnan(f1).all():
+      ax.text(0.5, 0.5, "no finished run yet", transform=ax.transAxes, ha="center", va="center")
+      ax.set_yticks([])
+      ax2.set_yticks([])
+  if title:
+    fig.suptitle(title, fontsize=10)
   fig.tight_layout()
   _save(fig, path)

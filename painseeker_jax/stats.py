@@ -7,7 +7,7 @@
   counts of a resample, never a mean of per-rat scores.
 * `mcnemar`: exact McNemar test of two classifiers on the same images.
 * `paired_bootstrap_diff`: bootstrap CI and p-value of metric(a) - metric(b)
-  for two classifiers on the same images.
+  for two classifiers on the same images (or of the means over their seeds).
 
 Resampling unit: the image (LORO predictions are one per image, each made by
 the model that never saw its rat). With `groups` (e.g. the rat of each image)
@@ -94,6 +94,14 @@ def _check(y_true, *preds):
   return out
 
 
+def _named_runs(name, y_pred) -> list:
+  """One run's predictions (n,) or several runs' (runs x n) as (name, row) pairs for `_check`."""
+  runs = np.asarray(y_pred)
+  if runs.ndim == 2 and len(runs):
+    return [(f"{name}[{i}]", p) for i, p in enumerate(runs)]
+  return [(name, runs)]
+
+
 def _percentile_ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
   lo, hi = np.quantile(samples, [alpha / 2, 1 - alpha / 2])
   return float(lo), float(hi)
@@ -109,10 +117,7 @@ def bootstrap_ci(y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float
   scores every run and averages them, a CI of the mean over seeds. Returns
   `{"f1": (lo, hi), "accuracy": (lo, hi)}`.
   """
-  runs = np.asarray(y_pred)
-  several = runs.ndim == 2 and len(runs)
-  named = [(f"y_pred[{i}]", p) for i, p in enumerate(runs)] if several else [("y_pred", runs)]
-  y_true, *rows = _check(y_true, *named)
+  y_true, *rows = _check(y_true, *_named_runs("y_pred", y_pred))
   runs = np.stack(rows)
   if not 0 < alpha < 1 or n_boot < 1:
     raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
@@ -151,11 +156,18 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
 
 
 def paired_bootstrap_diff(y_true, pred_a, pred_b, metric: str = "f1", n_boot: int = 2000, seed: int = 0,
-                          alpha: float = 0.05, groups=None) -> dict:
+                          alpha: float = 0.05, groups=None, resample_runs: bool = False) -> dict:
   """metric(a) - metric(b) on the same images, with a paired percentile bootstrap.
 
   Each resample draws one set of images (stratified by `groups` if given) and
-  scores both classifiers on it. Returns `{"diff": observed difference,
+  scores both classifiers on it. `pred_a` / `pred_b` are one run's
+  predictions (n,) or several runs' (runs x n, e.g. seeds; the two counts may
+  differ): the difference is then between the means over runs, and each
+  resample scores every run. With `resample_runs`, each resample also draws
+  each classifier's runs with replacement (a two-level bootstrap, images and
+  seeds), so the interval covers the seed-to-seed spread too and speaks for
+  other seeds of the same recipe, not only for the seeds at hand (a single
+  run is always drawn as itself). Returns `{"diff": observed difference,
   "ci": (lo, hi), "p_value": p}` with p = 2 x the share of resampled
   differences on the other side of 0 from the observed one (0 itself
   counts as the other side), capped at 1; p = 1 when the observed difference
@@ -165,10 +177,19 @@ def paired_bootstrap_diff(y_true, pred_a, pred_b, metric: str = "f1", n_boot: in
   """
   if metric not in ("f1", "accuracy"):
     raise ValueError(f"metric={metric!r}; use f1 or accuracy")
-  y_true, pred_a, pred_b = _check(y_true, ("pred_a", pred_a), ("pred_b", pred_b))
-  diff = float(_scores(y_true, pred_a)[metric] - _scores(y_true, pred_b)[metric])
+  named_a, named_b = _named_runs("pred_a", pred_a), _named_runs("pred_b", pred_b)
+  y_true, *rows = _check(y_true, *named_a, *named_b)
+  a, b = np.stack(rows[:len(named_a)]), np.stack(rows[len(named_a):])
+
+  def mean_score(runs, y, idx):  # mean over the runs (or over a draw of them, per resample)
+    score = _scores(y, runs[:, idx])[metric]  # (runs,) or (runs, b)
+    if resample_runs and score.ndim == 2 and len(runs) > 1:
+      score = np.take_along_axis(score, rng.integers(0, len(runs), score.shape), axis=0)
+    return score.mean(0)
+
   rng = np.random.default_rng(seed)
-  diffs = np.concatenate([_scores(y_true[idx], pred_a[idx])[metric] - _scores(y_true[idx], pred_b[idx])[metric]
+  diff = float(mean_score(a, y_true, slice(None)) - mean_score(b, y_true, slice(None)))
+  diffs = np.concatenate([mean_score(a, y_true[idx], idx) - mean_score(b, y_true[idx], idx)
                           for idx in _resample_indices(len(y_true), n_boot, rng, groups)])
   if diff > 0:
     p = 2.0 * np.mean(diffs <= 0)

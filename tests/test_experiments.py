@@ -92,6 +92,11 @@ def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
   path = str(tmp_path / "att.png")
   figures.attention_figure([{"image": face, "title": "a", "betas": [beta, beta]}] * 2, path)
   assert Image.open(path).size == (780, 540) and os.path.getsize(path) > 1000
+  gap = [{"value": v, "f1_mean": m, "f1_std": 0.0 if m else None, "accuracy_mean": m and 60.0,
+          "accuracy_std": 0.0 if m else None} for v, m in ((0.1, 0.7), (0.2, None), (0.5, 0.6))]
+  path = str(tmp_path / "sens.png")
+  figures.sensitivity_figure({"delta": gap, "k_h": gap[:1]}, path, title="partial: 3 of 5 runs finished")
+  assert Image.open(path).size == (840, 340) and os.path.getsize(path) > 1000
   with pytest.raises(ValueError, match="square"):
     figures.attention_map(np.ones(10), 8)
 
@@ -154,19 +159,75 @@ def test_schedule_claims_runs_against_other_processes(tmp_path, monkeypatch):
     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def test_sensitivity_schedules_seed_major(tmp_path, monkeypatch):
-  """All settings of seed 0 before any of seed 1: a partly filled work directory holds whole curves."""
-  import ml_collections
+def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypatch):
+  """All settings of seed 0 before any of seed 1 (a partly filled work directory holds whole
+  curves), and sensitivity.json / the figure rewritten after every run, gaps where none finished."""
   from configs import sensitivity
-  order = []
-  monkeypatch.setattr(experiments, "_schedule",
-                      lambda jobs: (order.extend(w for _, _, w in jobs),
-                                    {label: {"loro": {"f1": 0.5, "accuracy": 50.0}} for label, _, _ in jobs})[1])
-  monkeypatch.setattr(experiments.figures, "sensitivity_figure", lambda *a: None)
+  order, snapshots, titles = [], [], []
+
+  def fake(cfg, wd):
+    path = tmp_path / "sensitivity.json"
+    snapshots.append(json.loads(path.read_text()) if path.exists() else None)
+    order.append(wd)
+    res = {"loro": {"f1": cfg.loss.delta + 0.01 * cfg.seed, "accuracy": 50.0 + cfg.seed}}
+    with open(os.path.join(wd, "results.json"), "w") as f:
+      json.dump(res, f)
+    return res
+
+  monkeypatch.setattr(experiments, "run_method", fake)
+  monkeypatch.setattr(experiments.figures, "sensitivity_figure", lambda s, p, title=None: titles.append(title))
   c = sensitivity.get_config("synthetic")
   c.seeds = (0, 1)
   out = experiments.run(c, str(tmp_path))
   assert len(order) == 26
   assert [w.rsplit("seed", 1)[1] for w in order] == ["0"] * 13 + ["1"] * 13
   assert [p["value"] for p in out["sweeps"]["k_h"]] == [3, 5, 10, 15, 20]
-  assert all(len(p["runs"]) == 2 for ps in out["sweeps"].values() for p in ps)
+  assert all(len(p["runs"]) == 2 and p["finished"] == 2 for ps in out["sweeps"].values() for p in ps)
+  assert [p["f1_mean"] for p in out["sweeps"]["delta"]] == pytest.approx([0.055, 0.105, 0.155, 0.205, 0.505])
+  assert out["sweeps"]["delta"][0]["accuracy_std"] == pytest.approx(np.std([50, 51], ddof=1))
+  assert (out["finished_runs"], out["total_runs"]) == (26, 26)
+  # Before run k, the report counts k finished runs; the figure says it is partial until the end.
+  assert [None if s is None else s["finished_runs"] for s in snapshots] == [None] + list(range(1, 26))
+  assert titles[:25] == [f"partial: {k} of 26 runs finished" for k in range(1, 26)] and titles[25:] == [None, None]
+  early = snapshots[3]["sweeps"]["delta"]  # delta = 0.05, 0.1, 0.15 of seed 0 done
+  assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
+  assert [p["f1_mean"] for p in early] == pytest.approx([0.05, 0.1, 0.15, None, None])
+
+
+def _rows(rat_preds):
+  """Prediction rows as predictions.csv holds them: {rat: (labels, preds)}."""
+  return [{"filename": f"rat{rat}_{i}.jpg", "rat_id": rat, "pain": y, "pred": p, "p_pain": float(p)}
+          for rat, (ys, ps) in rat_preds.items() for i, (y, p) in enumerate(zip(ys, ps))]
+
+
+def test_table3_writer_from_known_confusion_matrices():
+  from configs import table3
+  c = table3.get_config("synthetic")
+  c.folds, c.seeds, c.bootstrap = (1, 2), (0, 1), 200
+  y = [1] * 5 + [0] * 5
+  # PainSeeker seed 0: rat1 TP 4 FN 1 TN 5 (F1 8/9, 90%), rat2 TP 5 TN 3 FP 2 (F1 10/12, 80%),
+  # pooled TP 9 FN 1 FP 2 TN 8 (F1 18/21, 85%); seed 1 all right. LBP calls everything pain (F1 2/3, 50%).
+  ps = {0: _rows({1: (y, [1, 1, 1, 1, 0] + [0] * 5), 2: (y, [1] * 5 + [1, 1, 0, 0, 0])}),
+        1: _rows({1: (y, y), 2: (y, y)})}
+  lbp = {0: _rows({1: (y, [1] * 10), 2: (y, [1] * 10)})}
+  methods = {"painseeker": experiments.summarize_method("painseeker", ps, ps, None, c, None),
+             "lbp_r1_g4": experiments.summarize_method("lbp_r1_g4", lbp, ps, None, c, None)}
+  ps_loro = methods["painseeker"]["loro"]
+  assert ps_loro["f1"]["mean"] == pytest.approx((18 / 21 + 1) / 2) and ps_loro["accuracy"]["mean"] == 92.5
+  assert methods["painseeker"]["per_rat"]["rat1"]["f1"]["mean"] == pytest.approx((8 / 9 + 1) / 2)
+  vs = methods["lbp_r1_g4"]["vs_painseeker"]["seed0"]
+  assert vs["paired_bootstrap_f1"]["diff"] == pytest.approx(18 / 21 - 2 / 3)
+  # b: PainSeeker right, LBP wrong (its 8 true negatives); c: the reverse (its one false negative).
+  assert (vs["mcnemar"]["b"], vs["mcnemar"]["c"]) == (8, 1)
+  mean = methods["lbp_r1_g4"]["vs_painseeker_mean"]
+  assert mean["painseeker_seeds"] == [0, 1]
+  assert mean["f1"]["diff"] == pytest.approx((18 / 21 + 1) / 2 - 2 / 3)
+  assert mean["accuracy"]["diff"] == pytest.approx(92.5 - 50.0)
+  md = experiments.table3_markdown({"methods": methods}, c).splitlines()
+  assert "| Method | Rat1 | Rat2 | LORO |" in md
+  assert "| PainSeeker | 0.9444/95.00 | 0.9167/90.00 | 0.9286/92.50 |" in md
+  assert "| LBP (R=1, 4x4) + SVM | 0.6667/50.00 | 0.6667/50.00 | 0.6667/50.00 |" in md
+  lbp_stats = next(line for line in md if line.startswith("| LBP") and "±" in line)
+  assert "| +0.190 [" in lbp_stats and "| +0.262 [" in lbp_stats
+  ps_stats = next(line for line in md if line.startswith("| PainSeeker |") and "±" in line)
+  assert ps_stats.endswith("| — | — | — |")

@@ -131,6 +131,46 @@ def test_paired_bootstrap_diff_constructed():
   assert same == {"diff": 0.0, "ci": (0.0, 0.0), "p_value": 1.0}
 
 
+def test_paired_bootstrap_diff_of_the_means_over_seeds():
+  """(seeds x n) predictions: the difference of the seed means, each resample scoring every seed."""
+  rng = np.random.default_rng(3)
+  y = rng.integers(0, 2, 120)
+  a = np.stack([np.where(rng.random(120) < e, 1 - y, y) for e in (0.1, 0.2, 0.3)])  # three seeds
+  b = np.where(rng.random(120) < 0.35, 1 - y, y)  # one deterministic run (e.g. LBP + SVM)
+  r = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=100, seed=5)
+  acc = lambda t, p: 100.0 * np.mean(t == p)
+  assert r["diff"] == pytest.approx(np.mean([acc(y, s) for s in a]) - acc(y, b))
+  # Plain reference: the same 100 resamples (one block of draws), scored run by run in a loop.
+  idx = np.random.default_rng(5).integers(0, 120, (100, 120))
+  ref = [np.mean([acc(y[i], s[i]) for s in a]) - acc(y[i], b[i]) for i in idx]
+  assert r["ci"] == pytest.approx(tuple(np.quantile(ref, [0.025, 0.975])))
+  # One seed given as (1 x n) is the single-run test; identical seeds change nothing.
+  one = stats.paired_bootstrap_diff(y, a[0], b, n_boot=300, seed=2)
+  assert stats.paired_bootstrap_diff(y, a[:1], b, n_boot=300, seed=2) == one
+  same = stats.paired_bootstrap_diff(y, np.stack([a[0]] * 3), b[None], n_boot=300, seed=2)
+  assert same["diff"] == pytest.approx(one["diff"]) and same["ci"] == pytest.approx(one["ci"])
+  assert same["p_value"] == one["p_value"]
+  with pytest.raises(ValueError, match=r"pred_b\[1\]"):
+    stats.paired_bootstrap_diff(y, a, np.stack([b, b[:-1].tolist() + [2]]))
+
+
+def test_paired_bootstrap_resampling_the_seeds_widens_the_interval():
+  """Two seeds of a at 60% and 100% accuracy, b at 80%: the seed means tie; drawing the seeds too
+  gives both-bad / both-good draws (a quarter each), so the interval spans about ±20 points."""
+  y = np.array([1, 0] * 100)
+  a = np.stack([y, y])
+  a[0, :80] = 1 - a[0, :80]   # seed 0 wrong on 80 of 200
+  b = y.copy()
+  b[100:140] = 1 - b[100:140]  # wrong on 40 of 200
+  fixed = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=2000, seed=0)
+  both = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=2000, seed=0, resample_runs=True)
+  assert fixed["diff"] == both["diff"] == 0.0
+  assert -10 < fixed["ci"][0] < 0 < fixed["ci"][1] < 10
+  assert both["ci"][0] < -15 and both["ci"][1] > 15
+  # Single runs have nothing to draw: the same answer either way.
+  assert stats.paired_bootstrap_diff(y, a[1], b, resample_runs=True) == stats.paired_bootstrap_diff(y, a[1], b)
+
+
 def test_paired_bootstrap_p_value_tracks_mcnemar_on_a_close_call():
   """A small difference (6 vs 4 discordant images of 200): not significant either way."""
   y = np.array([1, 0] * 100)
