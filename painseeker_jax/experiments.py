@@ -473,8 +473,9 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
   points: {param: {value: [run dirs, one per seed]}}. A point's mean ± std is
   over its finished runs (`finished` counts them); none finished: nulls.
   """
+  runs = {w for vals in points.values() for wds in vals.values() for w in wds}
   finished = {}
-  for w in {w for vals in points.values() for wds in vals.values() for w in wds}:
+  for w in runs:
     path = os.path.join(w, "results.json")
     if os.path.exists(path):
       with open(path) as f:
@@ -484,10 +485,11 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
     sweeps[p] = []
     for v, wds in vals.items():
       done = [finished[w] for w in wds if w in finished]
-      scores = {f"{k}_{s}": (x if done else None) for k in ("f1", "accuracy")
-                for s, x in (stats.mean_std([r[k] for r in done]) if done else {"mean": 0, "std": 0}).items()}
-      sweeps[p].append({"value": v, **scores, "finished": len(done), "runs": wds})
-  total = len({w for vals in points.values() for wds in vals.values() for w in wds})
+      ms = {k: stats.mean_std([r[k] for r in done]) if done else {"mean": None, "std": None}
+            for k in ("f1", "accuracy")}
+      sweeps[p].append({"value": v, **{f"{k}_{s}": x for k, d in ms.items() for s, x in d.items()},
+                        "finished": len(done), "runs": wds})
+  total = len(runs)
   out = {"config": json.loads(config.to_json_best_effort()), "defaults": defaults,
          "finished_runs": len(finished), "total_runs": total, "sweeps": sweeps}
   train.write_atomic(os.path.join(workdir, "sensitivity.json"), json.dumps(out, indent=2) + "\n")
