@@ -7,8 +7,8 @@ shared by the three sweeps (13 settings x seeds x 6 folds).
   python run.py --config=configs/sensitivity.py:synthetic --workdir=runs/sensitivity_synthetic
   python run.py --config=configs/sensitivity.py:real --config.manual_dir=DIR --workdir=runs/sensitivity_real
 
-Outputs: sensitivity.json (F1 / accuracy mean ± std per value) and
-figure5_sensitivity.png (three panels), rewritten after every finished run: a
+Outputs: sensitivity.json and sensitivity.md (F1 / accuracy mean ± std per
+value) and figure5_sensitivity.png (three panels), rewritten after every finished run: a
 partly filled work directory shows its curves so far (the figure says how many
 runs are missing; unfinished points are gaps, null in the JSON).
 

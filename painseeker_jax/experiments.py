@@ -468,7 +468,7 @@ def run_sensitivity(config, workdir: str) -> dict:
 
 
 def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> dict:
-  """Writes sensitivity.json and figure5_sensitivity.png from the finished runs.
+  """Writes sensitivity.json / .md and figure5_sensitivity.png from the finished runs.
 
   points: {param: {value: [run dirs, one per seed]}}. A point's mean ± std is
   over its finished runs (`finished` counts them); none finished: nulls.
@@ -493,6 +493,26 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
   out = {"config": json.loads(config.to_json_best_effort()), "defaults": defaults,
          "finished_runs": len(finished), "total_runs": total, "sweeps": sweeps}
   train.write_atomic(os.path.join(workdir, "sensitivity.json"), json.dumps(out, indent=2) + "\n")
+  train.write_atomic(os.path.join(workdir, "sensitivity.md"), sensitivity_markdown(out, config))
   title = None if len(finished) == total else f"partial: {len(finished)} of {total} runs finished"
   figures.sensitivity_figure(sweeps, os.path.join(workdir, "figure5_sensitivity.png"), title=title)
   return out
+
+
+def sensitivity_markdown(report: dict, config) -> str:
+  """Fig. 5's numbers as a table per swept parameter; '—' where no run finished."""
+  names = {"lambda_prsc": "lambda", "delta": "delta", "k_h": "K_h"}
+  defaults = ", ".join(f"{names.get(k, k)} {v:g}" for k, v in report["defaults"].items())
+  lines = [f"# Sensitivity ({config.dataset}, seeds {list(config.seeds)}; "
+           f"{report['finished_runs']} of {report['total_runs']} runs finished)", "",
+           f"LORO F1 / accuracy (%), mean ± std over the finished seeds; one parameter varied at a time, "
+           f"the others at their defaults ({defaults}).", ""]
+  for p, pts in report["sweeps"].items():
+    lines += [f"| {names.get(p, p)} | F1 | Accuracy (%) | seeds finished |", "|---|---|---|---|"]
+    for d in sorted(pts, key=lambda d: d["value"]):
+      done = d["finished"] > 0
+      f1 = f"{d['f1_mean']:.4f} ± {d['f1_std']:.4f}" if done else "—"
+      acc = f"{d['accuracy_mean']:.2f} ± {d['accuracy_std']:.2f}" if done else "—"
+      lines.append(f"| {d['value']:g} | {f1} | {acc} | {d['finished']} of {len(d['runs'])} |")
+    lines.append("")
+  return "\n".join(lines)

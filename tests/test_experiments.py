@@ -189,7 +189,12 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
   # Before run k, the report counts k finished runs; the figure says it is partial until the end.
   assert [None if s is None else s["finished_runs"] for s in snapshots] == [None] + list(range(1, 26))
   assert titles[:25] == [f"partial: {k} of 26 runs finished" for k in range(1, 26)] and titles[25:] == [None, None]
+  md = (tmp_path / "sensitivity.md").read_text().splitlines()
+  assert "| delta | F1 | Accuracy (%) | seeds finished |" in md and "| 0.5 | 0.5050 ± 0.0071 | 50.50 ± 0.71 | 2 of 2 |" in md
   early = snapshots[3]["sweeps"]["delta"]  # delta = 0.05, 0.1, 0.15 of seed 0 done
+  partial_md = experiments.sensitivity_markdown(snapshots[3], c)
+  assert partial_md.startswith("# Sensitivity (synthetic, seeds [0, 1]; 3 of 26 runs finished)")
+  assert "| 0.15 | 0.1500 ± 0.0000 | 50.00 ± 0.00 | 1 of 2 |" in partial_md and "| 0.2 | — | — | 0 of 2 |" in partial_md
   assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
   assert [p["f1_mean"] for p in early] == pytest.approx([0.05, 0.1, 0.15, None, None])
 
