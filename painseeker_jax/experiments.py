@@ -505,14 +505,19 @@ def sensitivity_markdown(report: dict, config) -> str:
   defaults = ", ".join(f"{names.get(k, k)} {v:g}" for k, v in report["defaults"].items())
   lines = [f"# Sensitivity ({config.dataset}, seeds {list(config.seeds)}; "
            f"{report['finished_runs']} of {report['total_runs']} runs finished)", "",
-           f"LORO F1 / accuracy (%), mean ± std over the finished seeds; one parameter varied at a time, "
-           f"the others at their defaults ({defaults}).", ""]
+           f"LORO F1 / accuracy (%), mean ± std over the finished seeds (a single seed: its value); "
+           f"one parameter varied at a time, the others at their defaults ({defaults}).", ""]
+
+  def cell(d, k, digits):
+    if not d["finished"]:
+      return "—"
+    spread = f" ± {d[k + '_std']:.{digits}f}" if d["finished"] > 1 else ""
+    return f"{d[k + '_mean']:.{digits}f}{spread}"
+
   for p, pts in report["sweeps"].items():
     lines += [f"| {names.get(p, p)} | F1 | Accuracy (%) | seeds finished |", "|---|---|---|---|"]
     for d in sorted(pts, key=lambda d: d["value"]):
-      done = d["finished"] > 0
-      f1 = f"{d['f1_mean']:.4f} ± {d['f1_std']:.4f}" if done else "—"
-      acc = f"{d['accuracy_mean']:.2f} ± {d['accuracy_std']:.2f}" if done else "—"
-      lines.append(f"| {d['value']:g} | {f1} | {acc} | {d['finished']} of {len(d['runs'])} |")
+      lines.append(f"| {d['value']:g} | {cell(d, 'f1', 4)} | {cell(d, 'accuracy', 2)} | "
+                   f"{d['finished']} of {len(d['runs'])} |")
     lines.append("")
   return "\n".join(lines)

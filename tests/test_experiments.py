@@ -194,7 +194,7 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
   early = snapshots[3]["sweeps"]["delta"]  # delta = 0.05, 0.1, 0.15 of seed 0 done
   partial_md = experiments.sensitivity_markdown(snapshots[3], c)
   assert partial_md.startswith("# Sensitivity (synthetic, seeds [0, 1]; 3 of 26 runs finished)")
-  assert "| 0.15 | 0.1500 ± 0.0000 | 50.00 ± 0.00 | 1 of 2 |" in partial_md and "| 0.2 | — | — | 0 of 2 |" in partial_md
+  assert "| 0.15 | 0.1500 | 50.00 | 1 of 2 |" in partial_md and "| 0.2 | — | — | 0 of 2 |" in partial_md
   assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
   assert [p["f1_mean"] for p in early] == pytest.approx([0.05, 0.1, 0.15, None, None])
 
