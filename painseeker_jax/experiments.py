@@ -451,6 +451,15 @@ def run_sensitivity(config, workdir: str) -> dict:
   finished run are null in the JSON and gaps in the figure).
   """
   os.makedirs(workdir, exist_ok=True)
+  defaults, jobs, points = sensitivity_plan(config, workdir)
+  report = lambda: sensitivity_report(config, workdir, defaults, points)
+  _schedule(jobs, after_each=report)
+  return report()
+
+
+def sensitivity_plan(config, workdir: str):
+  """(defaults, jobs, points) of the sweep: jobs = (label, config, run dir), each
+  setting once, seed-major; points = {param: {value: [run dirs, one per seed]}}."""
   defaults = {p: config.loss[p] for p in config.sweep}
   jobs, points = [], {}
   for s in config.seeds:  # seed-major: a partly filled work directory holds whole curves
@@ -462,9 +471,7 @@ def run_sensitivity(config, workdir: str) -> dict:
         jobs.append((f"{p}={v:g} seed {s}", derive(config, {f"loss.{k}": x for k, x in setting.items()}, s), wd))
         points.setdefault(p, {}).setdefault(v, []).append(wd)
   unique = list({w: (label, c, w) for label, c, w in jobs}.values())  # the defaults appear in every sweep
-  report = lambda: sensitivity_report(config, workdir, defaults, points)
-  _schedule(unique, after_each=report)
-  return report()
+  return defaults, unique, points
 
 
 def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> dict:
