@@ -16,11 +16,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from painseeker_jax import models, train
+from painseeker_jax import inference, loro, models
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--folds", type=int, default=6)
   p.add_argument("--batch", type=int, default=64)
   p.add_argument("--image_size", type=int, default=224)
@@ -28,15 +30,19 @@ def main():
   args = p.parse_args()
   model = models.create_model("painseeker", 2)
   x = jnp.zeros((1, args.image_size, args.image_size, 3))
-  variables = train.stack_trees([jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(i))
-                                 for i in range(args.folds)])
+  variables = inference.stack_variables(
+    [jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(i)) for i in range(args.folds)]
+  )
   images = np.random.default_rng(0).integers(
-      0, 256, (args.folds, args.batch, args.image_size, args.image_size, 3), dtype=np.uint8)
-  print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {args.folds} folds x batch "
-        f"{args.batch} at {args.image_size}px")
+    0, 256, (args.folds, args.batch, args.image_size, args.image_size, 3), dtype=np.uint8
+  )
+  print(
+    f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {args.folds} folds x batch "
+    f"{args.batch} at {args.image_size}px"
+  )
   times = {}
   for strategy in ("map", "vmap"):
-    fn = train.make_fold_eval(model, strategy)
+    fn = loro.make_fold_eval(model, strategy)
     jax.block_until_ready(fn(variables, images))  # compile
     ts = []
     for _ in range(args.repeats):
@@ -44,8 +50,10 @@ def main():
       jax.block_until_ready(fn(variables, images))
       ts.append(time.perf_counter() - t0)
     times[strategy] = statistics.median(ts)
-    print(f"{strategy:5s}: median {times[strategy]:.3f} s/call (min {min(ts):.3f}, max {max(ts):.3f}), "
-          f"{args.folds * args.batch / times[strategy]:.1f} images/s")
+    print(
+      f"{strategy:5s}: median {times[strategy]:.3f} s/call (min {min(ts):.3f}, max {max(ts):.3f}), "
+      f"{args.folds * args.batch / times[strategy]:.1f} images/s"
+    )
   print(f"ratio_vmap_over_map={times['map'] / times['vmap']:.3f}  (>1: vmap faster)")
 
 

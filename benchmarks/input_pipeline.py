@@ -14,7 +14,9 @@ from painseeker_jax import input_pipeline as ip
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--dataset", default="synthetic")
   p.add_argument("--data_dir", default=None)
   p.add_argument("--batch_size", type=int, default=64)
@@ -24,19 +26,32 @@ def main():
   train_split = ip.fold_splits(1)[0]
   src = ip.get_sources(args.dataset, [train_split], args.data_dir)[train_split]
   idx = ip.labelled_indices(src)
-  print(f"dataset ratspain/{args.dataset}, split {train_split}: {len(idx)} training images, batch {args.batch_size}")
+  print(
+    f"dataset ratspain/{args.dataset}, split {train_split}: {len(idx)} training images, "
+    f"batch {args.batch_size}"
+  )
   for size in args.sizes.split(","):
     image_size, resize_size = map(int, size.split("/"))
     for setting in args.settings.split(","):
       threads, workers = map(int, setting.split("/"))
       t0 = time.perf_counter()
       n = 0
-      for batch in ip.train_batches(src, idx, batch_size=args.batch_size, image_size=image_size,
-                                    resize_size=resize_size, seed=0, num_threads=threads, num_workers=workers):
+      for batch in ip.train_batches(
+        src,
+        idx,
+        batch_size=args.batch_size,
+        image_size=image_size,
+        resize_size=resize_size,
+        seed=0,
+        num_threads=threads,
+        num_workers=workers,
+      ):
         n += len(batch["label"])
       dt = time.perf_counter() - t0
-      print(f"image {image_size} (resize {resize_size}), threads {threads}, processes {workers}: "
-            f"{n / dt:8.1f} images/s")
+      print(
+        f"image {image_size} (resize {resize_size}), threads {threads}, processes {workers}: "
+        f"{n / dt:8.1f} images/s"
+      )
 
 
 if __name__ == "__main__":

@@ -21,19 +21,24 @@ that both give the same losses. `config.multi_run`'s default follows from it
 import argparse
 import functools
 import json
+import os
 import statistics
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
-from painseeker_jax import models, sharding, train
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs import loro  # noqa: E402
+from painseeker_jax import inference, sharding, train  # noqa: E402
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--runs", type=int, default=6, help="S, the independent trainings")
   p.add_argument("--model", default="painseeker", choices=("painseeker", "resnet18"))
   p.add_argument("--size", default="tiny", choices=("tiny", "full"))
@@ -43,14 +48,19 @@ def main():
   args = p.parse_args()
 
   k = (args.image_size // 32) ** 2  # regions of the 32x-downsampling trunk
-  loss_cfg = ml_collections.ConfigDict({"lambda_prsc": 0.1, "delta": 0.2, "k_h": min(5, k - 1)})
-  opt = ml_collections.ConfigDict({"name": "adam_l2", "learning_rate": 1e-4, "weight_decay": 0.01,
-                                   "b1": 0.9, "b2": 0.999, "eps": 1e-8})
-  model = models.create_model(args.model, train.NUM_CLASSES, size=args.size)
+  config = loro.get_config("real")  # the paper's loss and optimizer
+  config.model.pretrained = None
+  config.model.name, config.model.size, config.model.conv = args.model, args.size, "xla"
+  config.image_size = config.resize_size = args.image_size
+  config.batch_size = args.batch
+  config.loss.k_h = min(5, k - 1)
   mesh = sharding.make_mesh(jax.devices()[:1])  # one device: the comparison is per device
-  init, seq_step = train._compiled(model, loss_cfg.to_json(), args.image_size, opt.to_json(), mesh)
-  vmap_step = jax.jit(jax.vmap(functools.partial(train.train_step, model=model, loss_cfg=loss_cfg)),
-                      donate_argnums=0)
+  trainer = train.make_trainer(config, mesh)
+  init, seq_step = trainer.init, trainer.step
+  vmap_step = jax.jit(
+    jax.vmap(functools.partial(train.train_step, model=trainer.model, loss_cfg=config.loss)),
+    donate_argnums=0,
+  )
 
   rng = np.random.default_rng(0)
   S, B = args.runs, args.batch
@@ -62,13 +72,15 @@ def main():
   stacked_keys = jnp.stack(keys)
   fresh = lambda: [init(jax.random.key(s)) for s in range(S)]  # noqa: E731
 
-  print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {S} runs x batch {B} at "
-        f"{args.image_size}px, {args.model} size={args.size}")
+  print(
+    f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), {S} runs x batch {B} at "
+    f"{args.image_size}px, {args.model} size={args.size}"
+  )
 
   # Same numbers both ways (first step from the same initial states).
   states = fresh()
   seq_loss = [float(seq_step(st, b, kk)[1]["loss"]) for st, b, kk in zip(states, batches, keys)]
-  stacked, out = vmap_step(train.stack_trees(fresh()), stacked_batch, stacked_keys)
+  stacked, out = vmap_step(inference.stack_variables(fresh()), stacked_batch, stacked_keys)
   diff = float(np.max(np.abs(np.asarray(out["loss"]) - np.asarray(seq_loss))))
   print(f"first-step losses, max |vmap - sequential| = {diff:.2e}")
 
@@ -98,14 +110,29 @@ def main():
         stacked = run_vmap(stacked)
       ts.append(time.perf_counter() - t0)
     times[name] = statistics.median(ts)
-    print(f"{name:10s}: median {times[name] * 1e3:.1f} ms per step of all {S} runs "
-          f"(min {min(ts) * 1e3:.1f}, max {max(ts) * 1e3:.1f}), {S * B / times[name]:.1f} images/s")
+    print(
+      f"{name:10s}: median {times[name] * 1e3:.1f} ms per step of all {S} runs "
+      f"(min {min(ts) * 1e3:.1f}, max {max(ts) * 1e3:.1f}), {S * B / times[name]:.1f} images/s"
+    )
   ratio = times["sequential"] / times["vmap"]
   print(f"ratio_vmap_speedup={ratio:.3f}  (>1: vmap faster; <1: sequential faster)")
-  print(json.dumps({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind, "runs": S,
-                    "batch": B, "image_size": args.image_size, "model": args.model, "size": args.size,
-                    "sequential_s": times["sequential"], "vmap_s": times["vmap"], "ratio": ratio,
-                    "loss_max_abs_diff": diff}))
+  print(
+    json.dumps(
+      {
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        "runs": S,
+        "batch": B,
+        "image_size": args.image_size,
+        "model": args.model,
+        "size": args.size,
+        "sequential_s": times["sequential"],
+        "vmap_s": times["vmap"],
+        "ratio": ratio,
+        "loss_max_abs_diff": diff,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -34,31 +34,45 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
 
-from painseeker_jax import export, predict  # noqa: E402
+from painseeker_jax import export, inference, predict  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "tests", "data", "real_samples")
 
 
 def _random_model(image_size: int, size: str):
-  config = ml_collections.ConfigDict({"model": {"name": "painseeker", "size": size},
-                                      "image_size": image_size})
+  config = ml_collections.ConfigDict(
+    {"model": {"name": "painseeker", "size": size}, "image_size": image_size}
+  )
   model = export.create_model(config)
-  v = jax.jit(lambda k: model.init(k, jax.numpy.zeros((1, image_size, image_size, 3)), train=False))(
-      jax.random.key(0))
-  return export.LoadedModel(model=model, variables=[{"params": v["params"], "batch_stats": v["batch_stats"]}],
-                            members=["random"], image_size=image_size, mean_rgb=export.MEAN_RGB,
-                            std_rgb=export.STD_RGB, class_names=export.CLASS_NAMES,
-                            num_regions=export.num_regions(model, image_size), kind="model",
-                            source="(random initialisation)", config=config)
+  v = jax.jit(
+    lambda k: model.init(k, jax.numpy.zeros((1, image_size, image_size, 3)), train=False)
+  )(jax.random.key(0))
+  return export.LoadedModel(
+    model=model,
+    variables=[{"params": v["params"], "batch_stats": v["batch_stats"]}],
+    members=["random"],
+    image_size=image_size,
+    mean_rgb=inference.MEAN_RGB,
+    std_rgb=inference.STD_RGB,
+    class_names=export.CLASS_NAMES,
+    num_regions=inference.num_regions(model, image_size),
+    kind="model",
+    source="(random initialisation)",
+    config=config,
+  )
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--model", help="model directory or LORO work directory (default: random full PainSeeker)")
-  ap.add_argument("--image-size", type=int, default=224, help="input size without --model (default 224)")
+  ap.add_argument(
+    "--model", help="model directory or LORO work directory (default: random full PainSeeker)"
+  )
+  ap.add_argument(
+    "--image-size", type=int, default=224, help="input size without --model (default 224)"
+  )
   ap.add_argument("--model-size", default="full", choices=["full", "tiny"], help="without --model")
   ap.add_argument("--batch-size", type=int, default=64)
   ap.add_argument("--num-images", type=int, default=512)
@@ -66,9 +80,13 @@ def main():
   ap.add_argument("--repeats", type=int, default=3, help="timed network batches")
   args = ap.parse_args()
 
-  loaded = export.load(args.model) if args.model else _random_model(args.image_size, args.model_size)
+  loaded = (
+    export.load(args.model) if args.model else _random_model(args.image_size, args.model_size)
+  )
   size, bs = loaded.image_size, args.batch_size
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores")
+  print(
+    f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {os.cpu_count()} CPU cores"
+  )
   print(f"model: {loaded.describe()}; batch {bs}")
 
   tmp = tempfile.mkdtemp(prefix="painseeker_bench_")
@@ -87,13 +105,15 @@ def main():
       predict.load_image(p, size)
     dec1 = (time.perf_counter() - t) / len(paths)
     t = time.perf_counter()
-    for _ in predict._bounded_map(lambda p: predict.load_image(p, size), paths, args.threads, 2 * bs):
+    for _ in predict._bounded_map(
+      lambda p: predict.load_image(p, size), paths, args.threads, 2 * bs
+    ):
       pass
     decn = (time.perf_counter() - t) / len(paths)
 
     # Network only (compiled and warmed up first).
     fn = predict.make_predict_fn(loaded)
-    stacked = predict.stack_variables(loaded.variables)
+    stacked = inference.stack_variables(loaded.variables)
     images = np.stack([predict.load_image(paths[i % len(paths)], size) for i in range(bs)])
     t = time.perf_counter()
     jax.block_until_ready(fn(stacked, images))
@@ -108,8 +128,14 @@ def main():
     predict.make_predict_fn = lambda _loaded: fn
     try:
       out = io.StringIO()
-      opts = predict.Options(model="", output=os.path.join(tmp, "scores.csv"), paths=[os.path.join(tmp, "faces")],
-                             batch_size=bs, num_threads=args.threads, progress=False)
+      opts = predict.Options(
+        model="",
+        output=os.path.join(tmp, "scores.csv"),
+        paths=[os.path.join(tmp, "faces")],
+        batch_size=bs,
+        num_threads=args.threads,
+        progress=False,
+      )
       t = time.perf_counter()
       rc = predict.run(opts, loaded=loaded, out=out)
       e2e = time.perf_counter() - t
@@ -120,12 +146,22 @@ def main():
     shutil.rmtree(tmp, ignore_errors=True)
 
   n = len(paths)
-  print(f"decoding only:   {1 / dec1:8.1f} images/s on 1 thread, {1 / decn:8.1f} images/s on "
-        f"{args.threads} threads ({dec1 * 1e3:.2f} ms per image)")
-  print(f"network only:    {1 / net:8.1f} images/s ({net * 1e3:.2f} ms per image; compile {compile_s:.1f} s)")
-  print(f"end to end:      {n / e2e:8.1f} images/s ({n} images, batch {bs}, {args.threads} decoding threads)")
-  print(f"share of the sequential per-image cost: decoding {100 * dec1 / (dec1 + net):.1f}%, "
-        f"network {100 * net / (dec1 + net):.1f}%")
+  print(
+    f"decoding only:   {1 / dec1:8.1f} images/s on 1 thread, {1 / decn:8.1f} images/s on "
+    f"{args.threads} threads ({dec1 * 1e3:.2f} ms per image)"
+  )
+  print(
+    f"network only:    {1 / net:8.1f} images/s ({net * 1e3:.2f} ms per image; "
+    f"compile {compile_s:.1f} s)"
+  )
+  print(
+    f"end to end:      {n / e2e:8.1f} images/s ({n} images, batch {bs}, "
+    f"{args.threads} decoding threads)"
+  )
+  print(
+    f"share of the sequential per-image cost: decoding {100 * dec1 / (dec1 + net):.1f}%, "
+    f"network {100 * net / (dec1 + net):.1f}%"
+  )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ def resnet18(torch, num_classes: int = 1000, painseeker: bool = False):
   tnn = torch.nn
 
   class Block(tnn.Module):
-
     def __init__(self, cin, cout, stride):
       super().__init__()
       self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -30,7 +29,9 @@ def resnet18(torch, num_classes: int = 1000, painseeker: bool = False):
       self.bn2 = tnn.BatchNorm2d(cout)
       self.downsample = None
       if stride != 1 or cin != cout:
-        self.downsample = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout))
+        self.downsample = tnn.Sequential(
+          tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)
+        )
 
     def forward(self, x):
       y = self.relu(self.bn1(self.conv1(x)))
@@ -39,7 +40,6 @@ def resnet18(torch, num_classes: int = 1000, painseeker: bool = False):
       return self.relu(y + r)
 
   class Net(tnn.Module):
-
     def __init__(self):
       super().__init__()
       self.conv1 = tnn.Conv2d(3, 64, 7, 2, 3, bias=False)
@@ -48,7 +48,11 @@ def resnet18(torch, num_classes: int = 1000, painseeker: bool = False):
       self.maxpool = tnn.MaxPool2d(3, 2, 1)
       cin = 64
       for s, cout in enumerate((64, 128, 256, 512)):
-        setattr(self, f"layer{s + 1}", tnn.Sequential(Block(cin, cout, 1 if s == 0 else 2), Block(cout, cout, 1)))
+        setattr(
+          self,
+          f"layer{s + 1}",
+          tnn.Sequential(Block(cin, cout, 1 if s == 0 else 2), Block(cout, cout, 1)),
+        )
         cin = cout
       if painseeker:
         self.region_score = tnn.Linear(512, 1)

@@ -38,7 +38,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import loro  # noqa: E402
-from painseeker_jax import train  # noqa: E402
+from painseeker_jax import inference, train  # noqa: E402
 
 
 def _config(args, conv):
@@ -52,12 +52,12 @@ def _config(args, conv):
 
 
 def _jax_side(config, args, images, labels, eval_images):
-  model = train.make_model(config)
-  init, step = train._compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json())
-  state = init(jax.random.key(0))
+  trainer = train.make_trainer(config)
+  model, step = trainer.model, trainer.step
+  state = trainer.init(jax.random.key(0))
   batch = jax.device_put({"image": images, "label": labels})
   key = jax.random.key(1)
-  predict = jax.jit(lambda v, x: train._predict(model, v, x))
+  predict = jax.jit(lambda v, x: inference.p_pain(model, v, x))
   eval_x = jax.device_put(eval_images)
   t0 = time.perf_counter()
   state, out = step(state, batch, key)
@@ -82,15 +82,18 @@ def _jax_side(config, args, images, labels, eval_images):
 
 def _torch_side(config, args, images, labels, eval_images):
   import torch  # noqa: PLC0415  (benchmark-only dependency: the `bench` extra)
-  from painseeker_jax import input_pipeline, torch_reference  # noqa: PLC0415
+
+  from benchmarks import torch_reference  # noqa: PLC0415
+
   dev = torch.device(args.torch_device)
   torch.manual_seed(0)
   net = torch_reference.resnet18(torch, num_classes=2, painseeker=args.model == "painseeker")
   net = net.to(dev, memory_format=torch.channels_last)
-  opt = torch.optim.Adam(net.parameters(), lr=config.optimizer.learning_rate,
-                         weight_decay=config.optimizer.weight_decay)
-  mean = torch.tensor(input_pipeline.MEAN_RGB, device=dev).view(1, 3, 1, 1)
-  std = torch.tensor(input_pipeline.STD_RGB, device=dev).view(1, 3, 1, 1)
+  opt = torch.optim.Adam(
+    net.parameters(), lr=config.optimizer.learning_rate, weight_decay=config.optimizer.weight_decay
+  )
+  mean = torch.tensor(inference.MEAN_RGB, device=dev).view(1, 3, 1, 1)
+  std = torch.tensor(inference.STD_RGB, device=dev).view(1, 3, 1, 1)
   # uint8 NHWC -> NCHW view in channels_last memory: no copy, as a loader would hand it over.
   x_u8 = torch.from_numpy(images).to(dev).permute(0, 3, 1, 2)
   y = torch.from_numpy(labels.astype(np.int64)).to(dev)
@@ -102,7 +105,9 @@ def _torch_side(config, args, images, labels, eval_images):
     x = (x_u8.float() / 255.0 - mean) / std
     out = net(x)
     logits, beta = out if isinstance(out, tuple) else (out, None)
-    loss = torch_reference.total_loss(torch, logits, y, beta, loss_cfg.lambda_prsc, loss_cfg.k_h, loss_cfg.delta)
+    loss = torch_reference.total_loss(
+      torch, logits, y, beta, loss_cfg.lambda_prsc, loss_cfg.k_h, loss_cfg.delta
+    )
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -137,18 +142,26 @@ def _stats(times, images):
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = argparse.ArgumentParser(
+    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--eval_batch", type=int, default=64)
   p.add_argument("--image_size", type=int, default=224)
   p.add_argument("--model", default="painseeker", choices=("painseeker", "resnet18"))
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
-  p.add_argument("--convs", default="auto,xla", help="config.model.conv values to time, comma-separated")
+  p.add_argument(
+    "--convs", default="auto,xla", help="config.model.conv values to time, comma-separated"
+  )
   p.add_argument("--repeats", type=int, default=5)
-  p.add_argument("--steps", type=int, default=3, help="training steps (inference batches) per repetition")
+  p.add_argument(
+    "--steps", type=int, default=3, help="training steps (inference batches) per repetition"
+  )
   p.add_argument("--no_torch", action="store_true")
   p.add_argument("--no_inference", action="store_true")
-  p.add_argument("--torch_device", default="auto", help="cpu | cuda | auto (cuda when JAX runs on a GPU)")
+  p.add_argument(
+    "--torch_device", default="auto", help="cpu | cuda | auto (cuda when JAX runs on a GPU)"
+  )
   args = p.parse_args()
   if args.torch_device == "auto":
     args.torch_device = "cuda" if jax.default_backend() == "gpu" else "cpu"
@@ -161,29 +174,40 @@ def main():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (args.batch, args.image_size, args.image_size, 3), dtype=np.uint8)
   labels = np.arange(args.batch, dtype=np.int32) % 2
-  eval_images = rng.integers(0, 256, (args.eval_batch, args.image_size, args.image_size, 3), dtype=np.uint8)
+  eval_images = rng.integers(
+    0, 256, (args.eval_batch, args.image_size, args.image_size, 3), dtype=np.uint8
+  )
 
   sides, resolved = {}, {}
   for c in convs:
-    model = train.make_model(configs[c])
+    model = inference.make_model(configs[c])
     resolved[c] = model.conv
     sides[f"jax_{c}"] = _jax_side(configs[c], args, images, labels, eval_images)
   if not args.no_torch:
     import torch  # noqa: PLC0415
+
     sides["torch"] = _torch_side(config, args, images, labels, eval_images)
     threads = torch.get_num_threads()
   else:
     threads = None
-  print(f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"dtype={args.dtype}, convs " + ", ".join(f"{c}={r}" for c, r in resolved.items()) + "; "
-        + (f"torch {sides and __import__('torch').__version__} on {args.torch_device} ({threads} threads); "
-           if not args.no_torch else "")
-        + f"{args.model}, train batch {args.batch}, eval batch {args.eval_batch}, {args.image_size} px, "
-        f"{os.cpu_count()} CPUs")
+  print(
+    f"jax {jax.__version__} on {jax.default_backend()} ({jax.devices()[0].device_kind}), "
+    f"dtype={args.dtype}, convs "
+    + ", ".join(f"{c}={r}" for c, r in resolved.items())
+    + "; "
+    + (
+      f"torch {sides and __import__('torch').__version__} on {args.torch_device} "
+      f"({threads} threads); "
+      if not args.no_torch
+      else ""
+    )
+    + f"{args.model}, train batch {args.batch}, eval batch {args.eval_batch}, "
+    f"{args.image_size} px, {os.cpu_count()} CPUs"
+  )
   for name, (_, _, compile_s, loss) in sides.items():
     print(f"{name}: first step {compile_s:.1f} s (compile included), loss {loss:.4f}")
 
-  for name, (train_block, infer_block, _, _) in sides.items():  # warm-up
+  for _name, (train_block, infer_block, _, _) in sides.items():  # warm-up
     train_block(1)
     if not args.no_inference:
       infer_block(1)
@@ -200,27 +224,47 @@ def main():
         infer_block(args.steps)
         times[f"{name}_infer"].append(time.perf_counter() - t0)
 
-  report = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
-            "dtype": args.dtype, "convs": resolved, "batch": args.batch,
-            "eval_batch": args.eval_batch, "image_size": args.image_size, "repeats": args.repeats,
-            "steps": args.steps}
+  report = {
+    "backend": jax.default_backend(),
+    "device": jax.devices()[0].device_kind,
+    "dtype": args.dtype,
+    "convs": resolved,
+    "batch": args.batch,
+    "eval_batch": args.eval_batch,
+    "image_size": args.image_size,
+    "repeats": args.repeats,
+    "steps": args.steps,
+  }
   for key, ts in times.items():
     if not ts:
       continue
     n = (args.batch if key.endswith("train") else args.eval_batch) * args.steps
     s = _stats(ts, n)
     report[key] = s
-    print(f"{key:18s} images/s: median {s['median']:7.1f}  min {s['min']:7.1f}  max {s['max']:7.1f}")
+    print(
+      f"{key:18s} images/s: median {s['median']:7.1f}  min {s['min']:7.1f}  max {s['max']:7.1f}"
+    )
   print(json.dumps(report))
   if "torch" in sides:
     if not args.no_inference:
       for c in convs[1:]:
-        print(f"ratio_infer_jax_{c}_over_torch="
-              f"{report[f'jax_{c}_infer']['median'] / report['torch_infer']['median']:.3f}")
-      print(f"ratio_infer_jax_over_torch={report[f'jax_{convs[0]}_infer']['median'] / report['torch_infer']['median']:.3f}")
+        print(
+          f"ratio_infer_jax_{c}_over_torch="
+          f"{report[f'jax_{c}_infer']['median'] / report['torch_infer']['median']:.3f}"
+        )
+      print(
+        "ratio_infer_jax_over_torch="
+        f"{report[f'jax_{convs[0]}_infer']['median'] / report['torch_infer']['median']:.3f}"
+      )
     for c in convs[1:]:
-      print(f"ratio_jax_{c}_over_torch={report[f'jax_{c}_train']['median'] / report['torch_train']['median']:.3f}")
-    print(f"ratio_jax_over_torch={report[f'jax_{convs[0]}_train']['median'] / report['torch_train']['median']:.3f}")
+      print(
+        f"ratio_jax_{c}_over_torch="
+        f"{report[f'jax_{c}_train']['median'] / report['torch_train']['median']:.3f}"
+      )
+    print(
+      "ratio_jax_over_torch="
+      f"{report[f'jax_{convs[0]}_train']['median'] / report['torch_train']['median']:.3f}"
+    )
 
 
 if __name__ == "__main__":

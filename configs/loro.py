@@ -17,7 +17,7 @@ see README "Real data"):
   ResNet-18 trunk fits 950 images within a few hundred steps, and with only
   five rats per fold, longer training mainly overfits to the training rats'
   identity; 30 keeps the full protocol to about 7 GPU-minutes.
-  Paper result: F1 0.7731, accuracy 74.17%.
+  The paper's result and ours: README, docs/results.md.
 
 Synthetic twin (quick start, runs anywhere, builds the twin on first use):
 
@@ -25,14 +25,9 @@ Synthetic twin (quick start, runs anywhere, builds the twin on first use):
 
   From scratch at 96 px (crops of 112 px faces; K = 3 x 3 = 9 regions), batch
   32, Adam lr 1e-3, 8 epochs, so that six folds finish within 20 minutes on 2
-  CPU cores. Measured from a fresh clone (2-core x86-64 CPU, jax 0.10.2, oneDNN
-  convolutions and max pooling, model.conv=auto): 10 min 33 s with the twin
-  already built (about 45 s more the first time); about 77 images/s per
-  training step. Score: LORO F1 0.7281, accuracy 65.29% (majority-class rate
-  52.5%); per rat F1/Acc 0.904/85.5, 0.679/51.4, 0.621/80.3, 0.571/40.0,
-  0.769/72.0, 0.787/66.0 (deterministic: the same predictions under another
-  load). Single runs of this recipe are noisy (float-order changes alone moved
-  it between F1 0.68 and 0.80): compare methods over seeds (configs/table3.py).
+  CPU cores. Its measured runtime and scores are in the README ("Set-up");
+  single runs of this recipe are noisy: compare methods over seeds
+  (configs/table3.py).
 
 Variants (the config is locked: a mistyped field is an error):
 
@@ -48,7 +43,11 @@ import ml_collections
 
 # Measured figures of the synthetic quick start, filled in from real runs.
 SYNTHETIC = dict(
-    image_size=96, resize_size=112, num_epochs=8, batch_size=32, learning_rate=1e-3,
+  image_size=96,
+  resize_size=112,
+  num_epochs=8,
+  batch_size=32,
+  learning_rate=1e-3,
 )
 
 
@@ -58,10 +57,14 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/loro.py: unknown arg {arg!r}; use real, synthetic or synthetic_mini")
   c = ml_collections.ConfigDict()
   c.name = f"loro_{arg}"
-  c.experiment = "loro"         # loro | table3 | sensitivity (see configs/table3.py, configs/sensitivity.py)
-  c.dataset = arg              # builder config of tfds_ratspain/ratspain
-  c.data_dir = ml_collections.config_dict.placeholder(str)    # TFDS data dir; None -> TFDS default
-  c.manual_dir = ml_collections.config_dict.placeholder(str)  # real set; None -> <data_dir>/downloads/manual
+  c.experiment = (
+    "loro"  # loro | table3 | sensitivity (see configs/table3.py, configs/sensitivity.py)
+  )
+  c.dataset = arg  # builder config of tfds_ratspain/ratspain
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data dir; None -> TFDS default
+  c.manual_dir = ml_collections.config_dict.placeholder(
+    str
+  )  # real set; None -> <data_dir>/downloads/manual
   c.seed = 0
   c.folds = (1, 2, 3, 4, 5, 6)  # held-out rats, one fold each
 
@@ -73,12 +76,12 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "painseeker"   # painseeker | resnet18 | lbp_svm
-  c.model.size = "full"         # full (ResNet-18 trunk) | tiny (tests only)
+  c.model.name = "painseeker"  # painseeker | resnet18 | lbp_svm
+  c.model.size = "full"  # full (ResNet-18 trunk) | tiny (tests only)
   # Convolutions: auto (oneDNN's kernels on a one-device float32 CPU run when they load, else
   # XLA's) | xla | onednn; `onednn` also runs the stem's max pooling through oneDNN. Same
-  # parameters and checkpoints either way; on the CPU the training step runs 1.6x faster with
-  # oneDNN's (painseeker_jax/onednn_conv.py, benchmarks/README.md).
+  # parameters and checkpoints either way; faster on the CPU (painseeker_jax/onednn_conv.py;
+  # figures: benchmarks/README.md).
   c.model.conv = "auto"
   # ImageNet ResNet-18 trunk, as in the paper: "imagenet" (cache, see README), a file path, or
   # None to train from scratch (--config.model.pretrained=None).
@@ -90,9 +93,9 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.lbp = ml_collections.ConfigDict()
   c.lbp.radius = 1
   c.lbp.points = 8
-  c.lbp.grid = 4               # cells per side: 4x4, 8x8 or 16x16 histograms
+  c.lbp.grid = 4  # cells per side: 4x4, 8x8 or 16x16 histograms
   c.lbp.svm_c = 1.0
-  c.lbp.num_workers = 2        # feature extraction processes
+  c.lbp.num_workers = 2  # feature extraction processes
 
   c.loss = ml_collections.ConfigDict()
   c.loss.lambda_prsc = 0.1
@@ -100,7 +103,9 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.loss.k_h = 5
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam_l2"  # adam_l2: PyTorch Adam(weight_decay) as in the paper | adamw: decoupled
+  c.optimizer.name = (
+    "adam_l2"  # adam_l2: PyTorch Adam(weight_decay) as in the paper | adamw: decoupled
+  )
   c.optimizer.learning_rate = 1e-4
   c.optimizer.weight_decay = 0.01
   c.optimizer.b1 = 0.9
@@ -108,20 +113,21 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
 
   c.input = ml_collections.ConfigDict()
-  c.input.num_threads = 4       # decoding threads
-  c.input.num_workers = 0       # >0: decoding processes (grain mp_prefetch)
+  c.input.num_threads = 4  # decoding threads
+  c.input.num_workers = 0  # >0: decoding processes (grain mp_prefetch)
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.fold_strategy = "auto"  # map | vmap | auto (map on CPU, vmap elsewhere; benchmarks/eval_strategy.py)
+  c.eval.fold_strategy = (
+    "auto"  # map | vmap | auto (map on CPU, vmap elsewhere; benchmarks/eval_strategy.py)
+  )
 
-  c.dtype = "float32"            # compute dtype: float32 | bfloat16 (TPU/GPU; parameters stay float32)
+  c.dtype = "float32"  # compute dtype: float32 | bfloat16 (TPU/GPU; parameters stay float32)
   # How the folds are trained: sequential (one after another) | vmap (side by side in one
   # compiled program; same results up to float order) | auto (the faster one measured for the
-  # backend: sequential on CPU, where vmapped convolutions run 1.8-3.2x slower;
-  # benchmarks/multi_run.py, benchmarks/README.md "Multi-run").
+  # backend: sequential on CPU; benchmarks/multi_run.py, benchmarks/README.md "Multi-run").
   c.multi_run = "auto"
 
-  c.progress = True              # tqdm bars
+  c.progress = True  # tqdm bars
 
   if arg in ("synthetic", "synthetic_mini"):
     # From scratch on CPU: smaller inputs, a larger learning rate, more epochs.

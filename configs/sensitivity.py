@@ -5,7 +5,8 @@ defaults (lambda 0.1, delta 0.2, K_h 5); the default setting is trained once and
 shared by the three sweeps (13 settings x seeds x 6 folds).
 
   python run.py --config=configs/sensitivity.py:synthetic --workdir=runs/sensitivity_synthetic
-  python run.py --config=configs/sensitivity.py:real --config.manual_dir=DIR --workdir=runs/sensitivity_real
+  python run.py --config=configs/sensitivity.py:real --config.manual_dir=DIR \
+    --workdir=runs/sensitivity_real
 
 Outputs: sensitivity.json and sensitivity.md (F1 / accuracy mean ± std per
 value) and figure5_sensitivity.png (three panels), rewritten after every finished run: a
@@ -14,9 +15,9 @@ runs are missing; unfinished points are gaps, null in the JSON).
 
 K_h up to 20 needs K >= 21 regions: the synthetic variant trains at 160 px
 (a 5 x 5 grid, K = 25) instead of the quick start's 96 px (K = 9); the real
-variant uses the paper's 224 px (K = 49). Cost on 2 CPU cores (synthetic): about
-13 x 27 min = 6 h (32 s per epoch measured); on one GPU, minutes. The work
-directory fills incrementally: run it in pieces.
+variant uses the paper's 224 px (K = 49). Expected runtime: hours on 2 CPU cores
+(13 LORO runs per seed), minutes on one GPU; the measured runtimes are in
+docs/results.md ("Fig. 5"). The work directory fills incrementally: run it in pieces.
 """
 
 import ml_collections

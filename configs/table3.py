@@ -14,11 +14,10 @@ Each run is kept under <workdir>/runs/<method>/seed<k>; rerunning the command
 skips finished runs and resumes an interrupted one. Outputs: table3.md,
 table3.json, figure4_attention.png.
 
-Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs):
-  synthetic (96 px, 8 epochs): 9 x 10.5 min + 1 min, about 1 h 40 min on 2 CPU
-  cores (measured 2026-11-27; results in docs/results.md).
-  real (224 px, 30 epochs, pretrained trunk): GPU minutes per run.
-  --config.seeds=0 for a single-seed table.
+Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs): synthetic (96 px,
+8 epochs), nine quick-start runs plus the LBP runs, under two hours on 2 CPU
+cores; real (224 px, 30 epochs, pretrained trunk): GPU minutes per run. Measured
+runtimes and results: docs/results.md. --config.seeds=0 for a single-seed table.
 """
 
 from configs import loro
@@ -28,9 +27,19 @@ def get_config(arg: str = "real"):
   c = loro.get_config(arg)
   c.name = f"table3_{arg}"
   c.experiment = "table3"
-  c.methods = ("painseeker", "painseeker_wo_prsc", "resnet18",
-               "lbp_r1_g4", "lbp_r1_g8", "lbp_r1_g16", "lbp_r3_g4", "lbp_r3_g8", "lbp_r3_g16")
+  c.methods = (
+    "painseeker",
+    "painseeker_wo_prsc",
+    "resnet18",
+    "lbp_r1_g4",
+    "lbp_r1_g8",
+    "lbp_r1_g16",
+    "lbp_r3_g4",
+    "lbp_r3_g8",
+    "lbp_r3_g16",
+  )
   c.seeds = (0, 1, 2)
   c.bootstrap = 2000
-  c.attention_files = ()  # dataset filenames to draw in Fig. 4 (default: one pain face per pose bin)
+  # dataset filenames to draw in Fig. 4 (default: one pain face per pose bin)
+  c.attention_files = ()
   return c

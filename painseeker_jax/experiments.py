@@ -1,7 +1,7 @@
 """The paper's comparison and analyses, scheduled over one work directory.
 
 `run(config, workdir)` dispatches on `config.experiment`:
-  * `loro`: one method, one LORO run (`train.run_loro` / `lbp_svm.run_lbp_svm`).
+  * `loro`: one method, one LORO run (`loro.run_loro` / `lbp_svm.run_lbp_svm`).
   * `table3`: the nine methods of the paper's Table 3 over `config.seeds`,
     then table3.md / table3.json with mean ± std, bootstrap CIs, paired tests
     against PainSeeker, metrics per head-pose bin and attention localisation
@@ -10,16 +10,13 @@
   * `sensitivity`: lambda, delta and K_h varied one at a time around the
     defaults (Fig. 5): sensitivity.json and figure5_sensitivity.png.
 
-Every run lives in its own sub-directory (`runs/<method>/seed<k>`); a finished
-run (results.json present) is reused, an interrupted one resumes, so a work
+Every run lives in its own sub-directory (`layout.run_dir`); a finished
+run (`layout.is_finished`) is reused, an interrupted one resumes, so a work
 directory fills incrementally and a rerun only does what is missing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import fcntl
 import json
 import logging
 import os
@@ -28,25 +25,29 @@ import time
 import ml_collections
 import numpy as np
 
-from painseeker_jax import figures
-from painseeker_jax import input_pipeline
+from painseeker_jax import figures, input_pipeline, layout, loro, stats
 from painseeker_jax import metrics as metrics_lib
-from painseeker_jax import stats
-from painseeker_jax import train
 
 log = logging.getLogger("painseeker")
 
 # The nine methods of Table 3, as overrides of the LORO config.
 METHODS = {
-    "painseeker": {},
-    "painseeker_wo_prsc": {"loss.lambda_prsc": 0.0},
-    "resnet18": {"model.name": "resnet18"},
-    **{f"lbp_r{r}_g{g}": {"model.name": "lbp_svm", "lbp.radius": r, "lbp.grid": g}
-       for r in (1, 3) for g in (4, 8, 16)},
+  "painseeker": {},
+  "painseeker_wo_prsc": {"loss.lambda_prsc": 0.0},
+  "resnet18": {"model.name": "resnet18"},
+  **{
+    f"lbp_r{r}_g{g}": {"model.name": "lbp_svm", "lbp.radius": r, "lbp.grid": g}
+    for r in (1, 3)
+    for g in (4, 8, 16)
+  },
 }
 # What the paper reports (LORO column, F1 / accuracy %), for comparison only.
-PAPER_LORO = {"painseeker": (0.7731, 74.17), "painseeker_wo_prsc": (0.7234, 68.28),
-              "resnet18": (0.7393, 68.01), "best_lbp": (0.6984, 67.66)}
+PAPER_LORO = {
+  "painseeker": (0.7731, 74.17),
+  "painseeker_wo_prsc": (0.7234, 68.28),
+  "resnet18": (0.7393, 68.01),
+  "best_lbp": (0.6984, 67.66),
+}
 # Head-pose bins of the analyses (|yaw| in degrees).
 POSE_BINS = (("frontal", 0.0, 20.0), ("moderate", 20.0, 50.0), ("extreme", 50.0, 180.0))
 _EXPERIMENT_KEYS = ("experiment", "methods", "seeds", "bootstrap", "sweep", "attention_files")
@@ -65,15 +66,14 @@ def run(config: ml_collections.ConfigDict, workdir: str):
 
 def run_method(config, workdir: str) -> dict:
   """One LORO run of one method; a finished run is read back, not redone."""
-  done = os.path.join(workdir, "results.json")
-  if os.path.exists(done):
-    train._check_workdir_config(config, workdir)
-    with open(done) as f:
-      return json.load(f)
+  if layout.is_finished(workdir):
+    layout.check_config(config, workdir)
+    return layout.read_results(workdir)
   if config.model.name == "lbp_svm":
-    from painseeker_jax import lbp_svm  # scikit-image only where needed
+    from painseeker_jax import lbp_svm  # noqa: PLC0415  (scikit-image only where needed)
+
     return lbp_svm.run_lbp_svm(config, workdir)
-  return train.run_loro(config, workdir)
+  return loro.run_loro(config, workdir)
 
 
 def derive(config, overrides: dict, seed: int | None = None) -> ml_collections.ConfigDict:
@@ -111,50 +111,32 @@ def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each
   results, waiting = {}, []
 
   def one(label, cfg, wd):
-    done = sum(os.path.exists(os.path.join(w, "results.json")) for _, _, w in jobs)
+    done = sum(layout.is_finished(w) for _, _, w in jobs)
     log.info("[%d/%d runs finished] %s", done, len(jobs), label)
-    t0, fresh = time.time(), not os.path.exists(os.path.join(wd, "results.json"))
+    t0, fresh = time.time(), not layout.is_finished(wd)
     results[label] = run_method(cfg, wd)
-    log.info("%s: F1 %.4f, accuracy %.2f%% (%.0f s)", label, results[label]["loro"]["f1"],
-             results[label]["loro"]["accuracy"], time.time() - t0)
+    log.info(
+      "%s: F1 %.4f, accuracy %.2f%% (%.0f s)",
+      label,
+      results[label]["loro"]["f1"],
+      results[label]["loro"]["accuracy"],
+      time.time() - t0,
+    )
     if after_each is not None and fresh:
       after_each()
 
   for job in jobs:
-    with _claim(job[2], wait=False) as mine:
+    with layout.claim(job[2], wait=False) as mine:
       if mine:
         one(*job)
       else:
         log.info("%s: another process is running it; coming back to it later", job[0])
         waiting.append(job)
   for job in waiting:
-    with _claim(job[2], wait=True):
+    with layout.claim(job[2], wait=True):
       one(*job)
   log.info("[%d/%d runs finished]", len(jobs), len(jobs))
   return {label: results[label] for label, _, _ in jobs}
-
-
-@contextlib.contextmanager
-def _claim(workdir: str, wait: bool):
-  """Yields whether this process holds `<workdir>/run.lock` (an advisory
-  `flock`, released when the process ends). wait=True blocks until it does."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "run.lock"), "a") as f:
-    try:
-      fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      yield False
-      return
-    try:
-      yield True
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def read_predictions(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "predictions.csv"), newline="") as f:
-    return [dict(r, rat_id=int(r["rat_id"]), pain=int(r["pain"]), pred=int(r["pred"]),
-                 p_pain=float(r["p_pain"])) for r in csv.DictReader(f)]
 
 
 # ---------------------------------------------------------------------------
@@ -170,7 +152,7 @@ def _method_runs(config, workdir):
       raise ValueError(f"config.methods: unknown method {m!r}; known: {', '.join(METHODS)}")
     seeds = (config.seeds[0],) if METHODS[m].get("model.name") == "lbp_svm" else tuple(config.seeds)
     for s in seeds:
-      out.append((m, s, derive(config, METHODS[m], seed=s), os.path.join(workdir, "runs", m, f"seed{s}")))
+      out.append((m, s, derive(config, METHODS[m], seed=s), layout.run_dir(workdir, m, s)))
   return out
 
 
@@ -180,14 +162,14 @@ def run_table3(config, workdir: str) -> dict:
   _schedule([(f"{m} seed {s}", c, w) for m, s, c, w in runs])
   preds = {}
   for m, s, _, w in runs:
-    preds.setdefault(m, {})[s] = read_predictions(w)
+    preds.setdefault(m, {})[s] = layout.read_predictions(w)
   lookup = ground_truth_lookup(config)
   report = {"config": json.loads(config.to_json_best_effort()), "methods": {}}
   ref = preds.get("painseeker")
   for m, by_seed in preds.items():
     report["methods"][m] = summarize_method(m, by_seed, ref, lookup, config, workdir)
-  train.write_atomic(os.path.join(workdir, "table3.json"), json.dumps(report, indent=2) + "\n")
-  train.write_atomic(os.path.join(workdir, "table3.md"), table3_markdown(report, config))
+  layout.write_json(os.path.join(workdir, "table3.json"), report)
+  layout.write_atomic(os.path.join(workdir, "table3.md"), table3_markdown(report, config))
   if "painseeker" in preds and "painseeker_wo_prsc" in preds:
     write_attention_figure(config, workdir, lookup)
   return report
@@ -205,13 +187,18 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
   rats = sorted({g for s in seeds for g in per_seed[s]["per_group"]}, key=lambda g: int(g[3:]))
   out = {"seeds": seeds, "per_rat": {}, "loro": {}}
   for g in rats:
-    out["per_rat"][g] = {k: stats.mean_std([per_seed[s]["per_group"][g][k] for s in seeds])
-                         for k in ("f1", "accuracy")}
-  out["loro"] = {k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")}
+    out["per_rat"][g] = {
+      k: stats.mean_std([per_seed[s]["per_group"][g][k] for s in seeds]) for k in ("f1", "accuracy")
+    }
+  out["loro"] = {
+    k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")
+  }
   first = by_seed[seeds[0]]
   preds = np.array([[r["pred"] for r in _align(first, by_seed[s])[1]] for s in seeds])
   y, rat_ids = np.array([r["pain"] for r in first]), np.array([r["rat_id"] for r in first])
-  out["bootstrap_ci"] = stats.bootstrap_ci(y, preds, n_boot=config.bootstrap, seed=0, groups=rat_ids)  # of the seed mean
+  out["bootstrap_ci"] = stats.bootstrap_ci(
+    y, preds, n_boot=config.bootstrap, seed=0, groups=rat_ids
+  )  # of the seed mean
   if ref_by_seed is not None and method != "painseeker":
     out["vs_painseeker"] = {}
     for s in seeds:
@@ -220,15 +207,32 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
       ya = np.array([r["pain"] for r in a])
       pa, pb = np.array([r["pred"] for r in a]), np.array([r["pred"] for r in b])
       out["vs_painseeker"][f"seed{s}"] = {
-          "mcnemar": stats.mcnemar(ya, pa, pb),
-          "paired_bootstrap_f1": stats.paired_bootstrap_diff(ya, pa, pb, metric="f1",
-                                                             n_boot=config.bootstrap, seed=0)}
-    # The difference of the means over all seeds of both, seeds resampled too (covers the seed spread).
-    ref_preds = np.array([[r["pred"] for r in _align(first, ref_by_seed[s])[1]] for s in sorted(ref_by_seed)])
+        "mcnemar": stats.mcnemar(ya, pa, pb),
+        "paired_bootstrap_f1": stats.paired_bootstrap_diff(
+          ya, pa, pb, metric="f1", n_boot=config.bootstrap, seed=0
+        ),
+      }
+    # The difference of the means over all seeds of both, seeds resampled too (covers the
+    # seed spread).
+    ref_preds = np.array(
+      [[r["pred"] for r in _align(first, ref_by_seed[s])[1]] for s in sorted(ref_by_seed)]
+    )
     out["vs_painseeker_mean"] = {
-        "painseeker_seeds": sorted(ref_by_seed),
-        **{k: stats.paired_bootstrap_diff(y, ref_preds, preds, metric=k, n_boot=config.bootstrap, seed=0,
-                                          groups=rat_ids, resample_runs=True) for k in ("f1", "accuracy")}}
+      "painseeker_seeds": sorted(ref_by_seed),
+      **{
+        k: stats.paired_bootstrap_diff(
+          y,
+          ref_preds,
+          preds,
+          metric=k,
+          n_boot=config.bootstrap,
+          seed=0,
+          groups=rat_ids,
+          resample_runs=True,
+        )
+        for k in ("f1", "accuracy")
+      },
+    }
   if lookup is not None:
     out["pose_bins"] = pose_bin_metrics(by_seed, lookup)
     att = attention_localisation(method, seeds, config, workdir, lookup)
@@ -247,7 +251,8 @@ def _align(rows_a, rows_b):
 
 
 def ground_truth_lookup(config):
-  """filename -> (yaw, landmarks_7x2, visible_7) when the data set knows the pose (synthetic twin)."""
+  """filename -> (yaw, landmarks_7x2, visible_7) when the data set knows the pose
+  (synthetic twin)."""
   rats = [f"rat{k}" for k in config.folds]
   sources = input_pipeline.get_sources(config.dataset, rats, config.data_dir, config.manual_dir)
   out = {}
@@ -257,8 +262,14 @@ def ground_truth_lookup(config):
       yaw = float(rec["head_pose"][0])
       if np.isnan(yaw):
         return None
-      name = rec["filename"].decode() if isinstance(rec["filename"], bytes) else str(rec["filename"])
-      out[name] = (yaw, np.asarray(rec["landmarks"], np.float32), np.asarray(rec["landmark_visible"], bool))
+      name = (
+        rec["filename"].decode() if isinstance(rec["filename"], bytes) else str(rec["filename"])
+      )
+      out[name] = (
+        yaw,
+        np.asarray(rec["landmarks"], np.float32),
+        np.asarray(rec["landmark_visible"], bool),
+      )
   return out
 
 
@@ -304,10 +315,10 @@ def attention_localisation(method, seeds, config, workdir, lookup) -> dict | Non
   k_h = config.loss.k_h
   per_bin = {name: {"share": [], "chance": []} for name, _, _ in POSE_BINS}
   for s in seeds:
-    path = os.path.join(workdir, "runs", method, f"seed{s}", "attention.npz")
-    if not os.path.exists(path):
+    run = layout.run_dir(workdir, method, s)
+    if not os.path.exists(layout.attention_path(run)):
       return None
-    data = np.load(path)
+    data = layout.read_attention(run)
     sums = {name: [0.0, 0.0, 0] for name, _, _ in POSE_BINS}
     for name, beta in zip(data["filename"], data["beta"]):
       yaw, lm, vis = lookup[str(name)]
@@ -323,78 +334,153 @@ def attention_localisation(method, seeds, config, workdir, lookup) -> dict | Non
       if n:
         per_bin[name]["share"].append(hit / n)
         per_bin[name]["chance"].append(chance / n)
-  return {name: {k: stats.mean_std(v) for k, v in d.items()} for name, d in per_bin.items() if d["share"]}
+  return {
+    name: {k: stats.mean_std(v) for k, v in d.items()} for name, d in per_bin.items() if d["share"]
+  }
 
 
 def _fmt(ms, digits):
   return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
-def table3_markdown(report: dict, config) -> str:
-  methods = report["methods"]
-  titles = {m: train.method_title(derive(config, METHODS[m])) for m in methods}
+def _diff_ci(r) -> str:
+  return f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
+
+
+def _table3_scores(methods: dict, titles: dict, config) -> list[str]:
+  """The paper's layout: per-rat and LORO F1/accuracy cells, mean over seeds."""
   rats = [f"rat{k}" for k in config.folds]
-  seeds = list(config.seeds)
-  lines = [f"# Table 3 ({config.dataset}, seeds {seeds}; LBP + SVM is deterministic: one run)", "",
-           "Per-rat and LORO cells: F1/Accuracy (%), mean over seeds. LORO = confusion matrices "
-           "summed over the folds.", "",
-           "| Method | " + " | ".join(r.replace("rat", "Rat") for r in rats) + " | LORO |",
-           "|---" * (len(rats) + 2) + "|"]
+  lines = [
+    f"# Table 3 ({config.dataset}, seeds {list(config.seeds)}; "
+    "LBP + SVM is deterministic: one run)",
+    "",
+    "Per-rat and LORO cells: F1/Accuracy (%), mean over seeds. LORO = confusion matrices "
+    "summed over the folds.",
+    "",
+    "| Method | " + " | ".join(r.replace("rat", "Rat") for r in rats) + " | LORO |",
+    "|---" * (len(rats) + 2) + "|",
+  ]
   for m, d in methods.items():
-    cells = [f"{d['per_rat'][r]['f1']['mean']:.4f}/{d['per_rat'][r]['accuracy']['mean']:.2f}" for r in rats]
+    cells = [
+      f"{d['per_rat'][r]['f1']['mean']:.4f}/{d['per_rat'][r]['accuracy']['mean']:.2f}" for r in rats
+    ]
     cells.append(f"{d['loro']['f1']['mean']:.4f}/{d['loro']['accuracy']['mean']:.2f}")
     lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
-  lines += ["", "## Statistics", "",
-            f"Mean ± std over seeds; 95% CI: stratified bootstrap over test images "
-            f"({config.bootstrap} resamples), each scoring every seed's predictions and averaging them "
-            "(a CI of the mean over seeds); vs. PainSeeker: "
-            "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
-            "(positive: PainSeeker better; a single-run method is compared with PainSeeker's first seed); "
-            "last column: the difference of the means over all seeds of both, with a two-level "
-            "bootstrap (images stratified by rat, and each method's seeds drawn with replacement, so "
-            "the interval includes the seed spread) and its bootstrap p.", "",
-            "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] "
-            "| ΔF1 of seed means [95% CI], p |",
-            "|---|---|---|---|---|---|---|---|"]
-  diff_ci = lambda r: f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
+  return lines
+
+
+def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
+  """Mean ± std, bootstrap CIs and the paired tests against PainSeeker."""
+  lines = [
+    "",
+    "## Statistics",
+    "",
+    f"Mean ± std over seeds; 95% CI: stratified bootstrap over test images "
+    f"({config.bootstrap} resamples), each scoring every seed's predictions and averaging them "
+    "(a CI of the mean over seeds); vs. PainSeeker: "
+    "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
+    "(positive: PainSeeker better; a single-run method is compared with PainSeeker's first seed); "
+    "last column: the difference of the means over all seeds of both, with a two-level "
+    "bootstrap (images stratified by rat, and each method's seeds drawn with replacement, so "
+    "the interval includes the seed spread) and its bootstrap p.",
+    "",
+    "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] "
+    "| ΔF1 of seed means [95% CI], p |",
+    "|---|---|---|---|---|---|---|---|",
+  ]
   for m, d in methods.items():
     ci = d["bootstrap_ci"]
     vs = d.get("vs_painseeker", {})
     p = ", ".join(f"{v['mcnemar']['p_value']:.3g}" for v in vs.values()) or "—"
-    diff = ", ".join(diff_ci(v["paired_bootstrap_f1"]) for v in vs.values()) or "—"
-    mean = d.get("vs_painseeker_mean")
-    if mean:
-      p_mean = mean["f1"]["p_value"]
-      mean = f"{diff_ci(mean['f1'])}, " + (f"{p_mean:.3g}" if p_mean else f"< {2 / config.bootstrap:.1g}")
+    diff = ", ".join(_diff_ci(v["paired_bootstrap_f1"]) for v in vs.values()) or "—"
+    seed_means = d.get("vs_painseeker_mean")
+    if seed_means:
+      p_mean = seed_means["f1"]["p_value"]
+      mean_cell = f"{_diff_ci(seed_means['f1'])}, " + (
+        f"{p_mean:.3g}" if p_mean else f"< {2 / config.bootstrap:.1g}"
+      )
     else:
-      mean = "—"
-    lines.append(f"| {titles[m]} | {_fmt(d['loro']['f1'], 4)} | [{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}] | "
-                 f"{_fmt(d['loro']['accuracy'], 2)} | [{ci['accuracy'][0]:.1f}, {ci['accuracy'][1]:.1f}] | "
-                 f"{p} | {diff} | {mean} |")
-  if any("pose_bins" in d for d in methods.values()):
-    names = [n for n, _, _ in POSE_BINS]
-    lines += ["", "## By head pose (|yaw|: frontal < 20°, moderate 20-50°, extreme > 50°)", "",
-              "F1/Accuracy (%), mean over seeds.", "",
-              "| Method | " + " | ".join(f"{n} (n={next(iter(methods.values()))['pose_bins'].get(n, {}).get('n', 0)})"
-                                       for n in names) + " |", "|---" * (len(names) + 1) + "|"]
-    for m, d in methods.items():
-      pb = d.get("pose_bins", {})
-      cells = [f"{pb[n]['f1']['mean']:.4f}/{pb[n]['accuracy']['mean']:.2f}" if n in pb else "—" for n in names]
+      mean_cell = "—"
+    lines.append(
+      f"| {titles[m]} | {_fmt(d['loro']['f1'], 4)} | [{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}] | "
+      f"{_fmt(d['loro']['accuracy'], 2)} | [{ci['accuracy'][0]:.1f}, {ci['accuracy'][1]:.1f}] | "
+      f"{p} | {diff} | {mean_cell} |"
+    )
+  return lines
+
+
+def _table3_pose_bins(methods: dict, titles: dict) -> list[str]:
+  """F1/accuracy per head-pose bin (data sets that know the pose)."""
+  if not any("pose_bins" in d for d in methods.values()):
+    return []
+  names = [n for n, _, _ in POSE_BINS]
+  counts = next(iter(methods.values()))["pose_bins"]
+  lines = [
+    "",
+    "## By head pose (|yaw|: frontal < 20°, moderate 20-50°, extreme > 50°)",
+    "",
+    "F1/Accuracy (%), mean over seeds.",
+    "",
+    "| Method | " + " | ".join(f"{n} (n={counts.get(n, {}).get('n', 0)})" for n in names) + " |",
+    "|---" * (len(names) + 1) + "|",
+  ]
+  for m, d in methods.items():
+    pb = d.get("pose_bins", {})
+    cells = [
+      f"{pb[n]['f1']['mean']:.4f}/{pb[n]['accuracy']['mean']:.2f}" if n in pb else "—"
+      for n in names
+    ]
+    lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _table3_attention(methods: dict, titles: dict, config) -> list[str]:
+  """Share of the most attended regions on AU landmarks, per pose bin, with chance."""
+  if not any("attention_localisation" in d for d in methods.values()):
+    return []
+  names = [n for n, _, _ in POSE_BINS]
+  lines = [
+    "",
+    f"## Attention localisation (share of the K_h={config.loss.k_h} largest beta on "
+    "grid cells holding a visible AU landmark; chance = share of such cells)",
+    "",
+    "| Method | " + " | ".join(names) + " |",
+    "|---" * (len(names) + 1) + "|",
+  ]
+  for m, d in methods.items():
+    if "attention_localisation" in d:
+      al = d["attention_localisation"]
+      cells = [
+        f"{al[n]['share']['mean']:.3f} (chance {al[n]['chance']['mean']:.3f})" if n in al else "—"
+        for n in names
+      ]
       lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
-  if any("attention_localisation" in d for d in methods.values()):
-    names = [n for n, _, _ in POSE_BINS]
-    lines += ["", f"## Attention localisation (share of the K_h={config.loss.k_h} largest beta on "
-              "grid cells holding a visible AU landmark; chance = share of such cells)", "",
-              "| Method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for m, d in methods.items():
-      if "attention_localisation" in d:
-        al = d["attention_localisation"]
-        cells = [f"{al[n]['share']['mean']:.3f} (chance {al[n]['chance']['mean']:.3f})" if n in al else "—"
-                 for n in names]
-        lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
-  lines += ["", "## Reported in the paper (real RatsPain, LORO F1/Accuracy %)", "",
-            "| PainSeeker | PainSeeker w/o PRSC | ResNet-18 | best LBP + SVM |", "|---|---|---|---|",
-            "| " + " | ".join(f"{f:.4f}/{a:.2f}" for f, a in PAPER_LORO.values()) + " |", ""]
+  return lines
+
+
+def _table3_paper() -> list[str]:
+  return [
+    "",
+    "## Reported in the paper (real RatsPain, LORO F1/Accuracy %)",
+    "",
+    "| PainSeeker | PainSeeker w/o PRSC | ResNet-18 | best LBP + SVM |",
+    "|---|---|---|---|",
+    "| " + " | ".join(f"{f:.4f}/{a:.2f}" for f, a in PAPER_LORO.values()) + " |",
+    "",
+  ]
+
+
+def table3_markdown(report: dict, config) -> str:
+  """table3.md: scores, statistics, pose bins, attention localisation, the paper's numbers."""
+  methods = report["methods"]
+  titles = {m: loro.method_title(derive(config, METHODS[m])) for m in methods}
+  lines = (
+    _table3_scores(methods, titles, config)
+    + _table3_statistics(methods, titles, config)
+    + _table3_pose_bins(methods, titles)
+    + _table3_attention(methods, titles, config)
+    + _table3_paper()
+  )
   return "\n".join(lines)
 
 
@@ -402,11 +488,15 @@ def write_attention_figure(config, workdir: str, lookup) -> str | None:
   """Fig. 4: PainSeeker vs. w/o PRSC attention on pain faces, one per pose bin
   (or on `config.attention_files`, filenames of the data set)."""
   seed = config.seeds[0]
-  data = {m: np.load(os.path.join(workdir, "runs", m, f"seed{seed}", "attention.npz"))
-          for m in ("painseeker", "painseeker_wo_prsc")}
+  data = {
+    m: layout.read_attention(layout.run_dir(workdir, m, seed))
+    for m in ("painseeker", "painseeker_wo_prsc")
+  }
   names = [str(n) for n in data["painseeker"]["filename"]]
   index = {m: {str(n): i for i, n in enumerate(d["filename"])} for m, d in data.items()}
-  preds = {r["filename"]: r for r in read_predictions(os.path.join(workdir, "runs", "painseeker", f"seed{seed}"))}
+  preds = {
+    r["filename"]: r for r in layout.read_predictions(layout.run_dir(workdir, "painseeker", seed))
+  }
   chosen = []
   files = list(config.get("attention_files", ()) or ())
   if files:
@@ -431,9 +521,14 @@ def write_attention_figure(config, workdir: str, lookup) -> str | None:
       n = rec["filename"].decode() if isinstance(rec["filename"], bytes) else str(rec["filename"])
       if any(n == c for c, _ in chosen):
         by_name[n] = input_pipeline.decode_resize(rec["image"], 224)
-  examples = [{"image": by_name[n], "title": t,
-               "betas": [data[m]["beta"][index[m][n]] for m in ("painseeker", "painseeker_wo_prsc")]}
-              for n, t in chosen]
+  examples = [
+    {
+      "image": by_name[n],
+      "title": t,
+      "betas": [data[m]["beta"][index[m][n]] for m in ("painseeker", "painseeker_wo_prsc")],
+    }
+    for n, t in chosen
+  ]
   path = os.path.join(workdir, "figure4_attention.png")
   figures.attention_figure(examples, path)
   return path
@@ -467,10 +562,18 @@ def sensitivity_plan(config, workdir: str):
       for v in values:
         setting = dict(defaults, **{p: v})
         tag = ",".join(f"{k}={setting[k]:g}" for k in sorted(setting))
-        wd = os.path.join(workdir, "runs", tag, f"seed{s}")
-        jobs.append((f"{p}={v:g} seed {s}", derive(config, {f"loss.{k}": x for k, x in setting.items()}, s), wd))
+        wd = layout.run_dir(workdir, tag, s)
+        jobs.append(
+          (
+            f"{p}={v:g} seed {s}",
+            derive(config, {f"loss.{k}": x for k, x in setting.items()}, s),
+            wd,
+          )
+        )
         points.setdefault(p, {}).setdefault(v, []).append(wd)
-  unique = list({w: (label, c, w) for label, c, w in jobs}.values())  # the defaults appear in every sweep
+  unique = list(
+    {w: (label, c, w) for label, c, w in jobs}.values()
+  )  # the defaults appear in every sweep
   return defaults, unique, points
 
 
@@ -481,26 +584,34 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
   over its finished runs (`finished` counts them); none finished: nulls.
   """
   runs = {w for vals in points.values() for wds in vals.values() for w in wds}
-  finished = {}
-  for w in runs:
-    path = os.path.join(w, "results.json")
-    if os.path.exists(path):
-      with open(path) as f:
-        finished[w] = json.load(f)["loro"]
+  finished = {w: layout.read_results(w)["loro"] for w in runs if layout.is_finished(w)}
   sweeps = {}
   for p, vals in points.items():
     sweeps[p] = []
     for v, wds in vals.items():
       done = [finished[w] for w in wds if w in finished]
-      ms = {k: stats.mean_std([r[k] for r in done]) if done else {"mean": None, "std": None}
-            for k in ("f1", "accuracy")}
-      sweeps[p].append({"value": v, **{f"{k}_{s}": x for k, d in ms.items() for s, x in d.items()},
-                        "finished": len(done), "runs": wds})
+      ms = {
+        k: stats.mean_std([r[k] for r in done]) if done else {"mean": None, "std": None}
+        for k in ("f1", "accuracy")
+      }
+      sweeps[p].append(
+        {
+          "value": v,
+          **{f"{k}_{s}": x for k, d in ms.items() for s, x in d.items()},
+          "finished": len(done),
+          "runs": wds,
+        }
+      )
   total = len(runs)
-  out = {"config": json.loads(config.to_json_best_effort()), "defaults": defaults,
-         "finished_runs": len(finished), "total_runs": total, "sweeps": sweeps}
-  train.write_atomic(os.path.join(workdir, "sensitivity.json"), json.dumps(out, indent=2) + "\n")
-  train.write_atomic(os.path.join(workdir, "sensitivity.md"), sensitivity_markdown(out, config))
+  out = {
+    "config": json.loads(config.to_json_best_effort()),
+    "defaults": defaults,
+    "finished_runs": len(finished),
+    "total_runs": total,
+    "sweeps": sweeps,
+  }
+  layout.write_json(os.path.join(workdir, "sensitivity.json"), out)
+  layout.write_atomic(os.path.join(workdir, "sensitivity.md"), sensitivity_markdown(out, config))
   title = None if len(finished) == total else f"partial: {len(finished)} of {total} runs finished"
   figures.sensitivity_figure(sweeps, os.path.join(workdir, "figure5_sensitivity.png"), title=title)
   return out
@@ -510,10 +621,14 @@ def sensitivity_markdown(report: dict, config) -> str:
   """Fig. 5's numbers as a table per swept parameter; '—' where no run finished."""
   names = {"lambda_prsc": "lambda", "delta": "delta", "k_h": "K_h"}
   defaults = ", ".join(f"{names.get(k, k)} {v:g}" for k, v in report["defaults"].items())
-  lines = [f"# Sensitivity ({config.dataset}, seeds {list(config.seeds)}; "
-           f"{report['finished_runs']} of {report['total_runs']} runs finished)", "",
-           f"LORO F1 / accuracy (%), mean ± std over the finished seeds (a single seed: its value); "
-           f"one parameter varied at a time, the others at their defaults ({defaults}).", ""]
+  lines = [
+    f"# Sensitivity ({config.dataset}, seeds {list(config.seeds)}; "
+    f"{report['finished_runs']} of {report['total_runs']} runs finished)",
+    "",
+    f"LORO F1 / accuracy (%), mean ± std over the finished seeds (a single seed: its value); "
+    f"one parameter varied at a time, the others at their defaults ({defaults}).",
+    "",
+  ]
 
   def cell(d, k, digits):
     if not d["finished"]:
@@ -524,7 +639,9 @@ def sensitivity_markdown(report: dict, config) -> str:
   for p, pts in report["sweeps"].items():
     lines += [f"| {names.get(p, p)} | F1 | Accuracy (%) | seeds finished |", "|---|---|---|---|"]
     for d in sorted(pts, key=lambda d: d["value"]):
-      lines.append(f"| {d['value']:g} | {cell(d, 'f1', 4)} | {cell(d, 'accuracy', 2)} | "
-                   f"{d['finished']} of {len(d['runs'])} |")
+      lines.append(
+        f"| {d['value']:g} | {cell(d, 'f1', 4)} | {cell(d, 'accuracy', 2)} | "
+        f"{d['finished']} of {len(d['runs'])} |"
+      )
     lines.append("")
   return "\n".join(lines)

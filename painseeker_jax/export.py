@@ -16,7 +16,7 @@ It is written to a temporary directory next to the target and renamed into
 place, so a model directory is either complete or absent.
 
 A LORO work directory (`run.py`) can be used for prediction too: its fold
-models (`fold_rat<k>/checkpoints/<step>/`, orbax) are loaded and form an
+models (orbax checkpoints, `layout.checkpoint_dir`) are loaded and form an
 ensemble whose probabilities are averaged.
 
 This module never imports TensorFlow, the data set code or the trainer.
@@ -32,24 +32,17 @@ import shutil
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import serialization
 
-from painseeker_jax import models
+from painseeker_jax import inference, layout
 
 FORMAT = "painseeker-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 VARIABLES_FILE = "variables.msgpack"
-CLASS_NAMES = ("no_pain", "pain")
-# The preprocessing every model of this project was trained with: uint8 RGB
-# / 255, then ImageNet mean/std (input_pipeline.MEAN_RGB / STD_RGB, repeated
-# here so that prediction does not import the data pipeline; a test checks
-# they agree).
-MEAN_RGB = (0.485, 0.456, 0.406)
-STD_RGB = (0.229, 0.224, 0.225)
+CLASS_NAMES = inference.CLASS_NAMES
 
 
 class ModelLoadError(ValueError):
@@ -64,6 +57,7 @@ class LoadedModel:
   of the ensemble (one for a model directory, one per fold for a LORO work
   directory); `members` names them.
   """
+
   model: Any
   variables: list
   members: list
@@ -72,8 +66,8 @@ class LoadedModel:
   std_rgb: tuple
   class_names: tuple
   num_regions: int | None
-  kind: str          # "model" (model directory) or "loro" (work directory ensemble)
-  source: str        # the directory it was loaded from
+  kind: str  # "model" (model directory) or "loro" (work directory ensemble)
+  source: str  # the directory it was loaded from
   config: ml_collections.ConfigDict
 
   @property
@@ -83,40 +77,30 @@ class LoadedModel:
   def describe(self) -> str:
     name = f"{self.config.model.name} ({self.config.model.size}), {self.image_size} px input"
     if self.kind == "loro":
-      return (f"ensemble of {len(self.variables)} LORO fold models ({', '.join(self.members)}) from "
-              f"{self.source}; p_pain is the mean of their probabilities; {name}")
+      return (
+        f"ensemble of {len(self.variables)} LORO fold models ({', '.join(self.members)}) from "
+        f"{self.source}; p_pain is the mean of their probabilities; {name}"
+      )
     return f"model directory {self.source}; {name}"
 
 
 def _version() -> str:
   try:
     from importlib.metadata import version
+
     return version("painseeker-jax")
   except Exception:  # not installed (e.g. run from a source tree)
     return "unknown"
 
 
 def create_model(config):
-  conv = models.resolve_conv(config.model.get("conv", "auto"))
-  return models.create_model(config.model.name, len(CLASS_NAMES), size=config.model.size, conv=conv)
-
-
-def variables_template(model, image_size: int) -> dict:
-  """Shapes/dtypes of `{"params", "batch_stats"}` for `model` at `image_size` (no compute)."""
-  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  v = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  return {"params": v["params"], "batch_stats": v["batch_stats"]}
-
-
-def num_regions(model, image_size: int) -> int | None:
-  x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-  v = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
-  out = jax.eval_shape(lambda v, x: models.forward(model, v, x, train=False), v, x)
-  return None if out[1] is None else int(out[1].shape[-1])
+  """The network of a saved config, computing in float32 (whatever dtype it was trained in)."""
+  return inference.make_model(config, dtype="float32")
 
 
 def _check_variables(template: dict, variables: Any, where: str) -> dict:
-  """Raises ModelLoadError (naming `where`) unless `variables` has the template's tree and shapes."""
+  """Raises ModelLoadError (naming `where`) unless `variables` has the template's tree
+  and shapes."""
   if not isinstance(variables, dict) or set(variables) < {"params", "batch_stats"}:
     raise ModelLoadError(f"{where}: does not hold params and batch_stats")
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
@@ -124,12 +108,16 @@ def _check_variables(template: dict, variables: Any, where: str) -> dict:
   v_paths = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(variables)}
   if set(t_paths) != set(v_paths):
     diff = sorted(set(t_paths) ^ set(v_paths))
-    raise ModelLoadError(f"{where}: the stored variables do not match the configured model "
-                         f"(differ in {', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})")
+    raise ModelLoadError(
+      f"{where}: the stored variables do not match the configured model "
+      f"(differ in {', '.join(diff[:3])}{' ...' if len(diff) > 3 else ''})"
+    )
   for k, t in t_paths.items():
     if tuple(np.shape(v_paths[k])) != tuple(t.shape):
-      raise ModelLoadError(f"{where}: {k} has shape {tuple(np.shape(v_paths[k]))}, the configured "
-                           f"model expects {tuple(t.shape)}")
+      raise ModelLoadError(
+        f"{where}: {k} has shape {tuple(np.shape(v_paths[k]))}, the configured "
+        f"model expects {tuple(t.shape)}"
+      )
   return jax.tree.map(lambda t, v: np.asarray(v, dtype=t.dtype), template, variables)
 
 
@@ -137,38 +125,44 @@ def _check_variables(template: dict, variables: Any, where: str) -> dict:
 # Model directories.
 
 
-def save_model(directory: str, config, variables: dict, *, overwrite: bool = False,
-               training: dict | None = None) -> str:
+def save_model(
+  directory: str, config, variables: dict, *, overwrite: bool = False, training: dict | None = None
+) -> str:
   """Writes a self-contained model directory (atomically: temp dir, then rename).
 
-  Args:
-    directory: the target; must not exist unless `overwrite`.
-    config: the training config (ConfigDict).
-    variables: `{"params", "batch_stats"}` of the trained model.
-    overwrite: replace an existing directory.
-    training: extra provenance stored under "training" in model.json.
-  Returns the directory.
+  `directory` is the target; it must not exist (FileExistsError) unless
+  `overwrite`, which replaces an existing directory. `config` is the training
+  config (ConfigDict), `variables` the `{"params", "batch_stats"}` of the
+  trained model and `training` extra provenance stored under "training" in
+  model.json. Returns the directory.
   """
   directory = os.path.abspath(directory)
   if os.path.lexists(directory) and not overwrite:
     raise FileExistsError(f"{directory} already exists; use --overwrite to replace it")
   model = create_model(config)
-  clean = _check_variables(variables_template(model, config.image_size), jax.device_get(variables),
-                           "the variables to export")
+  clean = _check_variables(
+    inference.variables_template(model, config.image_size),
+    jax.device_get(variables),
+    "the variables to export",
+  )
   meta = {
-      "format": FORMAT,
-      "format_version": FORMAT_VERSION,
-      "painseeker_jax_version": _version(),
-      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "config": json.loads(config.to_json_best_effort()),
-      "model": {"name": config.model.name, "size": config.model.size},
-      "image_size": int(config.image_size),
-      "normalization": {"scale": 255.0, "mean_rgb": list(MEAN_RGB), "std_rgb": list(STD_RGB),
-                        "note": "x = (uint8 RGB / scale - mean_rgb) / std_rgb; images resized "
-                                "(bilinear, aspect not kept) to image_size x image_size"},
-      "class_names": list(CLASS_NAMES),
-      "num_regions": num_regions(model, config.image_size),
-      "training": training or {},
+    "format": FORMAT,
+    "format_version": FORMAT_VERSION,
+    "painseeker_jax_version": _version(),
+    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "config": json.loads(config.to_json_best_effort()),
+    "model": {"name": config.model.name, "size": config.model.size},
+    "image_size": int(config.image_size),
+    "normalization": {
+      "scale": 255.0,
+      "mean_rgb": list(inference.MEAN_RGB),
+      "std_rgb": list(inference.STD_RGB),
+      "note": "x = (uint8 RGB / scale - mean_rgb) / std_rgb; images resized "
+      "(bilinear, aspect not kept) to image_size x image_size",
+    },
+    "class_names": list(CLASS_NAMES),
+    "num_regions": inference.num_regions(model, config.image_size),
+    "training": training or {},
   }
   parent = os.path.dirname(directory)
   os.makedirs(parent, exist_ok=True)
@@ -207,15 +201,17 @@ def load_model_dir(directory: str) -> LoadedModel:
   meta_path = os.path.join(directory, MODEL_JSON)
   meta = _read_json(meta_path)
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-    raise ModelLoadError(f"{meta_path}: not a painseeker model description (no \"format\": "
-                         f"\"{FORMAT}\")")
+    raise ModelLoadError(
+      f'{meta_path}: not a painseeker model description (no "format": "{FORMAT}")'
+    )
   version = meta.get("format_version")
   if version != FORMAT_VERSION:
     raise ModelLoadError(
-        f"{meta_path}: model format version {version!r} (written by painseeker-jax "
-        f"{meta.get('painseeker_jax_version', '?')}); this painseeker-jax "
-        f"({_version()}) reads version {FORMAT_VERSION}. Use a matching painseeker-jax, or "
-        "re-export the model with `painseeker train-final`.")
+      f"{meta_path}: model format version {version!r} (written by painseeker-jax "
+      f"{meta.get('painseeker_jax_version', '?')}); this painseeker-jax "
+      f"({_version()}) reads version {FORMAT_VERSION}. Use a matching painseeker-jax, or "
+      "re-export the model with `painseeker train-final`."
+    )
   try:
     config = ml_collections.ConfigDict(meta["config"])
     image_size = int(meta["image_size"])
@@ -223,11 +219,15 @@ def load_model_dir(directory: str) -> LoadedModel:
     mean, std, scale = tuple(norm["mean_rgb"]), tuple(norm["std_rgb"]), float(norm["scale"])
     class_names = tuple(meta["class_names"])
   except (KeyError, TypeError, ValueError) as e:
-    raise ModelLoadError(f"{meta_path}: incomplete model description (missing or bad {e})") from None
+    raise ModelLoadError(
+      f"{meta_path}: incomplete model description (missing or bad {e})"
+    ) from None
   if scale != 255.0 or len(mean) != 3 or len(std) != 3:
     raise ModelLoadError(f"{meta_path}: unsupported normalization {norm}")
   if class_names != CLASS_NAMES:
-    raise ModelLoadError(f"{meta_path}: class names {list(class_names)}; expected {list(CLASS_NAMES)}")
+    raise ModelLoadError(
+      f"{meta_path}: class names {list(class_names)}; expected {list(CLASS_NAMES)}"
+    )
   try:
     model = create_model(config)
   except (ValueError, AttributeError, KeyError) as e:
@@ -241,35 +241,47 @@ def load_model_dir(directory: str) -> LoadedModel:
   try:
     variables = serialization.msgpack_restore(raw)
   except Exception as e:  # msgpack raises several types on corrupt data
-    raise ModelLoadError(f"{var_path}: corrupt or truncated variables file ({type(e).__name__}: {e})") from None
-  variables = _check_variables(variables_template(model, image_size), variables, var_path)
-  return LoadedModel(model=model, variables=[variables], members=["final"], image_size=image_size,
-                     mean_rgb=mean, std_rgb=std, class_names=class_names,
-                     num_regions=meta.get("num_regions"), kind="model",
-                     source=os.path.abspath(directory), config=config)
+    raise ModelLoadError(
+      f"{var_path}: corrupt or truncated variables file ({type(e).__name__}: {e})"
+    ) from None
+  variables = _check_variables(inference.variables_template(model, image_size), variables, var_path)
+  return LoadedModel(
+    model=model,
+    variables=[variables],
+    members=["final"],
+    image_size=image_size,
+    mean_rgb=mean,
+    std_rgb=std,
+    class_names=class_names,
+    num_regions=meta.get("num_regions"),
+    kind="model",
+    source=os.path.abspath(directory),
+    config=config,
+  )
 
 
 # ---------------------------------------------------------------------------
 # LORO work directories.
 
 
-def _restore_checkpoint(fold_path: str, template: dict) -> tuple[dict, int]:
-  """Latest orbax checkpoint of `<fold_path>/checkpoints` -> (params/batch_stats, step)."""
-  import orbax.checkpoint as ocp  # only needed for work directories
-
-  ckpt_dir = os.path.abspath(os.path.join(fold_path, "checkpoints"))
-  mngr = ocp.CheckpointManager(ckpt_dir)
+def _restore_checkpoint(workdir: str, held_out: int, template: dict) -> tuple[dict, int]:
+  """Latest orbax checkpoint of a fold -> (params/batch_stats, step)."""
+  ckpt_dir = layout.checkpoint_dir(workdir, held_out)
+  mngr = layout.checkpoint_manager(workdir, held_out, create=False)
   try:
     step = mngr.latest_step()
     if step is None:
       raise ModelLoadError(f"{ckpt_dir}: no checkpoint")
     try:
+      import orbax.checkpoint as ocp  # noqa: PLC0415  (only needed for work directories)
+
       # No target: the saved tree (a TrainState's fields) comes back as dicts;
       # only params and batch_stats are kept (the optimiser state is dropped).
       restored = mngr.restore(step, args=ocp.args.StandardRestore())
     except Exception as e:
-      raise ModelLoadError(f"{ckpt_dir}/{step}: cannot restore the checkpoint "
-                           f"({type(e).__name__}: {e})") from None
+      raise ModelLoadError(
+        f"{ckpt_dir}/{step}: cannot restore the checkpoint ({type(e).__name__}: {e})"
+      ) from None
   finally:
     mngr.close()
   return _check_variables(template, restored, f"{ckpt_dir}/{step}"), step
@@ -279,9 +291,9 @@ def load_loro_workdir(workdir: str) -> LoadedModel:
   """The fold models of a LORO work directory, as an ensemble.
 
   Uses every fold of the work directory's `config.folds`; refuses a run that
-  has not finished (no results.json) or a fold without a checkpoint.
+  has not finished (no results) or a fold without a checkpoint.
   """
-  config_path = os.path.join(workdir, "config.json")
+  config_path = layout.config_path(workdir)
   config = ml_collections.ConfigDict(_read_json(config_path))
   try:
     model = create_model(config)
@@ -289,22 +301,34 @@ def load_loro_workdir(workdir: str) -> LoadedModel:
     folds = [int(k) for k in config.folds]
   except (ValueError, AttributeError, KeyError, TypeError) as e:
     raise ModelLoadError(f"{config_path}: not a LORO configuration ({e})") from None
-  if not os.path.exists(os.path.join(workdir, "results.json")):
-    raise ModelLoadError(f"{workdir}: the LORO run has not finished (no results.json); rerun "
-                         "`python run.py` with the same --config and --workdir to finish it")
-  template = variables_template(model, image_size)
+  if not layout.is_finished(workdir):
+    raise ModelLoadError(
+      f"{workdir}: the LORO run has not finished (no {layout.RESULTS_JSON}); rerun "
+      "`python run.py` with the same --config and --workdir to finish it"
+    )
+  template = inference.variables_template(model, image_size)
   variables, members = [], []
   for k in folds:
-    fold_path = os.path.join(workdir, f"fold_rat{k}")
-    if not os.path.isdir(os.path.join(fold_path, "checkpoints")):
-      raise ModelLoadError(f"{fold_path}: no checkpoints of fold rat{k} (listed in {config_path})")
-    v, _ = _restore_checkpoint(fold_path, template)
+    if not os.path.isdir(layout.checkpoint_dir(workdir, k)):
+      raise ModelLoadError(
+        f"{layout.fold_dir(workdir, k)}: no checkpoints of fold rat{k} (listed in {config_path})"
+      )
+    v, _ = _restore_checkpoint(workdir, k, template)
     variables.append(v)
     members.append(f"rat{k}")
-  return LoadedModel(model=model, variables=variables, members=members, image_size=image_size,
-                     mean_rgb=MEAN_RGB, std_rgb=STD_RGB, class_names=CLASS_NAMES,
-                     num_regions=num_regions(model, image_size), kind="loro",
-                     source=os.path.abspath(workdir), config=config)
+  return LoadedModel(
+    model=model,
+    variables=variables,
+    members=members,
+    image_size=image_size,
+    mean_rgb=inference.MEAN_RGB,
+    std_rgb=inference.STD_RGB,
+    class_names=CLASS_NAMES,
+    num_regions=inference.num_regions(model, image_size),
+    kind="loro",
+    source=os.path.abspath(workdir),
+    config=config,
+  )
 
 
 def load(path: str) -> LoadedModel:
@@ -313,7 +337,9 @@ def load(path: str) -> LoadedModel:
     raise ModelLoadError(f"{path}: model directory not found")
   if os.path.exists(os.path.join(path, MODEL_JSON)):
     return load_model_dir(path)
-  if os.path.exists(os.path.join(path, "config.json")):
+  if os.path.exists(layout.config_path(path)):
     return load_loro_workdir(path)
-  raise ModelLoadError(f"{path}: neither a model directory (no {MODEL_JSON}; make one with "
-                       "`painseeker train-final`) nor a LORO work directory (no config.json)")
+  raise ModelLoadError(
+    f"{path}: neither a model directory (no {MODEL_JSON}; make one with "
+    "`painseeker train-final`) nor a LORO work directory (no config.json)"
+  )

@@ -29,7 +29,9 @@ def attention_map(beta_K: np.ndarray, size: int) -> np.ndarray:
   return np.clip(np.asarray(img), 0.0, 1.0)
 
 
-def overlay(image_HxWx3: np.ndarray, beta_K: np.ndarray, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+def overlay(
+  image_HxWx3: np.ndarray, beta_K: np.ndarray, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
   """The attention map coloured with `cmap` and blended onto the face (uint8 RGB)."""
   h, w = image_HxWx3.shape[:2]
   heat = attention_map(beta_K, max(h, w))
@@ -48,7 +50,9 @@ def _save(fig, path: str, dpi: int = 100) -> None:
   os.replace(tmp, path)
 
 
-def attention_figure(examples: list[dict], path: str, columns=("PainSeeker", "PainSeeker w/o PRSC")) -> None:
+def attention_figure(
+  examples: list[dict], path: str, columns=("PainSeeker", "PainSeeker w/o PRSC")
+) -> None:
   """One row per example: the face, then one overlay per method.
 
   examples: dicts with `image` (HxWx3 uint8), `title` (row label) and
@@ -74,7 +78,9 @@ def attention_figure(examples: list[dict], path: str, columns=("PainSeeker", "Pa
   _save(fig, path)
 
 
-def sensitivity_figure(sweeps: dict, path: str, labels: dict | None = None, title: str | None = None) -> None:
+def sensitivity_figure(
+  sweeps: dict, path: str, labels: dict | None = None, title: str | None = None
+) -> None:
   """Three panels (one per swept parameter): F1 and accuracy vs. the value.
 
   sweeps: {param: [{"value", "f1_mean", "f1_std", "accuracy_mean", "accuracy_std"}, ...]};
@@ -86,8 +92,10 @@ def sensitivity_figure(sweeps: dict, path: str, labels: dict | None = None, titl
   for ax, p in zip(axes[0], params):
     pts = sorted(sweeps[p], key=lambda d: d["value"])
     x = np.arange(len(pts))
-    f1, f1_sd, acc, acc_sd = (np.array([np.nan if d[k] is None else d[k] for d in pts], np.float64)
-                              for k in ("f1_mean", "f1_std", "accuracy_mean", "accuracy_std"))
+    f1, f1_sd, acc, acc_sd = (
+      np.array([np.nan if d[k] is None else d[k] for d in pts], np.float64)
+      for k in ("f1_mean", "f1_std", "accuracy_mean", "accuracy_std")
+    )
     ax.errorbar(x, f1, yerr=f1_sd, marker="o", color="tab:blue", capsize=3, label="F1")
     ax.set_ylabel("F1", color="tab:blue")
     ax2 = ax.twinx()

@@ -12,7 +12,7 @@ worker threads.
   once in source order, the last batch padded and marked by `mask`.
 
 Batches are dicts of numpy arrays: `image` (uint8, B x H x W x 3; normalised
-on the device by `normalize`), `label` (the binary `pain` target), `mask`,
+on the device by `inference.normalize`), `label` (the binary `pain` target), `mask`,
 `index` (position in the source, to recover the filename), and the
 analysis features `pain_level`, `rat_id`, `au_scores`, `head_pose`,
 `landmarks`, `landmark_visible`.
@@ -24,24 +24,21 @@ import io
 from collections.abc import Iterator, Sequence
 
 import grain
-from absl import flags
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import flags
 from PIL import Image
 
+from painseeker_jax import images
 from tfds_ratspain import build
-from tfds_ratspain.ratspain import manual
 
 NUM_RATS = 6
-# ImageNet statistics (RGB, 0..1 scale). Used for every model, pretrained or
-# not, so that checkpoints and the predict command share one preprocessing.
-MEAN_RGB = (0.485, 0.456, 0.406)
-STD_RGB = (0.229, 0.224, 0.225)
 _ANALYSIS_KEYS = ("pain_level", "rat_id", "au_scores", "head_pose", "landmarks", "landmark_visible")
 
 
-def fold_splits(held_out: int, rats: Sequence[int] = range(1, NUM_RATS + 1)) -> tuple[str, str | None]:
+def fold_splits(
+  held_out: int, rats: Sequence[int] = range(1, NUM_RATS + 1)
+) -> tuple[str, str | None]:
   """Leave-one-rat-out split expressions: (train over the other rats, test rat).
 
   `held_out=0` is the deployment model: trained on every rat, nothing held out.
@@ -54,8 +51,9 @@ def fold_splits(held_out: int, rats: Sequence[int] = range(1, NUM_RATS + 1)) -> 
   return train, f"rat{held_out}"
 
 
-def get_sources(dataset: str, splits: Sequence[str], data_dir: str | None = None,
-                manual_dir: str | None = None) -> dict:
+def get_sources(
+  dataset: str, splits: Sequence[str], data_dir: str | None = None, manual_dir: str | None = None
+) -> dict:
   """Prepares `ratspain/<dataset>` if needed and opens one data source per split."""
   build.prepare(dataset, data_dir=data_dir, manual_dir=manual_dir)
   b = build.builder(dataset, data_dir)
@@ -71,7 +69,7 @@ def decode_resize(image_bytes: bytes, size: int) -> np.ndarray:
   """
   img = Image.open(io.BytesIO(image_bytes))
   img.draft("RGB", (size, size))
-  img = manual.to_rgb(img)
+  img = images.to_rgb(img)
   if img.size != (size, size):
     img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
   return np.asarray(img, dtype=np.uint8)
@@ -105,7 +103,7 @@ class _RandomCropFlip(grain.transforms.RandomMap):
     h, w = img.shape[:2]
     y = int(rng.integers(0, h - self.crop + 1))
     x = int(rng.integers(0, w - self.crop + 1))
-    img = img[y:y + self.crop, x:x + self.crop]
+    img = img[y : y + self.crop, x : x + self.crop]
     if rng.random() < 0.5:
       img = img[:, ::-1]
     return dict(element, image=np.ascontiguousarray(img))
@@ -129,18 +127,39 @@ def epoch_seed(seed: int, held_out: int, epoch: int) -> int:
   return int(np.random.SeedSequence([seed, held_out, epoch]).generate_state(1)[0])
 
 
-def train_batches(source, indices: Sequence[int], *, batch_size: int, image_size: int, resize_size: int, seed: int,
-                  num_threads: int = 4, num_workers: int = 0) -> Iterator[dict]:
+def train_batches(
+  source,
+  indices: Sequence[int],
+  *,
+  batch_size: int,
+  image_size: int,
+  resize_size: int,
+  seed: int,
+  num_threads: int = 4,
+  num_workers: int = 0,
+) -> Iterator[dict]:
   """One epoch of augmented training batches, fully determined by `seed`."""
   if resize_size < image_size:
-    raise ValueError(f"config.resize_size ({resize_size}) must be >= config.image_size ({image_size})")
+    raise ValueError(
+      f"config.resize_size ({resize_size}) must be >= config.image_size ({image_size})"
+    )
   if len(indices) < batch_size:
-    raise ValueError(f"only {len(indices)} training images, fewer than config.batch_size={batch_size}; "
-                     "lower the batch size")
-  ds = (grain.MapDataset.source(list(indices)).seed(seed).shuffle()
-        .map(_Read(source)).map(_Decode(resize_size)).random_map(_RandomCropFlip(image_size))
-        .batch(batch_size, drop_remainder=True))
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size))
+    raise ValueError(
+      f"only {len(indices)} training images, fewer than config.batch_size={batch_size}; "
+      "lower the batch size"
+    )
+  ds = (
+    grain.MapDataset.source(list(indices))
+    .seed(seed)
+    .shuffle()
+    .map(_Read(source))
+    .map(_Decode(resize_size))
+    .random_map(_RandomCropFlip(image_size))
+    .batch(batch_size, drop_remainder=True)
+  )
+  it = ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size)
+  )
   if num_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (outside an absl app too)
       flags.FLAGS.mark_as_parsed()
@@ -148,14 +167,20 @@ def train_batches(source, indices: Sequence[int], *, batch_size: int, image_size
   yield from it
 
 
-def eval_batches(source, *, batch_size: int, image_size: int, num_threads: int = 4,
-                 include_unlabelled: bool = False) -> Iterator[dict]:
-  """Every (labelled) example exactly once, in source order; last batch padded, `mask` marks real rows."""
-  idx = list(range(len(source))) if include_unlabelled else labelled_indices(source)
-  ds = (grain.MapDataset.source(idx).map(_Read(source)).map(_Decode(image_size))
-        .batch(batch_size, drop_remainder=False))
-  for batch in ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads,
-                                                    prefetch_buffer_size=2 * batch_size)):
+def eval_batches(
+  source, *, batch_size: int, image_size: int, num_threads: int = 4
+) -> Iterator[dict]:
+  """Every labelled example exactly once, in source order; last batch padded, `mask`
+  marks real rows."""
+  ds = (
+    grain.MapDataset.source(labelled_indices(source))
+    .map(_Read(source))
+    .map(_Decode(image_size))
+    .batch(batch_size, drop_remainder=False)
+  )
+  for batch in ds.to_iter_dataset(
+    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size)
+  ):
     yield pad_batch(batch, batch_size)
 
 
@@ -164,10 +189,7 @@ def pad_batch(batch: dict, batch_size: int) -> dict:
   n = len(batch["mask"])
   if n == batch_size:
     return batch
-  return {k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
-
-
-def normalize(images_uint8):
-  """uint8 NHWC -> float32 normalised with the ImageNet mean/std (on device)."""
-  x = jnp.asarray(images_uint8, jnp.float32) / 255.0
-  return (x - jnp.asarray(MEAN_RGB)) / jnp.asarray(STD_RGB)
+  return {
+    k: np.concatenate([v, np.zeros((batch_size - n,) + v.shape[1:], v.dtype)])
+    for k, v in batch.items()
+  }

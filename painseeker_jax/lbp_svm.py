@@ -34,14 +34,12 @@ as `SVC(kernel="precomputed")` on the Gram matrix X X^T (float64, BLAS),
 computed once over all images and sliced per fold: the same dual problem and
 solution as `SVC(kernel="linear", C=1)` (tests/test_lbp_svm.py checks the
 decision values agree), but libsvm's own kernel loop is slow on dense
-15,104-d features. On random LBP-like features, 950 train x 15,104 (16 x 16
-cells), 190 test, 2 busy CPU cores: kernel="linear" fit 63 s + predict 12 s
-per fold; precomputed: Gram 1.5 s + fit 0.1 s + predict 0.02 s. `LinearSVC`
-(1.1 s) would change the model (squared hinge, penalised intercept), so it
-is not used.
+15,104-d features (the precomputed kernel is about 40 times faster per fold;
+figures: benchmarks/README.md, "LBP + SVM"). `LinearSVC` would change the
+model (squared hinge, penalised intercept), so it is not used.
 
-Outputs (`run_lbp_svm`): the rows of `train.evaluate_folds` and the files of
-`train.write_outputs` (results.json, results.md, predictions.csv).
+Outputs (`run_lbp_svm`): the rows of `loro.evaluate_folds` and the files of
+`loro.write_outputs` (results.json, results.md, predictions.csv).
 `p_pain` is the logistic of the SVM decision value, 1 / (1 + exp(-d)): a
 monotone score for ranking and ROC curves, NOT a calibrated probability;
 `pred` = d > 0 (the SVM's own decision), i.e. p_pain > 0.5 up to rounding.
@@ -103,14 +101,12 @@ def lbp_codes(gray: np.ndarray, radius: float, points: int) -> np.ndarray:
 def lbp_histograms(gray: np.ndarray, radius: float, points: int, grid: int) -> np.ndarray:
   """Concatenated per-cell LBP histograms of one grayscale image.
 
-  Args:
-    gray: H x W uint8 (or integer) image, H, W >= grid.
-    radius, points: LBP circle radius R and number of neighbours P.
-    grid: cells per side (grid x grid cells, row-major).
+  `gray` is an H x W uint8 (or integer) image with H, W >= `grid`; `radius`
+  and `points` are the LBP circle radius R and the number of neighbours P;
+  `grid` is the number of cells per side (grid x grid cells, row-major).
 
-  Returns:
-    float32 vector of grid * grid * (P (P - 1) + 3) values; each cell's
-    histogram sums to 1 (counts divided by the cell's pixel count).
+  Returns a float32 vector of grid * grid * (P (P - 1) + 3) values; each
+  cell's histogram sums to 1 (counts divided by the cell's pixel count).
   """
   codes = lbp_codes(gray, radius, points)
   h, w = codes.shape
@@ -124,13 +120,17 @@ def lbp_histograms(gray: np.ndarray, radius: float, points: int, grid: int) -> n
   return out.reshape(-1)
 
 
-def image_features(image_bytes: bytes, size: int, radius: float, points: int, grid: int) -> np.ndarray:
+def image_features(
+  image_bytes: bytes, size: int, radius: float, points: int, grid: int
+) -> np.ndarray:
   """Encoded image -> decode, resize to size x size, BT.601 luma, `lbp_histograms`."""
   rgb = input_pipeline.decode_resize(image_bytes, size)
   return lbp_histograms(to_gray(rgb), radius, points, grid)
 
 
-def _extract_chunk(images: list[bytes], size: int, radius: float, points: int, grid: int) -> np.ndarray:
+def _extract_chunk(
+  images: list[bytes], size: int, radius: float, points: int, grid: int
+) -> np.ndarray:
   """Worker: features of a list of encoded images (top level, so picklable)."""
   out = np.empty((len(images), feature_dim(grid, points)), np.float32)
   for n, b in enumerate(images):
@@ -138,8 +138,9 @@ def _extract_chunk(images: list[bytes], size: int, radius: float, points: int, g
   return out
 
 
-def extract(images: Sequence[bytes], size: int, radius: float, points: int, grid: int,
-            num_workers: int = 1) -> np.ndarray:
+def extract(
+  images: Sequence[bytes], size: int, radius: float, points: int, grid: int, num_workers: int = 1
+) -> np.ndarray:
   """N x D features of encoded images, in order; a spawned process pool when num_workers > 1."""
   images = list(images)
   if num_workers <= 1 or len(images) < 2:
@@ -150,7 +151,9 @@ def extract(images: Sequence[bytes], size: int, radius: float, points: int, grid
   chunks = [images[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
   ctx = multiprocessing.get_context("spawn")  # never fork a process that may run JAX threads
   with concurrent.futures.ProcessPoolExecutor(max_workers=num_workers, mp_context=ctx) as pool:
-    parts = list(pool.map(_extract_chunk, chunks, *[[v] * len(chunks) for v in (size, radius, points, grid)]))
+    parts = list(
+      pool.map(_extract_chunk, chunks, *[[v] * len(chunks) for v in (size, radius, points, grid)])
+    )
   return np.concatenate(parts, axis=0)
 
 
@@ -162,13 +165,26 @@ def _split_name(source) -> str:
   return str(getattr(source, "split", None) or "unknown")
 
 
-def cache_path(cache_dir: str, dataset: str, split: str, size: int, radius, points: int, grid: int,
-               filenames: Sequence[str]) -> str:
-  """`<cache_dir>/lbp-v<version>_<dataset>_<split>_s<size>_R<R>_P<P>_g<grid>_<sha of filenames>.npy`."""
+def cache_path(
+  cache_dir: str,
+  dataset: str,
+  split: str,
+  size: int,
+  radius,
+  points: int,
+  grid: int,
+  filenames: Sequence[str],
+) -> str:
+  """The cache file of a feature matrix:
+
+  `<cache_dir>/lbp-v<version>_<dataset>_<split>_s<size>_R<R>_P<P>_g<grid>_<sha of filenames>.npy`.
+  """
   digest = hashlib.sha256("\n".join(filenames).encode("utf-8")).hexdigest()[:16]
   safe = lambda s: "".join(ch if ch.isalnum() or ch in "+-._" else "-" for ch in str(s))  # noqa: E731
-  name = (f"lbp-v{FEATURE_VERSION}_{safe(dataset)}_{safe(split)}_s{size}_R{safe(radius)}_P{points}_g{grid}"
-          f"_{digest}.npy")
+  name = (
+    f"lbp-v{FEATURE_VERSION}_{safe(dataset)}_{safe(split)}_s{size}_R{safe(radius)}_P{points}_g{grid}"
+    f"_{digest}.npy"
+  )
   return os.path.join(cache_dir, name)
 
 
@@ -182,7 +198,9 @@ def _load_cache(path: str, shape: tuple[int, int]) -> np.ndarray | None:
     log.warning("LBP cache %s unreadable (%s: %s); recomputing", path, type(e).__name__, e)
     return None
   if x.shape != shape or x.dtype != np.float32 or not np.isfinite(x).all():
-    log.warning("LBP cache %s holds %s %s, expected %s float32; recomputing", path, x.shape, x.dtype, shape)
+    log.warning(
+      "LBP cache %s holds %s %s, expected %s float32; recomputing", path, x.shape, x.dtype, shape
+    )
     return None
   return x
 
@@ -195,7 +213,9 @@ def _save_atomic(path: str, x: np.ndarray) -> None:
   os.replace(tmp, path)
 
 
-def features(source, indices: Sequence[int], config: ml_collections.ConfigDict, cache_dir: str) -> np.ndarray:
+def features(
+  source, indices: Sequence[int], config: ml_collections.ConfigDict, cache_dir: str
+) -> np.ndarray:
   """N x D LBP features of `source[i]` for i in `indices` (in that order), cached.
 
   The cache file (see `cache_path`) is keyed by `config.dataset`, the source's
@@ -206,14 +226,25 @@ def features(source, indices: Sequence[int], config: ml_collections.ConfigDict, 
   return features_many([(source, indices)], config, cache_dir)[0]
 
 
-def features_many(items: Sequence[tuple], config: ml_collections.ConfigDict, cache_dir: str) -> list[np.ndarray]:
-  """`features` of several (source, indices) pairs, the missing ones extracted in one process pool."""
+def features_many(
+  items: Sequence[tuple], config: ml_collections.ConfigDict, cache_dir: str
+) -> list[np.ndarray]:
+  """`features` of several (source, indices) pairs, the missing ones extracted in one
+  process pool."""
   lbp = config.lbp
   out, todo = [], []
   for n, (source, indices) in enumerate(items):
     records = [source[int(i)] for i in indices]
-    path = cache_path(cache_dir, config.dataset, _split_name(source), config.image_size, lbp.radius,
-                      lbp.points, lbp.grid, [_text(r["filename"]) for r in records])
+    path = cache_path(
+      cache_dir,
+      config.dataset,
+      _split_name(source),
+      config.image_size,
+      lbp.radius,
+      lbp.points,
+      lbp.grid,
+      [_text(r["filename"]) for r in records],
+    )
     x = _load_cache(path, (len(records), feature_dim(lbp.grid, lbp.points)))
     if x is None:
       todo.append((n, path, [r["image"] for r in records]))
@@ -222,12 +253,20 @@ def features_many(items: Sequence[tuple], config: ml_collections.ConfigDict, cac
     out.append(x)
   if todo:
     t0 = time.time()
-    x = extract([b for _, _, images in todo for b in images], config.image_size, lbp.radius, lbp.points,
-                lbp.grid, num_workers=lbp.num_workers)
-    log.info("LBP features of %d images in %.1f s (%d workers)", len(x), time.time() - t0, lbp.num_workers)
+    x = extract(
+      [b for _, _, images in todo for b in images],
+      config.image_size,
+      lbp.radius,
+      lbp.points,
+      lbp.grid,
+      num_workers=lbp.num_workers,
+    )
+    log.info(
+      "LBP features of %d images in %.1f s (%d workers)", len(x), time.time() - t0, lbp.num_workers
+    )
     start = 0
     for n, path, images in todo:
-      out[n] = x[start:start + len(images)]
+      out[n] = x[start : start + len(images)]
       start += len(images)
       _save_atomic(path, out[n])
   return out
@@ -242,15 +281,20 @@ def _text(x) -> str:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
+  from painseeker_jax import loro  # noqa: PLC0415  (JAX: not imported by the feature workers)
+
   if config.model.name != "lbp_svm":
     raise ValueError(f"config.model.name={config.model.name!r}; run_lbp_svm needs lbp_svm")
-  if not config.folds or any(r not in range(1, input_pipeline.NUM_RATS + 1) for r in config.folds):
-    raise ValueError(f"config.folds={tuple(config.folds)}; held-out rats are 1..6")
+  loro.check_folds(config)
   lbp = config.lbp
   if not (lbp.radius > 0 and int(lbp.points) == lbp.points and lbp.points >= 1):
-    raise ValueError(f"config.lbp.radius={lbp.radius}, points={lbp.points}: need R > 0 and an integer P >= 1")
+    raise ValueError(
+      f"config.lbp.radius={lbp.radius}, points={lbp.points}: need R > 0 and an integer P >= 1"
+    )
   if not (int(lbp.grid) == lbp.grid and 1 <= lbp.grid <= config.image_size):
-    raise ValueError(f"config.lbp.grid={lbp.grid}; need an integer in 1..config.image_size ({config.image_size})")
+    raise ValueError(
+      f"config.lbp.grid={lbp.grid}; need an integer in 1..config.image_size ({config.image_size})"
+    )
   if not lbp.svm_c > 0:
     raise ValueError(f"config.lbp.svm_c={lbp.svm_c}; must be > 0")
 
@@ -263,10 +307,13 @@ def svm_decisions(gram: np.ndarray, y: np.ndarray, train_idx, test_idx, c: float
   features themselves.
   """
   from sklearn.svm import SVC
+
   train_idx, test_idx = np.asarray(train_idx), np.asarray(test_idx)
   y_train = np.asarray(y)[train_idx]
   if np.unique(y_train).size != 2:
-    raise ValueError(f"training labels hold the classes {np.unique(y_train).tolist()}; need both 0 and 1")
+    raise ValueError(
+      f"training labels hold the classes {np.unique(y_train).tolist()}; need both 0 and 1"
+    )
   clf = SVC(kernel="precomputed", C=c)
   clf.fit(gram[np.ix_(train_idx, train_idx)], y_train)
   assert list(clf.classes_) == [0, 1]  # decision > 0 <=> classes_[1] = pain
@@ -279,33 +326,34 @@ def gram_matrix(x: np.ndarray) -> np.ndarray:
   return x @ x.T
 
 
-def fit_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, c: float) -> np.ndarray:
-  """Decision values on `x_test` of a linear C-SVC fitted on (x_train, y_train)."""
-  x = np.concatenate([x_train, x_test])
-  n = len(x_train)
-  return svm_decisions(gram_matrix(x), np.concatenate([y_train, np.zeros(len(x_test), np.int64)]),
-                       np.arange(n), np.arange(n, len(x)), c)
-
-
-def run_lbp_svm(config: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = None) -> dict:
-  """LORO with LBP + linear SVM; writes and returns the results like `train.run_loro`.
+def run_lbp_svm(
+  config: ml_collections.ConfigDict, workdir: str, cache_dir: str | None = None
+) -> dict:
+  """LORO with LBP + linear SVM; writes and returns the results like `loro.run_loro`.
 
   `cache_dir` (default `<workdir>/lbp_features`) holds the per-rat feature
   caches; it can be shared by runs, the keys hold every setting that matters.
   """
-  from painseeker_jax import train  # heavy (JAX, orbax): not imported by the feature workers
+  from painseeker_jax import layout, loro  # noqa: PLC0415  (JAX: not imported by the feature workers)
+
   validate_config(config)
-  train._check_workdir_config(config, workdir)
+  layout.check_config(config, workdir)
   cache_dir = cache_dir or os.path.join(workdir, "lbp_features")
   rats = list(range(1, input_pipeline.NUM_RATS + 1))
-  sources = input_pipeline.get_sources(config.dataset, [f"rat{r}" for r in rats], config.data_dir,
-                                       config.manual_dir)
+  sources = input_pipeline.get_sources(
+    config.dataset, [f"rat{r}" for r in rats], config.data_dir, config.manual_dir
+  )
   # Features per rat (each image once, whatever the folds), then folds = concatenations.
   idx = {r: input_pipeline.labelled_indices(sources[f"rat{r}"]) for r in rats}
   xs = features_many([(sources[f"rat{r}"], idx[r]) for r in rats], config, cache_dir)
-  per_rat = {r: {"x": x, "idx": idx[r],
-                 "y": np.array([int(sources[f"rat{r}"][i]["pain"]) for i in idx[r]], np.int64)}
-             for r, x in zip(rats, xs)}
+  per_rat = {
+    r: {
+      "x": x,
+      "idx": idx[r],
+      "y": np.array([int(sources[f"rat{r}"][i]["pain"]) for i in idx[r]], np.int64),
+    }
+    for r, x in zip(rats, xs)
+  }
   x_all = np.concatenate([per_rat[r]["x"] for r in rats])
   y_all = np.concatenate([per_rat[r]["y"] for r in rats])
   rat_of = np.concatenate([np.full(len(per_rat[r]["y"]), r) for r in rats])
@@ -315,18 +363,21 @@ def run_lbp_svm(config: ml_collections.ConfigDict, workdir: str, cache_dir: str 
   rows = []
   for k in config.folds:
     t0 = time.time()
-    decision = svm_decisions(gram, y_all, np.flatnonzero(rat_of != k), np.flatnonzero(rat_of == k),
-                             config.lbp.svm_c)
+    decision = svm_decisions(
+      gram, y_all, np.flatnonzero(rat_of != k), np.flatnonzero(rat_of == k), config.lbp.svm_c
+    )
     log.info("fold rat%d: SVM in %.1f s", k, time.time() - t0)
     src = sources[f"rat{k}"]
     for i, d in zip(per_rat[k]["idx"], decision):
-      rec = src[i]
-      rows.append({"filename": _text(rec["filename"]), "rat_id": int(rec["rat_id"]),
-                   "pain_level": int(rec["pain_level"]), "pain": int(rec["pain"]),
-                   "p_pain": _logistic(float(d)), "pred": int(d > 0), "held_out": int(k)})
-  results = train.write_outputs(config, workdir, rows)  # title: train.method_title
-  log.info("LORO %s: F1 %.4f, accuracy %.2f%% (%d test images)", train.method_title(config),
-           results["loro"]["f1"], results["loro"]["accuracy"], len(rows))
+      rows.append(loro.prediction_row(src[i], _logistic(float(d)), int(d > 0), int(k)))
+  results = loro.write_outputs(config, workdir, rows)
+  log.info(
+    "LORO %s: F1 %.4f, accuracy %.2f%% (%d test images)",
+    loro.method_title(config),
+    results["loro"]["f1"],
+    results["loro"]["accuracy"],
+    len(rows),
+  )
   return results
 
 

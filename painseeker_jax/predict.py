@@ -1,34 +1,41 @@
 """`painseeker predict`: scores new face images, folders and videos.
 
 Pipeline:
+  * options (`validate_options`): checked before anything is read; the rule
+    for sampling video frames (every N seconds or every N frames, not both;
+    every second by default) lives in `video_sampling` alone;
   * inputs (`collect_inputs`): files, folders (recursive), globs; images
     (JPEG, PNG, BMP, TIFF, WebP) and videos (mp4, avi, mov, mkv, ...);
   * decoding (`load_image`, `iter_video`): EXIF rotation, any PIL mode to RGB
-    (`manual.to_rgb`: grayscale, RGBA, CMYK, 16-bit), the optional `--crop`
+    (`images.to_rgb`: grayscale, RGBA, CMYK, 16-bit), the optional `--crop`
     box, then the same bilinear resize to the model's input size as the
     evaluation pipeline (`input_pipeline.decode_resize`). Video frames are read
     with PyAV (which ships its own FFmpeg) and sampled every N seconds or N
     frames. Decoding runs in background threads while the network runs;
   * inference (`make_predict_fn`): one jit-compiled function with a fixed
-    batch shape (the last batch padded with zeros). An ensemble (the fold
-    models of a LORO work directory) runs its members one after another
-    inside that function (`lax.map`) and averages their probabilities
-    (and their attention maps, for the heat maps);
-  * outputs: the CSV (one row per image or sampled frame, flushed after every
-    batch, so a crash keeps what was done), heat-map PNGs, one p_pain-over-time
-    plot per video, a console summary.
+    batch shape (the last batch padded with zeros) around the shared
+    inference core (`inference.p_pain`: the model's normalisation, the
+    network, the softmax). An ensemble (the fold models of a LORO work
+    directory) runs its members one after another inside that function
+    (`lax.map`) and averages their probabilities (and their attention maps,
+    for the heat maps);
+  * the loop (`run`): decoded images are batched and scored, and their rows
+    handed in input order to the report;
+  * outputs (`predict_report.Report`): the CSV (one row per image or sampled
+    frame, flushed after every batch, so a crash keeps what was done),
+    heat-map PNGs, one p_pain-over-time plot per video, a console summary.
 
 A file that cannot be read or decoded, an empty folder or an unsupported video
 gives a row with the message in the `error` column and a message on stderr;
 the run goes on and exits with status 1 at the end. Nothing here imports
-TensorFlow or the trainer.
+TensorFlow, TFDS or the trainer.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import csv
+import contextlib
 import dataclasses
 import glob
 import math
@@ -36,20 +43,41 @@ import os
 import queue
 import sys
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-from tfds_ratspain.ratspain import manual
+from painseeker_jax import predict_report
+from painseeker_jax.images import IMAGE_EXTENSIONS, to_rgb
+from painseeker_jax.predict_report import (  # noqa: F401  (the report's names, re-exported)
+  CSV_FIELDS,
+  HEATMAP_DISPLAY_SIZE,
+  THRESHOLD,
+  Item,
+  heatmap_overlay,
+  new_row,
+  plot_time_course,
+  smooth,
+)
 
-IMAGE_EXTENSIONS = manual.IMAGE_EXTENSIONS
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv",
-                    ".flv", ".mts", ".m2ts", ".ts", ".3gp", ".ogv")
-CSV_FIELDS = ["path", "frame", "time_s", "p_pain", "label", "error"]
-HEATMAP_DISPLAY_SIZE = 224
-THRESHOLD = 0.5
+VIDEO_EXTENSIONS = (
+  ".mp4",
+  ".m4v",
+  ".mov",
+  ".avi",
+  ".mkv",
+  ".webm",
+  ".mpg",
+  ".mpeg",
+  ".wmv",
+  ".flv",
+  ".mts",
+  ".m2ts",
+  ".ts",
+  ".3gp",
+  ".ogv",
+)
 # Decoded images may be held while the network runs: a bounded look-ahead.
 _PREFETCH_BATCHES = 2
 
@@ -63,15 +91,66 @@ class UsageError(Exception):
 
 
 # ---------------------------------------------------------------------------
+# Options.
+
+
+@dataclasses.dataclass
+class Options:
+  """The settings of a run (the command's options); `validate_options` checks them."""
+
+  model: str
+  output: str
+  paths: list
+  heatmaps: str | None = None
+  every_seconds: float | None = None
+  every_frames: int | None = None
+  crop: tuple | None = None
+  batch_size: int = 64
+  overwrite: bool = False
+  num_threads: int = 4
+  progress: bool | None = None  # None: only on a terminal
+
+
+def video_sampling(
+  every_seconds: float | None, every_frames: int | None
+) -> tuple[float | None, int | None]:
+  """The rule for sampling video frames: every `every_seconds` seconds or every
+  `every_frames`-th frame, not both; every second when neither is given; seconds
+  > 0, frames >= 1. Returns (every_seconds, every_frames) with exactly one of them
+  set; raises UsageError."""
+  if every_seconds is not None and every_frames is not None:
+    raise UsageError("give --every-seconds or --every-frames, not both")
+  if every_frames is None and every_seconds is None:
+    every_seconds = 1.0
+  if every_seconds is not None and not every_seconds > 0:
+    raise UsageError(f"--every-seconds {every_seconds}: must be > 0")
+  if every_frames is not None and every_frames < 1:
+    raise UsageError(f"--every-frames {every_frames}: must be >= 1")
+  return every_seconds, every_frames
+
+
+def validate_options(opts: Options) -> Options:
+  """Checks what needs neither the inputs nor the model (the video sampling, the
+  batch size, that some input is named); returns a copy with the sampling
+  resolved (`video_sampling`). Raises UsageError."""
+  every_seconds, every_frames = video_sampling(opts.every_seconds, opts.every_frames)
+  if opts.batch_size < 1:
+    raise UsageError(f"--batch-size {opts.batch_size}: must be >= 1")
+  if not opts.paths:
+    raise UsageError("no input given: name image files, folders, globs or videos")
+  return dataclasses.replace(opts, every_seconds=every_seconds, every_frames=every_frames)
+
+
+# ---------------------------------------------------------------------------
 # Inputs.
 
 
 @dataclasses.dataclass
 class Source:
-  kind: str             # "image", "video" or "error"
+  kind: str  # "image", "video" or "error"
   path: str
   error: str = ""
-  est_frames: int = 0   # videos: expected number of sampled frames (progress bar)
+  est_frames: int = 0  # videos: expected number of sampled frames (progress bar)
 
 
 def _has_magic(s: str) -> bool:
@@ -117,8 +196,12 @@ def collect_inputs(paths: Sequence[str]) -> list[Source]:
     files = [(f, _kind(f)) for f in _walk(folder)]
     files = [(f, k) for f, k in files if k]
     if not files:
-      add("error", folder, f"{folder}: empty folder: no images ({', '.join(IMAGE_EXTENSIONS)}) or "
-          f"videos ({', '.join(VIDEO_EXTENSIONS)}) found in it or below it")
+      add(
+        "error",
+        folder,
+        f"{folder}: empty folder: no images ({', '.join(IMAGE_EXTENSIONS)}) or "
+        f"videos ({', '.join(VIDEO_EXTENSIONS)}) found in it or below it",
+      )
     for f, k in files:
       add(k, f)
 
@@ -163,8 +246,10 @@ def _crop_resize(img: Image.Image, size: int, crop, where: str) -> np.ndarray:
   if crop is not None:
     x, y, w, h = crop
     if x + w > img.width or y + h > img.height:
-      raise InputError(f"{where}: the crop box x={x}, y={y}, w={w}, h={h} reaches outside the "
-                       f"image ({img.width}x{img.height})")
+      raise InputError(
+        f"{where}: the crop box x={x}, y={y}, w={w}, h={h} reaches outside the "
+        f"image ({img.width}x{img.height})"
+      )
     img = img.crop((x, y, x + w, y + h))
   if img.size != (size, size):
     img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
@@ -189,19 +274,22 @@ def load_image(path: str, size: int, crop=None) -> np.ndarray:
       if crop is None:
         img.draft("RGB", (size, size))
       img = ImageOps.exif_transpose(img)
-      img = manual.to_rgb(img)
+      img = to_rgb(img)
       return _crop_resize(img, size, crop, path)
   except InputError:
     raise
   except UnidentifiedImageError:
-    raise InputError(f"{path}: not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)}; "
-                     f"videos: {', '.join(VIDEO_EXTENSIONS)})") from None
+    raise InputError(
+      f"{path}: not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)}; "
+      f"videos: {', '.join(VIDEO_EXTENSIONS)})"
+    ) from None
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise InputError(f"{path}: cannot decode the image ({type(e).__name__}: {e})") from None
 
 
 def _av():
   import av  # PyAV ships its own FFmpeg libraries
+
   return av
 
 
@@ -220,7 +308,11 @@ def _open_video(path: str):
 
 
 def probe_video(path: str, every_seconds: float | None, every_frames: int | None) -> int:
-  """Expected number of sampled frames (for the progress bar); raises InputError."""
+  """Expected number of sampled frames (for the progress bar); raises InputError.
+
+  The sampling follows `video_sampling` (as in `iter_video`).
+  """
+  every_seconds, every_frames = video_sampling(every_seconds, every_frames)
   container = _open_video(path)
   try:
     stream = container.streams.video[0]
@@ -242,17 +334,23 @@ def probe_video(path: str, every_seconds: float | None, every_frames: int | None
     container.close()
 
 
-def iter_video(path: str, size: int, *, every_seconds: float | None = None,
-               every_frames: int | None = None, crop=None) -> Iterator[tuple[int, float, np.ndarray]]:
+def iter_video(
+  path: str,
+  size: int,
+  *,
+  every_seconds: float | None = None,
+  every_frames: int | None = None,
+  crop=None,
+) -> Iterator[tuple[int, float, np.ndarray]]:
   """Yields (frame index, time in seconds from the stream start, size x size x 3 uint8).
 
   Frames are sampled every `every_frames` decoded frames, or the first frame at
-  or after each multiple of `every_seconds`. The display rotation of the
-  stream (phone videos) is applied. Raises InputError naming the file (and the
-  frame, if decoding fails mid-way).
+  or after each multiple of `every_seconds` (the rule of `video_sampling`:
+  one of the two, every second by default; UsageError otherwise). The display
+  rotation of the stream (phone videos) is applied. Raises InputError naming
+  the file (and the frame, if decoding fails mid-way).
   """
-  if (every_seconds is None) == (every_frames is None):
-    raise ValueError("give exactly one of every_seconds and every_frames")
+  every_seconds, every_frames = video_sampling(every_seconds, every_frames)
   av = _av()
   container = _open_video(path)
   try:
@@ -300,135 +398,29 @@ def iter_video(path: str, size: int, *, every_seconds: float | None = None,
 def make_predict_fn(loaded):
   """jit fn(stacked_variables, images_BxHxWx3 uint8) -> (p_B, p_FxB, beta_BxK or None).
 
-  `stacked_variables` has a leading member axis F (1 for a model directory);
-  the members run one after another (`lax.map`, the fast choice on CPU) and
-  p_B / beta are their means.
+  `stacked_variables` has a leading member axis F (1 for a model directory,
+  `inference.stack_variables`); the members run one after another
+  (`lax.map`, the fast choice on CPU), each through `inference.p_pain` with
+  the loaded model's normalisation, and p_B / beta are their means.
   """
   import jax
   import jax.numpy as jnp
 
-  from painseeker_jax import models
+  from painseeker_jax import inference
 
-  model = loaded.model
-  mean = np.asarray(loaded.mean_rgb, np.float32)
-  std = np.asarray(loaded.std_rgb, np.float32)
-
-  def one(variables, x):
-    logits, beta, _ = models.forward(model, variables, x, train=False)
-    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1], beta
+  model, mean, std = loaded.model, loaded.mean_rgb, loaded.std_rgb
 
   @jax.jit
   def fn(stacked, images):
-    x = (jnp.asarray(images, jnp.float32) / 255.0 - mean) / std
-    p_F, beta_F = jax.lax.map(lambda v: one(v, x), stacked)
+    p_F, beta_F = jax.lax.map(lambda v: inference.p_pain(model, v, images, mean, std), stacked)
     beta = None if beta_F is None else jnp.mean(beta_F, axis=0)
     return jnp.mean(p_F, axis=0), p_F, beta
 
   return fn
 
 
-def stack_variables(variables: list):
-  import jax
-  import jax.numpy as jnp
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *variables)
-
-
-# ---------------------------------------------------------------------------
-# Heat maps and plots.
-
-
-def heatmap_overlay(image: np.ndarray, beta: np.ndarray, p_pain: float, label: str,
-                    display: int = HEATMAP_DISPLAY_SIZE) -> Image.Image:
-  """The attention map (beta over the K = s x s regions, bilinearly upsampled,
-  min-max scaled per image: 1 = the most attended region) in the 'jet' colours
-  blended over the model's input, with p_pain written on it."""
-  from painseeker_jax import figures
-
-  base = np.asarray(Image.fromarray(image).resize((display, display), Image.BILINEAR))
-  out = Image.fromarray(figures.overlay(base, beta, alpha=0.45))
-  draw = ImageDraw.Draw(out)
-  text = f"p_pain {p_pain:.2f} ({label})"
-  draw.rectangle((0, 0, 8 + 7 * len(text), 16), fill=(0, 0, 0))
-  draw.text((4, 2), text, fill=(255, 255, 255))
-  return out
-
-
-def smooth(values: Sequence[float], window: int) -> np.ndarray:
-  """Centred moving average (window shrinks at the ends)."""
-  v = np.asarray(values, np.float64)
-  if len(v) == 0:
-    return v
-  half = max(window, 1) // 2
-  c = np.concatenate([[0.0], np.cumsum(v)])
-  lo = np.maximum(np.arange(len(v)) - half, 0)
-  hi = np.minimum(np.arange(len(v)) + half + 1, len(v))
-  return (c[hi] - c[lo]) / (hi - lo)
-
-
-def plot_time_course(path: str, title: str, times: Sequence[float], p: Sequence[float],
-                     ensemble: bool = False) -> None:
-  """PNG: p_pain per sampled frame (dots) and a centred moving average over time."""
-  from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
-
-  fig = Figure(figsize=(9, 3.2), dpi=100)
-  ax = fig.add_subplot()
-  window = max(3, min(15, len(p) // 10 * 2 + 1))
-  ax.plot(times, p, ".", color="0.55", ms=4, label="p_pain per frame")
-  if len(p) > 1:
-    ax.plot(times, smooth(p, window), "-", color="C3", lw=2, label=f"moving average of {window} samples")
-  ax.axhline(THRESHOLD, color="0.3", ls="--", lw=0.8, label="threshold 0.5")
-  ax.set_ylim(-0.02, 1.02)
-  ax.set_xlabel("time (s)")
-  ax.set_ylabel("p_pain" + (" (ensemble mean)" if ensemble else ""))
-  ax.set_title(title, fontsize=10)
-  ax.legend(loc="upper right", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-
-
 # ---------------------------------------------------------------------------
 # The run.
-
-
-@dataclasses.dataclass
-class Options:
-  model: str
-  output: str
-  paths: list
-  heatmaps: str | None = None
-  every_seconds: float | None = None
-  every_frames: int | None = None
-  crop: tuple | None = None
-  batch_size: int = 64
-  overwrite: bool = False
-  num_threads: int = 4
-  progress: bool | None = None  # None: only on a terminal
-
-
-def _unique_name(stem: str, used: set[str], ext: str = ".png") -> str:
-  name, n = f"{stem}{ext}", 2
-  while name in used:
-    name, n = f"{stem}_{n}{ext}", n + 1
-  used.add(name)
-  return name
-
-
-def _stem(path: str) -> str:
-  s = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-  return "".join(c if c.isalnum() or c in "-_." else "_" for c in s) or "input"
-
-
-class _Item:
-  """One CSV row on its way out; `image` is None for error rows."""
-  __slots__ = ("row", "image", "video_end")
-
-  def __init__(self, row: dict | None, image=None, video_end: str | None = None):
-    self.row, self.image, self.video_end = row, image, video_end
-
-
-def _row(path, frame="", time_s="", error="") -> dict:
-  return {"path": path, "frame": frame, "time_s": "" if time_s == "" else f"{time_s:.6f}",
-          "p_pain": "", "label": "", "error": error}
 
 
 def _bounded_map(fn, items: Iterable, num_threads: int, window: int) -> Iterator:
@@ -443,14 +435,14 @@ def _bounded_map(fn, items: Iterable, num_threads: int, window: int) -> Iterator
       yield pending.popleft().result()
 
 
-def _items(sources: list[Source], opts: Options, size: int) -> Iterator[_Item]:
+def _items(sources: list[Source], opts: Options, size: int) -> Iterator[Item]:
   """Rows in input order: decoded images and frames, error rows, end-of-video markers."""
 
   def decode(path):
     try:
-      return _Item(_row(path), load_image(path, size, opts.crop))
+      return Item(new_row(path), load_image(path, size, opts.crop))
     except InputError as e:
-      return _Item(_row(path, error=str(e)))
+      return Item(new_row(path, error=str(e)))
 
   window = max(2 * opts.batch_size, 8)
   i = 0
@@ -464,15 +456,20 @@ def _items(sources: list[Source], opts: Options, size: int) -> Iterator[_Item]:
       i = j
       continue
     if s.kind == "error":
-      yield _Item(_row(s.path, error=s.error))
+      yield Item(new_row(s.path, error=s.error))
     else:
       try:
-        for frame, t, image in iter_video(s.path, size, every_seconds=opts.every_seconds,
-                                          every_frames=opts.every_frames, crop=opts.crop):
-          yield _Item(_row(s.path, frame, t), image)
+        for frame, t, image in iter_video(
+          s.path,
+          size,
+          every_seconds=opts.every_seconds,
+          every_frames=opts.every_frames,
+          crop=opts.crop,
+        ):
+          yield Item(new_row(s.path, frame, t), image)
       except InputError as e:
-        yield _Item(_row(s.path, error=str(e)))
-      yield _Item(None, video_end=s.path)
+        yield Item(new_row(s.path, error=str(e)))
+      yield Item(None, video_end=s.path)
     i += 1
 
 
@@ -524,19 +521,75 @@ def _check_outputs(opts: Options, sources: list[Source]) -> dict[str, str]:
     if os.path.exists(opts.heatmaps) and not os.path.isdir(opts.heatmaps):
       raise UsageError(f"--heatmaps {opts.heatmaps} is a file; give a folder")
     if os.path.isdir(opts.heatmaps) and os.listdir(opts.heatmaps) and not opts.overwrite:
-      raise UsageError(f"{opts.heatmaps} already holds files; use --overwrite to write into it "
-                       "(files of the same name are replaced) or choose an empty folder")
-  used: set[str] = set()
-  prefix = os.path.splitext(os.path.abspath(opts.output))[0]
-  plots = {}
+      raise UsageError(
+        f"{opts.heatmaps} already holds files; use --overwrite to write into it "
+        "(files of the same name are replaced) or choose an empty folder"
+      )
+  plots = predict_report.plot_paths(opts.output, [s.path for s in sources if s.kind == "video"])
+  for video, plot in plots.items():
+    if os.path.exists(plot) and not opts.overwrite:
+      raise UsageError(
+        f"{plot} (the plot of {video}) already exists; use --overwrite to replace it"
+      )
+  return plots
+
+
+def _load_model(path: str):
+  from painseeker_jax import export
+
+  try:
+    return export.load(path)
+  except export.ModelLoadError as e:
+    raise UsageError(str(e)) from None
+
+
+def _probe_videos(sources: list[Source], opts: Options, plots: dict[str, str]) -> None:
+  """Sets each video's expected number of frames (the progress bar); a video that
+  cannot be opened becomes an error source now (and loses its plot)."""
   for s in sources:
     if s.kind == "video":
-      name = _unique_name(f"{os.path.basename(prefix)}_{_stem(s.path)}_p_pain", used)
-      plots[s.path] = os.path.join(out_dir, name)
-      if os.path.exists(plots[s.path]) and not opts.overwrite:
-        raise UsageError(f"{plots[s.path]} (the plot of {s.path}) already exists; use --overwrite "
-                         "to replace it")
-  return plots
+      try:
+        s.est_frames = probe_video(s.path, opts.every_seconds, opts.every_frames)
+      except InputError as e:
+        s.kind, s.error = "error", str(e)
+        plots.pop(s.path, None)
+
+
+def _score_batch(
+  batch: list[Item], fn, stacked, batch_size: int, size: int, report: predict_report.Report
+) -> None:
+  """Runs the network on a batch (padded with zeros to `batch_size`) and hands the
+  scores to the report; the images are dropped then."""
+  images = np.zeros((batch_size, size, size, 3), np.uint8)
+  for j, it in enumerate(batch):
+    images[j] = it.image
+  p, _, beta = fn(stacked, images)
+  report.add_scores(batch, np.asarray(p), None if beta is None else np.asarray(beta))
+  for it in batch:
+    it.image = None
+
+
+def _score_all(
+  items: Iterable[Item], fn, stacked, batch_size: int, size: int, report: predict_report.Report
+) -> None:
+  """Batches the decoded images, scores each full batch and hands the rows to the
+  report in input order: rows wait until every image before them is scored."""
+  pending: list[Item] = []
+  batch: list[Item] = []
+  for it in items:
+    pending.append(it)
+    if it.image is not None:
+      batch.append(it)
+      if len(batch) == batch_size:
+        _score_batch(batch, fn, stacked, batch_size, size, report)
+        report.write(pending)
+        pending, batch = [], []
+    elif not batch:  # an error row or a video's end with nothing before it waiting
+      report.write(pending)
+      pending = []
+  if batch:
+    _score_batch(batch, fn, stacked, batch_size, size, report)
+  report.write(pending)
 
 
 def run(opts: Options, loaded=None, out=None, err=None) -> int:
@@ -547,43 +600,21 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
   """
   out = sys.stdout if out is None else out
   err = sys.stderr if err is None else err
-  from tqdm.auto import tqdm
+  from painseeker_jax import inference
 
-  from painseeker_jax import export
-
-  if opts.every_seconds is not None and opts.every_frames is not None:
-    raise UsageError("give --every-seconds or --every-frames, not both")
-  if opts.every_frames is None and opts.every_seconds is None:
-    opts.every_seconds = 1.0
-  if opts.every_seconds is not None and not opts.every_seconds > 0:
-    raise UsageError(f"--every-seconds {opts.every_seconds}: must be > 0")
-  if opts.every_frames is not None and opts.every_frames < 1:
-    raise UsageError(f"--every-frames {opts.every_frames}: must be >= 1")
-  if opts.batch_size < 1:
-    raise UsageError(f"--batch-size {opts.batch_size}: must be >= 1")
-  if not opts.paths:
-    raise UsageError("no input given: name image files, folders, globs or videos")
-
+  opts = validate_options(opts)
   sources = collect_inputs(opts.paths)
   plots = _check_outputs(opts, sources)
   if loaded is None:
-    try:
-      loaded = export.load(opts.model)
-    except export.ModelLoadError as e:
-      raise UsageError(str(e)) from None
+    loaded = _load_model(opts.model)
   if opts.heatmaps and loaded.num_regions is None:
-    raise UsageError(f"--heatmaps: the model ({loaded.config.model.name}) has no attention map; "
-                     "heat maps need a PainSeeker model")
+    raise UsageError(
+      f"--heatmaps: the model ({loaded.config.model.name}) has no attention map; "
+      "heat maps need a PainSeeker model"
+    )
   print(f"painseeker predict: {loaded.describe()}", file=out)
 
-  # Videos that cannot be opened become error rows now (and do not count for the bar).
-  for s in sources:
-    if s.kind == "video":
-      try:
-        s.est_frames = probe_video(s.path, opts.every_seconds, opts.every_frames)
-      except InputError as e:
-        s.kind, s.error = "error", str(e)
-        plots.pop(s.path, None)
+  _probe_videos(sources, opts, plots)
   num_images = sum(s.kind == "image" for s in sources)
   total = num_images + sum(s.est_frames for s in sources if s.kind == "video")
   batch_size = opts.batch_size
@@ -592,105 +623,23 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
 
   size = loaded.image_size
   fn = make_predict_fn(loaded)
-  stacked = stack_variables(loaded.variables)
-  fields = CSV_FIELDS + (["heatmap"] if opts.heatmaps else [])
-  if opts.heatmaps:
-    os.makedirs(opts.heatmaps, exist_ok=True)
-  heat_names: set[str] = set()
-  series: dict[str, tuple[list, list]] = {}
-  stats = {"ok": 0, "frames": 0, "errors": 0, "pain": 0, "sum_p": 0.0, "videos": set()}
-  t_start = time.time()
-
-  f = open(opts.output, "w" if opts.overwrite else "x", encoding="utf-8", newline="")
-  writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
-  writer.writeheader()
-  f.flush()
-  bar = tqdm(total=total, unit="img", desc="predict", disable=(None if opts.progress is None
-                                                               else not opts.progress), file=err,
-             dynamic_ncols=True)
-
-  def flush(pending: list[_Item]):
-    for it in pending:
-      if it.video_end is not None:
-        if it.video_end in plots and series.get(it.video_end, ([], []))[0]:
-          times, ps = series[it.video_end]
-          plot_time_course(plots[it.video_end], it.video_end, times, ps, loaded.is_ensemble)
-        continue
-      row = it.row
-      if row["error"]:
-        stats["errors"] += 1
-        bar.write(f"error: {row['error']}", file=err)
-      writer.writerow({k: row.get(k, "") for k in fields})
-    f.flush()
-    pending.clear()
-
-  def run_batch(batch: list[_Item]):
-    images = np.zeros((batch_size, size, size, 3), np.uint8)
-    for j, it in enumerate(batch):
-      images[j] = it.image
-    p, _, beta = fn(stacked, images)
-    p = np.asarray(p)
-    beta = None if beta is None else np.asarray(beta)
-    for j, it in enumerate(batch):
-      row = it.row
-      pj = float(p[j])
-      label = loaded.class_names[int(pj > THRESHOLD)]
-      row["p_pain"], row["label"] = f"{pj:.6f}", label
-      stats["ok"] += 1
-      stats["sum_p"] += pj
-      stats["pain"] += int(pj > THRESHOLD)
-      if row["frame"] != "":
-        stats["frames"] += 1
-        stats["videos"].add(row["path"])
-        ts = series.setdefault(row["path"], ([], []))
-        ts[0].append(float(row["time_s"]))
-        ts[1].append(pj)
-      if opts.heatmaps and beta is not None:
-        stem = _stem(row["path"]) + (f"_f{int(row['frame']):06d}" if row["frame"] != "" else "")
-        name = _unique_name(stem, heat_names)
-        heatmap_overlay(it.image, beta[j], pj, label).save(os.path.join(opts.heatmaps, name))
-        row["heatmap"] = name
-      it.image = None
-    bar.update(len(batch))
-
-  pending: list[_Item] = []
-  batch: list[_Item] = []
+  stacked = inference.stack_variables(loaded.variables)
+  report = predict_report.Report(
+    opts.output,
+    overwrite=opts.overwrite,
+    heatmaps=opts.heatmaps,
+    plots=plots,
+    class_names=loaded.class_names,
+    ensemble=loaded.is_ensemble,
+    total=total,
+    progress=opts.progress,
+    out=out,
+    err=err,
+  )
   try:
-    for it in _background(_items(sources, opts, size), maxsize=_PREFETCH_BATCHES * batch_size):
-      pending.append(it)
-      if it.row is not None and it.image is not None:
-        batch.append(it)
-        if len(batch) == batch_size:
-          run_batch(batch)
-          batch = []
-          flush(pending)
-      elif not batch:
-        flush(pending)
-    if batch:
-      run_batch(batch)
-    flush(pending)
+    items = _background(_items(sources, opts, size), maxsize=_PREFETCH_BATCHES * batch_size)
+    with contextlib.closing(items):  # stops the decoding thread, also after a crash
+      _score_all(items, fn, stacked, batch_size, size, report)
   finally:
-    bar.close()
-    f.close()
-
-  seconds = time.time() - t_start
-  n = stats["ok"]
-  parts = [f"{n - stats['frames']} image(s)"] if n - stats["frames"] or not stats["videos"] else []
-  if stats["videos"]:
-    parts.append(f"{stats['frames']} frame(s) of {len(stats['videos'])} video(s)")
-  print(f"painseeker predict: scored {', '.join(parts)} in {seconds:.1f} s; "
-        f"{stats['errors']} error(s)", file=out)
-  if n:
-    print(f"  mean p_pain {stats['sum_p'] / n:.4f}; predicted pain: {stats['pain']} of {n} "
-          f"({100.0 * stats['pain'] / n:.1f}%), threshold {THRESHOLD}", file=out)
-  print(f"  results: {opts.output}", file=out)
-  if opts.heatmaps:
-    print(f"  heat maps: {opts.heatmaps}", file=out)
-  for v in sorted(stats["videos"]):
-    if v in plots and os.path.exists(plots[v]):
-      print(f"  time course of {v}: {plots[v]}", file=out)
-  if stats["errors"]:
-    print(f"painseeker predict: {stats['errors']} input(s) failed; see the error column of "
-          f"{opts.output}", file=err)
-    return 1
-  return 0
+    report.close()
+  return report.summary()

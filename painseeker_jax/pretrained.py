@@ -2,35 +2,35 @@
 
 Public API:
 
-* ``load_resnet18(path)`` -> ``{'params', 'batch_stats'}`` for
-  ``models.ResNet18(num_classes=1000)``, read from a torchvision-layout state
-  dict (``conv1.weight``, ``bn1.running_mean``, ``layer1.0.conv1.weight``, ...,
-  ``fc.weight``) in a ``.safetensors`` file (timm's ``resnet18.tv_in1k``, or
-  torchvision weights converted) or a torchvision ``.pth`` file
-  (``resnet18-f37072fd.pth``). ``ResNet18(num_classes=1000).apply(
-  load_resnet18(path), images_NHWC, train=False)`` gives torchvision's logits
+* `load_resnet18(path)` -> `{'params', 'batch_stats'}` for
+  `models.ResNet18(num_classes=1000)`, read from a torchvision-layout state
+  dict (`conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, ...,
+  `fc.weight`) in a `.safetensors` file (timm's `resnet18.tv_in1k`, or
+  torchvision weights converted) or a torchvision `.pth` file
+  (`resnet18-f37072fd.pth`). `ResNet18(num_classes=1000).apply(
+  load_resnet18(path), images_NHWC, train=False)` gives torchvision's logits
   for the same (ImageNet-normalised) input.
-* ``copy_trunk(dst_variables, src_variables)``: the ``trunk`` subtree
-  (params and batch_stats) of ``src`` copied into ``dst`` (e.g. a PainSeeker
+* `copy_trunk(dst_variables, src_variables)`: the `trunk` subtree
+  (params and batch_stats) of `src` copied into `dst` (e.g. a PainSeeker
   model whose head stays as initialised).
-* ``resolve_pretrained(spec)``: ``config.model.pretrained`` -> a file path or
-  ``None`` (train from scratch).
-* ``init_from_pretrained(spec, variables)``: resolve + load + copy_trunk.
+* `resolve_pretrained(spec)`: `config.model.pretrained` -> a file path or
+  `None` (train from scratch).
+* `init_from_pretrained(spec, variables)`: resolve + load + copy_trunk.
 
 Every tensor of the state dict must be used: missing or unexpected keys and
-shape mismatches raise ``StateDictMismatchError`` listing all of them (the
-BatchNorm ``num_batches_tracked`` counters are the one expected extra).
-``.pth`` files are read with ``torch.load(weights_only=True)`` (no pickled
-code is executed); ``.safetensors`` files need only ``safetensors`` + numpy.
+shape mismatches raise `StateDictMismatchError` listing all of them (the
+BatchNorm `num_batches_tracked` counters are the one expected extra).
+`.pth` files are read with `torch.load(weights_only=True)` (no pickled
+code is executed); `.safetensors` files need only `safetensors` + numpy.
 Nothing here imports TensorFlow.
 
 The weights expect ImageNet mean/std normalised RGB in [0, 1] scale, which is
-what ``input_pipeline.normalize`` does for every input.
+what `inference.normalize` does for every input.
 
-Cache for ``pretrained='imagenet'``: ``$PAINSEEKER_CACHE`` if set, else
-``~/.cache/painseeker_jax``; the file is ``resnet18.tv_in1k.safetensors`` or
-``resnet18-f37072fd.pth`` there (torch hub's checkpoint folder,
-``$TORCH_HOME/hub/checkpoints``, is also looked in).
+Cache for `pretrained='imagenet'`: `$PAINSEEKER_CACHE` if set, else
+`~/.cache/painseeker_jax`; the file is `resnet18.tv_in1k.safetensors` or
+`resnet18-f37072fd.pth` there (torch hub's checkpoint folder,
+`$TORCH_HOME/hub/checkpoints`, is also looked in).
 """
 
 from __future__ import annotations
@@ -49,17 +49,17 @@ import numpy as np
 
 from painseeker_jax import models
 
-CACHE_ENV = 'PAINSEEKER_CACHE'
-DEFAULT_CACHE = os.path.join('~', '.cache', 'painseeker_jax')
-SAFETENSORS_NAME = 'resnet18.tv_in1k.safetensors'
-PTH_NAME = 'resnet18-f37072fd.pth'
-HF_REPO = 'timm/resnet18.tv_in1k'
-HF_FILENAME = 'model.safetensors'
-TORCHVISION_URL = 'https://download.pytorch.org/models/resnet18-f37072fd.pth'
-_TORCHVISION_SHA256_PREFIX = 'f37072fd'
+CACHE_ENV = "PAINSEEKER_CACHE"
+DEFAULT_CACHE = os.path.join("~", ".cache", "painseeker_jax")
+SAFETENSORS_NAME = "resnet18.tv_in1k.safetensors"
+PTH_NAME = "resnet18-f37072fd.pth"
+HF_REPO = "timm/resnet18.tv_in1k"
+HF_FILENAME = "model.safetensors"
+TORCHVISION_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+_TORCHVISION_SHA256_PREFIX = "f37072fd"
 DOWNLOAD_TIMEOUT_S = 20
-_COLLECTIONS = ('params', 'batch_stats')
-_IGNORED_SUFFIX = '.num_batches_tracked'
+_COLLECTIONS = ("params", "batch_stats")
+_IGNORED_SUFFIX = ".num_batches_tracked"
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -75,12 +75,12 @@ class StateDictMismatchError(PretrainedWeightsError, ValueError):
 
 
 def _is_safetensors(path: str) -> bool:
-  with open(path, 'rb') as f:
+  with open(path, "rb") as f:
     head = f.read(9)
   if len(head) < 9:
     return False
-  n = int.from_bytes(head[:8], 'little')
-  return 0 < n < os.path.getsize(path) and head[8:9] == b'{'
+  n = int.from_bytes(head[:8], "little")
+  return 0 < n < os.path.getsize(path) and head[8:9] == b"{"
 
 
 def _read_pth(path: str) -> dict[str, np.ndarray]:
@@ -88,31 +88,35 @@ def _read_pth(path: str) -> dict[str, np.ndarray]:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise PretrainedWeightsError(
-        f'{path} is a PyTorch pickle; reading it needs torch (it is loaded '
-        'with torch.load(weights_only=True), which executes no pickled code). '
-        'Either install torch (CPU build is enough: pip install torch), or '
-        'convert the file once where torch is installed:\n'
-        '  python -c "import torch, safetensors.torch as st; '
-        f"st.save_file(torch.load('{path}', weights_only=True), "
-        f"'{os.path.splitext(path)[0]}.safetensors')\"\n"
-        'or download the safetensors version (timm/resnet18.tv_in1k, file '
-        f'{HF_FILENAME}) instead.') from e
+      f"{path} is a PyTorch pickle; reading it needs torch (it is loaded "
+      "with torch.load(weights_only=True), which executes no pickled code). "
+      "Either install torch (CPU build is enough: pip install torch), or "
+      "convert the file once where torch is installed:\n"
+      '  python -c "import torch, safetensors.torch as st; '
+      f"st.save_file(torch.load('{path}', weights_only=True), "
+      f"'{os.path.splitext(path)[0]}.safetensors')\"\n"
+      "or download the safetensors version (timm/resnet18.tv_in1k, file "
+      f"{HF_FILENAME}) instead."
+    ) from e
   try:
-    obj = torch.load(path, map_location='cpu', weights_only=True)
+    obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
     raise PretrainedWeightsError(
-        f'Cannot read {path} with torch.load(weights_only=True): {e}') from e
-  if (isinstance(obj, Mapping) and 'state_dict' in obj
-      and isinstance(obj['state_dict'], Mapping) and len(obj) <= 3):
-    obj = obj['state_dict']  # a {'state_dict': ..., 'epoch': ...} checkpoint
+      f"Cannot read {path} with torch.load(weights_only=True): {e}"
+    ) from e
+  if (
+    isinstance(obj, Mapping)
+    and "state_dict" in obj
+    and isinstance(obj["state_dict"], Mapping)
+    and len(obj) <= 3
+  ):
+    obj = obj["state_dict"]  # a {'state_dict': ..., 'epoch': ...} checkpoint
   if not isinstance(obj, Mapping):
-    raise PretrainedWeightsError(
-        f'{path} holds a {type(obj).__name__}, not a state dict')
+    raise PretrainedWeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
   out = {}
   for k, v in obj.items():
     if not isinstance(v, torch.Tensor):
-      raise PretrainedWeightsError(
-          f'{path}: entry {k!r} is a {type(v).__name__}, not a tensor')
+      raise PretrainedWeightsError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
     v = v.detach().cpu()
     if v.is_floating_point() and v.dtype != torch.float64:
       v = v.float()  # bfloat16/float16 have no (or lossy) numpy export
@@ -128,14 +132,14 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """
   path = os.path.expanduser(os.fspath(path))
   if not os.path.isfile(path):
-    raise PretrainedWeightsError(f'No such weights file: {path}')
+    raise PretrainedWeightsError(f"No such weights file: {path}")
   if _is_safetensors(path):
     from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
     try:
       return dict(load_file(path))
     except Exception as e:  # pylint: disable=broad-except
-      raise PretrainedWeightsError(f'Cannot read safetensors file {path}: {e}'
-                                   ) from e
+      raise PretrainedWeightsError(f"Cannot read safetensors file {path}: {e}") from e
   return _read_pth(path)
 
 
@@ -146,31 +150,31 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 def _torch_key(collection: str, path: tuple[str, ...]) -> str:
   """Flax (collection, module path..., leaf) -> torchvision key."""
   *modules, leaf = path
-  if modules and modules[0] == 'trunk':
+  if modules and modules[0] == "trunk":
     modules = modules[1:]
   names = []
   for m in modules:
-    if m.startswith('layer') and '_' in m:  # layer{s}_{b} -> layer{s}.{b}
-      stage, block = m.split('_', 1)
+    if m.startswith("layer") and "_" in m:  # layer{s}_{b} -> layer{s}.{b}
+      stage, block = m.split("_", 1)
       names += [stage, block]
-    elif m == 'downsample_conv':
-      names.append('downsample.0')
-    elif m == 'downsample_bn':
-      names.append('downsample.1')
+    elif m == "downsample_conv":
+      names.append("downsample.0")
+    elif m == "downsample_bn":
+      names.append("downsample.1")
     else:
       names.append(m)
-  if collection == 'batch_stats':
-    names.append({'mean': 'running_mean', 'var': 'running_var'}[leaf])
+  if collection == "batch_stats":
+    names.append({"mean": "running_mean", "var": "running_var"}[leaf])
   else:
-    names.append({'kernel': 'weight', 'scale': 'weight', 'bias': 'bias'}[leaf])
-  return '.'.join(names)
+    names.append({"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf])
+  return ".".join(names)
 
 
 def _from_torch(leaf: str, x: np.ndarray) -> np.ndarray:
-  if leaf == 'kernel' and x.ndim == 4:
+  if leaf == "kernel" and x.ndim == 4:
     return x.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-  if leaf == 'kernel' and x.ndim == 2:
-    return x.T                      # Linear (out, in) -> Dense (in, out)
+  if leaf == "kernel" and x.ndim == 2:
+    return x.T  # Linear (out, in) -> Dense (in, out)
   return x
 
 
@@ -191,27 +195,25 @@ def _set(tree: dict, path: tuple[str, ...], value) -> None:
 
 def _variable_shapes(model) -> dict:
   x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
-  return jax.eval_shape(
-      lambda x: model.init(jax.random.key(0), x, train=False), x)
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
 
 
 def _fmt(items, limit=40) -> str:
   items = list(items)
-  s = '\n'.join(f'    {i}' for i in items[:limit])
+  s = "\n".join(f"    {i}" for i in items[:limit])
   if len(items) > limit:
-    s += f'\n    ... and {len(items) - limit} more'
+    s += f"\n    ... and {len(items) - limit} more"
   return s
 
 
 def state_dict_to_variables(state_dict: Mapping[str, Any], model) -> dict:
-  """Maps a torchvision-layout state dict onto ``model``'s variables.
+  """Maps a torchvision-layout state dict onto `model`'s variables.
 
-  ``model`` is a ``models.ResNet`` (every key, ``fc`` included, must match) or
-  any module whose variables are named as in ``models`` (the trunk keys).
+  `model` is a `models.ResNet` (every key, `fc` included, must match) or
+  any module whose variables are named as in `models` (the trunk keys).
 
-  Raises:
-    StateDictMismatchError: listing every missing key, unexpected key and
-      shape mismatch (``*.num_batches_tracked`` counters are allowed extras).
+  Raises StateDictMismatchError listing every missing key, unexpected key and
+  shape mismatch (`*.num_batches_tracked` counters are allowed extras).
   """
   shapes = _variable_shapes(model)
   out: dict = {}
@@ -220,92 +222,93 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], model) -> dict:
     for path, spec in _leaves(shapes.get(col, {})):
       key = _torch_key(col, path)
       if key not in state_dict:
-        missing.append(f'{key} (for {col}/{"/".join(path)}, '
-                       f'Flax shape {tuple(spec.shape)})')
+        missing.append(f"{key} (for {col}/{'/'.join(path)}, Flax shape {tuple(spec.shape)})")
         continue
       used.add(key)
       src = np.asarray(state_dict[key])
       arr = _from_torch(path[-1], src)
       if arr.shape != tuple(spec.shape):
         mismatched.append(
-            f'{key}: file has {tuple(src.shape)} -> {tuple(arr.shape)} after '
-            f'layout conversion, model {col}/{"/".join(path)} needs '
-            f'{tuple(spec.shape)}')
+          f"{key}: file has {tuple(src.shape)} -> {tuple(arr.shape)} after "
+          f"layout conversion, model {col}/{'/'.join(path)} needs "
+          f"{tuple(spec.shape)}"
+        )
         continue
-      _set(out.setdefault(col, {}), path,
-           jnp.asarray(arr.astype(spec.dtype, copy=False)))
+      _set(out.setdefault(col, {}), path, jnp.asarray(arr.astype(spec.dtype, copy=False)))
   unexpected = sorted(
-      k for k in state_dict if k not in used and not (
-          k.endswith(_IGNORED_SUFFIX) and
-          k[:-len(_IGNORED_SUFFIX)] + '.running_mean' in used))
+    k
+    for k in state_dict
+    if k not in used
+    and not (k.endswith(_IGNORED_SUFFIX) and k[: -len(_IGNORED_SUFFIX)] + ".running_mean" in used)
+  )
   if missing or unexpected or mismatched:
-    parts = [f'State dict does not match {type(model).__name__}:']
+    parts = [f"State dict does not match {type(model).__name__}:"]
     if missing:
-      parts.append(f'  missing keys ({len(missing)}):\n{_fmt(missing)}')
+      parts.append(f"  missing keys ({len(missing)}):\n{_fmt(missing)}")
     if unexpected:
-      parts.append(f'  unexpected keys ({len(unexpected)}):\n'
-                   f'{_fmt(unexpected)}')
+      parts.append(f"  unexpected keys ({len(unexpected)}):\n{_fmt(unexpected)}")
     if mismatched:
-      parts.append(f'  shape mismatches ({len(mismatched)}):\n'
-                   f'{_fmt(mismatched)}')
-    parts.append('  (expected: a torchvision resnet18 state dict, keys '
-                 'conv1.weight, bn1.running_mean, layer1.0.conv1.weight, ..., '
-                 'fc.weight)')
-    raise StateDictMismatchError('\n'.join(parts))
+      parts.append(f"  shape mismatches ({len(mismatched)}):\n{_fmt(mismatched)}")
+    parts.append(
+      "  (expected: a torchvision resnet18 state dict, keys "
+      "conv1.weight, bn1.running_mean, layer1.0.conv1.weight, ..., "
+      "fc.weight)"
+    )
+    raise StateDictMismatchError("\n".join(parts))
   return out
 
 
 def load_resnet18(path: str) -> dict:
-  """``{'params', 'batch_stats'}`` of ``models.ResNet18(num_classes=1000)``.
+  """`{'params', 'batch_stats'}` of `models.ResNet18(num_classes=1000)`.
 
-  Args:
-    path: a torchvision-layout ResNet-18 state dict, ``.safetensors`` or
-      ``.pth``.
+  `path` is a torchvision-layout ResNet-18 state dict, `.safetensors` or
+  `.pth`.
   """
-  return state_dict_to_variables(read_state_dict(path),
-                                 models.ResNet18(num_classes=1000))
+  return state_dict_to_variables(read_state_dict(path), models.ResNet18(num_classes=1000))
 
 
 def copy_trunk(dst_variables: Mapping, src_variables: Mapping) -> dict:
-  """``dst_variables`` with its ``trunk`` params and batch_stats from ``src``.
+  """`dst_variables` with its `trunk` params and batch_stats from `src`.
 
-  Everything outside ``trunk`` (e.g. PainSeeker's ``region_score`` and ``fc``)
-  is kept from ``dst``. Inputs are not modified; leaves are cast to the
-  ``dst`` dtype.
+  Everything outside `trunk` (e.g. PainSeeker's `region_score` and `fc`)
+  is kept from `dst`. Inputs are not modified; leaves are cast to the
+  `dst` dtype.
 
-  Raises:
-    StateDictMismatchError: the two trunks differ in structure or shapes.
+  Raises StateDictMismatchError when the two trunks differ in structure or
+  shapes.
   """
   out = {k: v for k, v in dst_variables.items()}
   problems = []
   for col in _COLLECTIONS:
-    dst_t = dst_variables.get(col, {}).get('trunk')
-    src_t = src_variables.get(col, {}).get('trunk')
+    dst_t = dst_variables.get(col, {}).get("trunk")
+    src_t = src_variables.get(col, {}).get("trunk")
     if dst_t is None or src_t is None:
-      problems.append(f'{col}/trunk missing in '
-                      f'{"destination" if dst_t is None else "source"}')
+      problems.append(f"{col}/trunk missing in {'destination' if dst_t is None else 'source'}")
       continue
     dst_l, src_l = dict(_leaves(dst_t)), dict(_leaves(src_t))
     for p in sorted(set(dst_l) - set(src_l)):
-      problems.append(f'{col}/trunk/{"/".join(p)}: missing in source')
+      problems.append(f"{col}/trunk/{'/'.join(p)}: missing in source")
     for p in sorted(set(src_l) - set(dst_l)):
-      problems.append(f'{col}/trunk/{"/".join(p)}: not in destination')
+      problems.append(f"{col}/trunk/{'/'.join(p)}: not in destination")
     for p in sorted(set(dst_l) & set(src_l)):
       if tuple(np.shape(dst_l[p])) != tuple(np.shape(src_l[p])):
-        problems.append(f'{col}/trunk/{"/".join(p)}: source '
-                        f'{tuple(np.shape(src_l[p]))}, destination '
-                        f'{tuple(np.shape(dst_l[p]))}')
+        problems.append(
+          f"{col}/trunk/{'/'.join(p)}: source "
+          f"{tuple(np.shape(src_l[p]))}, destination "
+          f"{tuple(np.shape(dst_l[p]))}"
+        )
     new_t: dict = {}
     for p, v in dst_l.items():
       src = src_l.get(p, v)
       _set(new_t, p, jnp.asarray(src, dtype=jnp.asarray(v).dtype))
     col_out = {k: v for k, v in dst_variables[col].items()}
-    col_out['trunk'] = new_t
+    col_out["trunk"] = new_t
     out[col] = col_out
   if problems:
     raise StateDictMismatchError(
-        'Pretrained trunk does not fit the model (a ResNet-18 trunk needs '
-        "config.model.size='full'):\n" + _fmt(problems))
+      "Pretrained trunk does not fit the model (a ResNet-18 trunk needs "
+      "config.model.size='full'):\n" + _fmt(problems)
+    )
   return out
 
 
@@ -314,20 +317,23 @@ def copy_trunk(dst_variables: Mapping, src_variables: Mapping) -> dict:
 
 
 def cache_dir() -> str:
-  """``$PAINSEEKER_CACHE`` or ``~/.cache/painseeker_jax`` (not created)."""
+  """`$PAINSEEKER_CACHE` or `~/.cache/painseeker_jax` (not created)."""
   return os.path.expanduser(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
 def _torch_hub_checkpoints() -> str:
-  torch_home = os.environ.get('TORCH_HOME') or os.path.join(
-      os.environ.get('XDG_CACHE_HOME') or os.path.join('~', '.cache'), 'torch')
-  return os.path.join(os.path.expanduser(torch_home), 'hub', 'checkpoints')
+  torch_home = os.environ.get("TORCH_HOME") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache"), "torch"
+  )
+  return os.path.join(os.path.expanduser(torch_home), "hub", "checkpoints")
 
 
 def _cached_file() -> str | None:
-  candidates = [os.path.join(cache_dir(), SAFETENSORS_NAME),
-                os.path.join(cache_dir(), PTH_NAME),
-                os.path.join(_torch_hub_checkpoints(), PTH_NAME)]
+  candidates = [
+    os.path.join(cache_dir(), SAFETENSORS_NAME),
+    os.path.join(cache_dir(), PTH_NAME),
+    os.path.join(_torch_hub_checkpoints(), PTH_NAME),
+  ]
   for c in candidates:
     if os.path.isfile(c):
       return c
@@ -337,11 +343,12 @@ def _cached_file() -> str | None:
 def _download_hf(dest_dir: str) -> str:
   """timm/resnet18.tv_in1k via huggingface_hub -> dest_dir/SAFETENSORS_NAME."""
   import huggingface_hub  # pylint: disable=g-import-not-at-top
+
   # Timeouts: huggingface_hub's own (HF_HUB_ETAG_TIMEOUT,
   # HF_HUB_DOWNLOAD_TIMEOUT; 10 s by default).
   src = huggingface_hub.hf_hub_download(repo_id=HF_REPO, filename=HF_FILENAME)
   dest = os.path.join(dest_dir, SAFETENSORS_NAME)
-  fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix='.part')
+  fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
   os.close(fd)
   try:
     shutil.copyfile(src, tmp)
@@ -355,17 +362,20 @@ def _download_hf(dest_dir: str) -> str:
 def _download_torchvision(dest_dir: str) -> str:
   """torchvision's resnet18-f37072fd.pth -> dest_dir, SHA-256 checked."""
   dest = os.path.join(dest_dir, PTH_NAME)
-  fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix='.part')
+  fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".part")
   try:
     sha = hashlib.sha256()
-    with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(
-        TORCHVISION_URL, timeout=DOWNLOAD_TIMEOUT_S) as r:
+    with (
+      os.fdopen(fd, "wb") as f,
+      urllib.request.urlopen(TORCHVISION_URL, timeout=DOWNLOAD_TIMEOUT_S) as r,
+    ):
       while chunk := r.read(1 << 20):
         sha.update(chunk)
         f.write(chunk)
     if not sha.hexdigest().startswith(_TORCHVISION_SHA256_PREFIX):
-      raise OSError(f'downloaded file has SHA-256 {sha.hexdigest()}, expected '
-                    f'{_TORCHVISION_SHA256_PREFIX}...')
+      raise OSError(
+        f"downloaded file has SHA-256 {sha.hexdigest()}, expected {_TORCHVISION_SHA256_PREFIX}..."
+      )
     os.replace(tmp, dest)
   finally:
     if os.path.exists(tmp):
@@ -380,31 +390,35 @@ def _download(dest_dir: str) -> str:
     os.makedirs(dest_dir, exist_ok=True)
   except OSError as e:
     raise PretrainedWeightsError(
-        _instructions(f'cannot create the cache folder {dest_dir}: {e}')
+      _instructions(f"cannot create the cache folder {dest_dir}: {e}")
     ) from e
   try:
-    import huggingface_hub  # pylint: disable=g-import-not-at-top,unused-import
+    import huggingface_hub  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+
     has_hf = True
   except ImportError:
     has_hf = False
-    errors.append('huggingface_hub: not installed (pip install huggingface_hub)')
+    errors.append("huggingface_hub: not installed (pip install huggingface_hub)")
   if has_hf:
     try:
       return _download_hf(dest_dir)
     except Exception as e:  # pylint: disable=broad-except
-      errors.append(f'huggingface_hub ({HF_REPO}): {type(e).__name__}: {e}')
+      errors.append(f"huggingface_hub ({HF_REPO}): {type(e).__name__}: {e}")
   try:
     return _download_torchvision(dest_dir)
   except Exception as e:  # pylint: disable=broad-except
-    errors.append(f'{TORCHVISION_URL}: {type(e).__name__}: {e}')
-  raise PretrainedWeightsError(_instructions(
-      'download failed (is this machine offline?):\n' +
-      '\n'.join(f'    - {e}' for e in errors)))
+    errors.append(f"{TORCHVISION_URL}: {type(e).__name__}: {e}")
+  raise PretrainedWeightsError(
+    _instructions(
+      "download failed (is this machine offline?):\n" + "\n".join(f"    - {e}" for e in errors)
+    )
+  )
 
 
 def _instructions(reason: str) -> str:
   d = cache_dir()
-  return f"""ImageNet ResNet-18 weights (config.model.pretrained='imagenet') are not available: {reason}
+  return f"""ImageNet ResNet-18 weights (config.model.pretrained='imagenet') are not available: \
+{reason}
 
 Put one of these files in {d} (set ${CACHE_ENV} to use another folder):
   {SAFETENSORS_NAME}   timm's {HF_REPO}, file {HF_FILENAME}, renamed:
@@ -420,43 +434,40 @@ To train from scratch instead (far below the paper on the real data):
 
 
 def resolve_pretrained(spec: str | None) -> str | None:
-  """``config.model.pretrained`` -> a weights file, or ``None`` (scratch).
+  """`config.model.pretrained` -> a weights file, or `None` (scratch).
 
-  Args:
-    spec: ``None``, ``''`` or ``'none'`` (any case): no pretrained weights;
-      ``'imagenet'``: the cached file (see ``cache_dir``; also torch hub's
-      checkpoint folder), downloaded into the cache when missing and the
-      machine is online; anything else: a path to a ``.safetensors``/``.pth``.
+  A `spec` of `None`, `''` or `'none'` (any case) means no pretrained
+  weights; `'imagenet'` the cached file (see `cache_dir`; also torch hub's
+  checkpoint folder), downloaded into the cache when missing and the machine
+  is online; anything else is a path to a `.safetensors`/`.pth`.
 
-  Raises:
-    PretrainedWeightsError: the file does not exist / cannot be downloaded,
-      with instructions.
+  Raises PretrainedWeightsError, with instructions, when the file does not
+  exist or cannot be downloaded.
   """
   if spec is None:
     return None
   spec = os.fspath(spec).strip()
-  if spec == '' or spec.lower() == 'none':
+  if spec == "" or spec.lower() == "none":
     return None
-  if spec.lower() == 'imagenet':
+  if spec.lower() == "imagenet":
     found = _cached_file()
     return found if found is not None else _download(cache_dir())
   path = os.path.abspath(os.path.expanduser(spec))
   if not os.path.isfile(path):
     raise PretrainedWeightsError(
-        f'config.model.pretrained={spec!r}: no such file ({path}). Use a '
-        "path to a .safetensors/.pth ResNet-18 state dict, 'imagenet' or "
-        'None.')
+      f"config.model.pretrained={spec!r}: no such file ({path}). Use a "
+      "path to a .safetensors/.pth ResNet-18 state dict, 'imagenet' or "
+      "None."
+    )
   return path
 
 
 def init_from_pretrained(spec: str | None, variables: Mapping) -> Mapping:
-  """``variables`` with the trunk from ``spec`` (unchanged when it is None).
+  """`variables` with the trunk from `spec` (unchanged when it is None).
 
-  Args:
-    spec: as for ``resolve_pretrained``.
-    variables: the freshly initialised ``{'params', 'batch_stats'}`` of a
-      ``ResNet`` or ``PainSeeker`` with a ResNet-18 trunk. The head (``fc``,
-      ``region_score``) is kept as initialised.
+  `spec` is as for `resolve_pretrained`; `variables` are the freshly
+  initialised `{'params', 'batch_stats'}` of a `ResNet` or `PainSeeker` with
+  a ResNet-18 trunk. The head (`fc`, `region_score`) is kept as initialised.
   """
   path = resolve_pretrained(spec)
   if path is None:

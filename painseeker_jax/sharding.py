@@ -26,7 +26,8 @@ import os
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 log = logging.getLogger("painseeker")
@@ -63,20 +64,27 @@ def maybe_initialize_distributed() -> bool:
   if not multi_host_environment():
     return False
   from jax._src import xla_bridge  # noqa: PLC0415  (no public equivalent)
+
   if xla_bridge.backends_are_initialized():
     raise RuntimeError(
-        "A multi-host environment was detected, but JAX already initialised its devices, so "
-        "jax.distributed.initialize() can no longer be called. Call "
-        "painseeker_jax.sharding.maybe_initialize_distributed() before any other JAX call "
-        "(or unset PAINSEEKER_DISTRIBUTED / JAX_COORDINATOR_ADDRESS for a single-host run).")
+      "A multi-host environment was detected, but JAX already initialised its devices, so "
+      "jax.distributed.initialize() can no longer be called. Call "
+      "painseeker_jax.sharding.maybe_initialize_distributed() before any other JAX call "
+      "(or unset PAINSEEKER_DISTRIBUTED / JAX_COORDINATOR_ADDRESS for a single-host run)."
+    )
   kwargs = {}  # a hand-made cluster: JAX_COORDINATOR_ADDRESS (read by JAX) + these two
   if os.environ.get("JAX_NUM_PROCESSES"):
     kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
   if os.environ.get("JAX_PROCESS_ID"):
     kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
   jax.distributed.initialize(**kwargs)  # SLURM, Open MPI, TPU pods, Kubernetes: auto-detected
-  log.info("jax.distributed: process %d of %d, %d local / %d global devices", jax.process_index(),
-           jax.process_count(), jax.local_device_count(), jax.device_count())
+  log.info(
+    "jax.distributed: process %d of %d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   return True
 
 
@@ -108,10 +116,11 @@ def check_divisible(batch_size: int, num_devices: int, name: str = "config.batch
     upper = lower + num_devices
     choices = " or ".join(str(b) for b in (lower, upper) if b > 0)
     raise ValueError(
-        f"{name}={batch_size} does not divide over the {num_devices} devices of the data-parallel "
-        f"mesh (the global batch is split evenly along the `data` axis); set --{name} to a "
-        f"multiple of {num_devices} (e.g. {choices}), or run on fewer devices (e.g. "
-        f"CUDA_VISIBLE_DEVICES / XLA_FLAGS=--xla_force_host_platform_device_count).")
+      f"{name}={batch_size} does not divide over the {num_devices} devices of the data-parallel "
+      f"mesh (the global batch is split evenly along the `data` axis); set --{name} to a "
+      f"multiple of {num_devices} (e.g. {choices}), or run on fewer devices (e.g. "
+      f"CUDA_VISIBLE_DEVICES / XLA_FLAGS=--xla_force_host_platform_device_count)."
+    )
 
 
 def shard_batch(batch, mesh: Mesh):
@@ -133,8 +142,9 @@ def _put_global(batch, sharding):
   if jax.process_count() == 1:
     return jax.device_put(batch, sharding)
   return jax.tree.map(
-      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
-      batch)
+    lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
+    batch,
+  )
 
 
 def replicate(tree, mesh: Mesh):
@@ -143,5 +153,10 @@ def replicate(tree, mesh: Mesh):
   if jax.process_count() == 1:
     return jax.device_put(tree, sharding)
   return jax.tree.map(
-      lambda x: x if getattr(x, "sharding", None) == sharding else
-      jax.make_array_from_callback(np.shape(x), sharding, lambda idx, v=np.asarray(x): v[idx]), tree)
+    lambda x: (
+      x
+      if getattr(x, "sharding", None) == sharding
+      else jax.make_array_from_callback(np.shape(x), sharding, lambda idx, v=np.asarray(x): v[idx])
+    ),
+    tree,
+  )

@@ -107,8 +107,9 @@ def _percentile_ci(samples: np.ndarray, alpha: float) -> tuple[float, float]:
   return float(lo), float(hi)
 
 
-def bootstrap_ci(y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05,
-                 groups=None) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+  y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, groups=None
+) -> dict[str, tuple[float, float]]:
   """Percentile bootstrap (1 - alpha) CIs of pooled F1 and accuracy (%).
 
   Resamples images with replacement (`n_boot` times); with `groups` (e.g.
@@ -127,8 +128,10 @@ def bootstrap_ci(y_true, y_pred, n_boot: int = 2000, seed: int = 0, alpha: float
     s = _scores(y_true[idx], runs[:, idx])  # (runs, b) -> mean over runs
     f1.append(s["f1"].mean(0))
     acc.append(s["accuracy"].mean(0))
-  return {"f1": _percentile_ci(np.concatenate(f1), alpha),
-          "accuracy": _percentile_ci(np.concatenate(acc), alpha)}
+  return {
+    "f1": _percentile_ci(np.concatenate(f1), alpha),
+    "accuracy": _percentile_ci(np.concatenate(acc), alpha),
+  }
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict:
@@ -149,14 +152,24 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
   else:
     try:
       from scipy.stats import binomtest
+
       p = float(binomtest(b, n, 0.5, alternative="two-sided").pvalue)
     except ImportError:  # scipy comes with scikit-learn; kept for a bare numpy install
-      p = min(1.0, 2.0 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0 ** n)
+      p = min(1.0, 2.0 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n)
   return {"b": b, "c": c, "statistic": min(b, c), "p_value": min(1.0, p)}
 
 
-def paired_bootstrap_diff(y_true, pred_a, pred_b, metric: str = "f1", n_boot: int = 2000, seed: int = 0,
-                          alpha: float = 0.05, groups=None, resample_runs: bool = False) -> dict:
+def paired_bootstrap_diff(
+  y_true,
+  pred_a,
+  pred_b,
+  metric: str = "f1",
+  n_boot: int = 2000,
+  seed: int = 0,
+  alpha: float = 0.05,
+  groups=None,
+  resample_runs: bool = False,
+) -> dict:
   """metric(a) - metric(b) on the same images, with a paired percentile bootstrap.
 
   Each resample draws one set of images (stratified by `groups` if given) and
@@ -179,7 +192,7 @@ def paired_bootstrap_diff(y_true, pred_a, pred_b, metric: str = "f1", n_boot: in
     raise ValueError(f"metric={metric!r}; use f1 or accuracy")
   named_a, named_b = _named_runs("pred_a", pred_a), _named_runs("pred_b", pred_b)
   y_true, *rows = _check(y_true, *named_a, *named_b)
-  a, b = np.stack(rows[:len(named_a)]), np.stack(rows[len(named_a):])
+  a, b = np.stack(rows[: len(named_a)]), np.stack(rows[len(named_a) :])
 
   def mean_score(runs, y, idx):  # mean over the runs (or over a draw of them, per resample)
     score = _scores(y, runs[:, idx])[metric]  # (runs,) or (runs, b)
@@ -189,8 +202,12 @@ def paired_bootstrap_diff(y_true, pred_a, pred_b, metric: str = "f1", n_boot: in
 
   rng = np.random.default_rng(seed)
   diff = float(mean_score(a, y_true, slice(None)) - mean_score(b, y_true, slice(None)))
-  diffs = np.concatenate([mean_score(a, y_true[idx], idx) - mean_score(b, y_true[idx], idx)
-                          for idx in _resample_indices(len(y_true), n_boot, rng, groups)])
+  diffs = np.concatenate(
+    [
+      mean_score(a, y_true[idx], idx) - mean_score(b, y_true[idx], idx)
+      for idx in _resample_indices(len(y_true), n_boot, rng, groups)
+    ]
+  )
   if diff > 0:
     p = 2.0 * np.mean(diffs <= 0)
   elif diff < 0:

@@ -1,7 +1,7 @@
 """Metric writer: TensorBoard event files + console, without TensorFlow.
 
-Same interface as CLU's `MetricWriter` (`write_scalars(step, scalars)`,
-`flush()`, `close()`). CLU's own writers are not used because importing
+The part of CLU's `MetricWriter` interface the trainer uses
+(`write_scalars(step, scalars)`, `close()`). CLU's own writers are not used because importing
 `clu.metric_writers` imports TensorFlow (its package init loads the TF summary
 writer), and no training code path may import TensorFlow; the event files are
 written with tensorboardX instead and read by the stock `tensorboard`.
@@ -9,9 +9,9 @@ written with tensorboardX instead and read by the stock `tensorboard`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
-import logging
 from tensorboardX import SummaryWriter
 
 
@@ -20,6 +20,7 @@ class _TqdmHandler(logging.StreamHandler):
 
   def emit(self, record):
     from tqdm.auto import tqdm
+
     try:
       tqdm.write(self.format(record), file=self.stream)
     except Exception:  # noqa: BLE001 - logging must never raise
@@ -31,6 +32,7 @@ def console_logging(quiet_libraries: bool = True) -> logging.Logger:
   absl INFO messages of the libraries (orbax, tfds log a lot) hidden unless
   `quiet_libraries` is False."""
   from absl import logging as absl_logging
+
   if quiet_libraries:
     absl_logging.set_verbosity(absl_logging.WARNING)
   log = logging.getLogger("painseeker")
@@ -44,20 +46,14 @@ def console_logging(quiet_libraries: bool = True) -> logging.Logger:
 
 
 class MetricWriter:
-  """Writes scalars to `<logdir>` (TensorBoard) and to the absl log."""
+  """Writes scalars to `<logdir>` (TensorBoard event files)."""
 
-  def __init__(self, logdir: str, console: bool = False):
+  def __init__(self, logdir: str):
     self._tb = SummaryWriter(logdir)
-    self._console = console
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     for name, value in scalars.items():
       self._tb.add_scalar(name, float(value), global_step=step)
-    if self._console:
-      logging.getLogger("painseeker").info("[%d] %s", step, ", ".join(f"{k}={float(v):.6g}" for k, v in scalars.items()))
-
-  def flush(self) -> None:
-    self._tb.flush()
 
   def close(self) -> None:
     self._tb.close()

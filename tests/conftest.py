@@ -16,6 +16,7 @@ REAL_SAMPLES = os.path.join(ROOT, "tests", "data", "real_samples")
 def mini_data_dir(tmp_path_factory):
   """TFDS data dir holding ratspain/synthetic_mini (12 images per split)."""
   from tfds_ratspain import build
+
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   build.prepare("synthetic_mini", data_dir=data_dir)
   return data_dir
@@ -24,6 +25,7 @@ def mini_data_dir(tmp_path_factory):
 def mini_config(data_dir, **overrides):
   """The synthetic_mini LORO config (tiny trunk, 64 px, 1 epoch) with overrides."""
   from configs import loro
+
   config = loro.get_config("synthetic_mini")
   config.data_dir = data_dir
   config.progress = False

@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import mini_config
 from PIL import Image
 
-from conftest import mini_config
 from painseeker_jax import experiments, figures, train
 
 
@@ -28,15 +28,28 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
   assert set(report["methods"]) == {"painseeker", "painseeker_wo_prsc", "resnet18", "lbp_r1_g4"}
   # Each method's LORO mean is the mean of its runs' pooled scores.
   for m, seeds in [("painseeker", (0, 1)), ("resnet18", (0, 1)), ("lbp_r1_g4", (0,))]:
-    runs = [json.load(open(os.path.join(workdir, "runs", m, f"seed{s}", "results.json"))) for s in seeds]
-    assert report["methods"][m]["loro"]["f1"]["mean"] == pytest.approx(np.mean([r["loro"]["f1"] for r in runs]))
+    runs = [
+      json.load(open(os.path.join(workdir, "runs", m, f"seed{s}", "results.json"))) for s in seeds
+    ]
+    assert report["methods"][m]["loro"]["f1"]["mean"] == pytest.approx(
+      np.mean([r["loro"]["f1"] for r in runs])
+    )
   ps = report["methods"]["painseeker"]
   assert set(ps["pose_bins"]) <= {"frontal", "moderate", "extreme"} and ps["pose_bins"]
-  assert "attention_localisation" in ps and "attention_localisation" not in report["methods"]["resnet18"]
+  assert (
+    "attention_localisation" in ps and "attention_localisation" not in report["methods"]["resnet18"]
+  )
   assert "vs_painseeker" in report["methods"]["resnet18"] and "vs_painseeker" not in ps
   md = open(os.path.join(workdir, "table3.md")).read()
-  for title in ("| PainSeeker |", "| PainSeeker w/o PRSC |", "| ResNet-18 |", "| LBP (R=1, 4x4) + SVM |",
-                "## Statistics", "## By head pose", "## Attention localisation"):
+  for title in (
+    "| PainSeeker |",
+    "| PainSeeker w/o PRSC |",
+    "| ResNet-18 |",
+    "| LBP (R=1, 4x4) + SVM |",
+    "## Statistics",
+    "## By head pose",
+    "## Attention localisation",
+  ):
     assert title in md
   fig = Image.open(os.path.join(workdir, "figure4_attention.png"))
   assert fig.size[0] > 300 and fig.size[1] > 200
@@ -50,6 +63,7 @@ def test_sensitivity_end_to_end(mini_data_dir, tmp_path):
   c = mini_config(mini_data_dir, folds=(1,))
   c.experiment = "sensitivity"
   import ml_collections
+
   c.sweep = ml_collections.ConfigDict({"lambda_prsc": (0.1, 0.5), "delta": (0.2,), "k_h": (1, 2)})
   c.seeds = (0,)
   workdir = str(tmp_path / "sens")
@@ -72,11 +86,20 @@ def test_derive_rejects_unknown_fields(mini_data_dir):
 
 
 def test_landmark_cells_and_pose_bins():
-  lm = np.array([[0.1, 0.1], [0.9, 0.1], [np.nan, np.nan], [0.5, 0.5], [0.99, 0.99], [0.0, 0.0], [0.4, 0.6]], np.float32)
+  lm = np.array(
+    [[0.1, 0.1], [0.9, 0.1], [np.nan, np.nan], [0.5, 0.5], [0.99, 0.99], [0.0, 0.0], [0.4, 0.6]],
+    np.float32,
+  )
   vis = np.array([True, True, False, True, True, False, True])
   assert experiments.landmark_cells(lm, vis, 3) == {(0, 0), (0, 2), (1, 1), (2, 2)}
   assert [experiments.pose_bin(y) for y in (0, -19.9, 20, -49, 50, 75)] == [
-      "frontal", "frontal", "moderate", "moderate", "extreme", "extreme"]
+    "frontal",
+    "frontal",
+    "moderate",
+    "moderate",
+    "extreme",
+    "extreme",
+  ]
 
 
 def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
@@ -92,10 +115,20 @@ def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
   path = str(tmp_path / "att.png")
   figures.attention_figure([{"image": face, "title": "a", "betas": [beta, beta]}] * 2, path)
   assert Image.open(path).size == (780, 540) and os.path.getsize(path) > 1000
-  gap = [{"value": v, "f1_mean": m, "f1_std": 0.0 if m else None, "accuracy_mean": m and 60.0,
-          "accuracy_std": 0.0 if m else None} for v, m in ((0.1, 0.7), (0.2, None), (0.5, 0.6))]
+  gap = [
+    {
+      "value": v,
+      "f1_mean": m,
+      "f1_std": 0.0 if m else None,
+      "accuracy_mean": m and 60.0,
+      "accuracy_std": 0.0 if m else None,
+    }
+    for v, m in ((0.1, 0.7), (0.2, None), (0.5, 0.6))
+  ]
   path = str(tmp_path / "sens.png")
-  figures.sensitivity_figure({"delta": gap, "k_h": gap[:1]}, path, title="partial: 3 of 5 runs finished")
+  figures.sensitivity_figure(
+    {"delta": gap, "k_h": gap[:1]}, path, title="partial: 3 of 5 runs finished"
+  )
   assert Image.open(path).size == (840, 340) and os.path.getsize(path) > 1000
   with pytest.raises(ValueError, match="square"):
     figures.attention_map(np.ones(10), 8)
@@ -103,18 +136,21 @@ def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
 
 def _fake_runs(monkeypatch, order):
   """run_method that records the order and writes a results.json."""
+
   def fake(cfg, wd):
     order.append(os.path.basename(wd))
     res = {"loro": {"f1": 0.5, "accuracy": 50.0}}
     with open(os.path.join(wd, "results.json"), "w") as f:
       json.dump(res, f)
     return res
+
   monkeypatch.setattr(experiments, "run_method", fake)
 
 
 def test_schedule_skips_runs_another_process_holds_and_comes_back(tmp_path, monkeypatch):
   import fcntl
   import threading
+
   order = []
   _fake_runs(monkeypatch, order)
   jobs = [(name, None, str(tmp_path / name)) for name in ("a", "b", "c")]
@@ -126,6 +162,7 @@ def test_schedule_skips_runs_another_process_holds_and_comes_back(tmp_path, monk
   def release():
     released.append(list(order))
     fcntl.flock(held, fcntl.LOCK_UN)
+
   timer = threading.Timer(0.5, release)
   timer.start()
   try:
@@ -142,6 +179,7 @@ def test_schedule_claims_runs_against_other_processes(tmp_path, monkeypatch):
   """While a run trains, its lock is held: a second process (here another
   open file description, as flock sees one) cannot take it."""
   import fcntl
+
   seen = []
 
   def fake(cfg, wd):
@@ -152,6 +190,7 @@ def test_schedule_claims_runs_against_other_processes(tmp_path, monkeypatch):
       except BlockingIOError:
         seen.append("held")
     return {"loro": {"f1": 0.5, "accuracy": 50.0}}
+
   monkeypatch.setattr(experiments, "run_method", fake)
   experiments._schedule([("x", None, str(tmp_path / "x"))])
   assert seen == ["held"]
@@ -163,6 +202,7 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
   """All settings of seed 0 before any of seed 1 (a partly filled work directory holds whole
   curves), and sensitivity.json / the figure rewritten after every run, gaps where none finished."""
   from configs import sensitivity
+
   order, snapshots, titles = [], [], []
 
   def fake(cfg, wd):
@@ -175,50 +215,77 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
     return res
 
   monkeypatch.setattr(experiments, "run_method", fake)
-  monkeypatch.setattr(experiments.figures, "sensitivity_figure", lambda s, p, title=None: titles.append(title))
+  monkeypatch.setattr(
+    experiments.figures, "sensitivity_figure", lambda s, p, title=None: titles.append(title)
+  )
   c = sensitivity.get_config("synthetic")
   c.seeds = (0, 1)
   out = experiments.run(c, str(tmp_path))
   assert len(order) == 26
   assert [w.rsplit("seed", 1)[1] for w in order] == ["0"] * 13 + ["1"] * 13
   assert [p["value"] for p in out["sweeps"]["k_h"]] == [3, 5, 10, 15, 20]
-  assert all(len(p["runs"]) == 2 and p["finished"] == 2 for ps in out["sweeps"].values() for p in ps)
-  assert [p["f1_mean"] for p in out["sweeps"]["delta"]] == pytest.approx([0.055, 0.105, 0.155, 0.205, 0.505])
+  assert all(
+    len(p["runs"]) == 2 and p["finished"] == 2 for ps in out["sweeps"].values() for p in ps
+  )
+  assert [p["f1_mean"] for p in out["sweeps"]["delta"]] == pytest.approx(
+    [0.055, 0.105, 0.155, 0.205, 0.505]
+  )
   assert out["sweeps"]["delta"][0]["accuracy_std"] == pytest.approx(np.std([50, 51], ddof=1))
   assert (out["finished_runs"], out["total_runs"]) == (26, 26)
   # Before run k, the report counts k finished runs; the figure says it is partial until the end.
-  assert [None if s is None else s["finished_runs"] for s in snapshots] == [None] + list(range(1, 26))
-  assert titles[:25] == [f"partial: {k} of 26 runs finished" for k in range(1, 26)] and titles[25:] == [None, None]
+  assert [None if s is None else s["finished_runs"] for s in snapshots] == [None] + list(
+    range(1, 26)
+  )
+  assert titles[:25] == [f"partial: {k} of 26 runs finished" for k in range(1, 26)] and titles[
+    25:
+  ] == [None, None]
   md = (tmp_path / "sensitivity.md").read_text().splitlines()
-  assert "| delta | F1 | Accuracy (%) | seeds finished |" in md and "| 0.5 | 0.5050 ± 0.0071 | 50.50 ± 0.71 | 2 of 2 |" in md
+  assert (
+    "| delta | F1 | Accuracy (%) | seeds finished |" in md
+    and "| 0.5 | 0.5050 ± 0.0071 | 50.50 ± 0.71 | 2 of 2 |" in md
+  )
   early = snapshots[3]["sweeps"]["delta"]  # delta = 0.05, 0.1, 0.15 of seed 0 done
   partial_md = experiments.sensitivity_markdown(snapshots[3], c)
   assert partial_md.startswith("# Sensitivity (synthetic, seeds [0, 1]; 3 of 26 runs finished)")
-  assert "| 0.15 | 0.1500 | 50.00 | 1 of 2 |" in partial_md and "| 0.2 | — | — | 0 of 2 |" in partial_md
+  assert (
+    "| 0.15 | 0.1500 | 50.00 | 1 of 2 |" in partial_md and "| 0.2 | — | — | 0 of 2 |" in partial_md
+  )
   assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
   assert [p["f1_mean"] for p in early] == pytest.approx([0.05, 0.1, 0.15, None, None])
 
 
 def _rows(rat_preds):
   """Prediction rows as predictions.csv holds them: {rat: (labels, preds)}."""
-  return [{"filename": f"rat{rat}_{i}.jpg", "rat_id": rat, "pain": y, "pred": p, "p_pain": float(p)}
-          for rat, (ys, ps) in rat_preds.items() for i, (y, p) in enumerate(zip(ys, ps))]
+  return [
+    {"filename": f"rat{rat}_{i}.jpg", "rat_id": rat, "pain": y, "pred": p, "p_pain": float(p)}
+    for rat, (ys, ps) in rat_preds.items()
+    for i, (y, p) in enumerate(zip(ys, ps))
+  ]
 
 
 def test_table3_writer_from_known_confusion_matrices():
   from configs import table3
+
   c = table3.get_config("synthetic")
   c.folds, c.seeds, c.bootstrap = (1, 2), (0, 1), 200
   y = [1] * 5 + [0] * 5
   # PainSeeker seed 0: rat1 TP 4 FN 1 TN 5 (F1 8/9, 90%), rat2 TP 5 TN 3 FP 2 (F1 10/12, 80%),
-  # pooled TP 9 FN 1 FP 2 TN 8 (F1 18/21, 85%); seed 1 all right. LBP calls everything pain (F1 2/3, 50%).
-  ps = {0: _rows({1: (y, [1, 1, 1, 1, 0] + [0] * 5), 2: (y, [1] * 5 + [1, 1, 0, 0, 0])}),
-        1: _rows({1: (y, y), 2: (y, y)})}
+  # pooled TP 9 FN 1 FP 2 TN 8 (F1 18/21, 85%); seed 1 all right. LBP calls everything pain
+  # (F1 2/3, 50%).
+  ps = {
+    0: _rows({1: (y, [1, 1, 1, 1, 0] + [0] * 5), 2: (y, [1] * 5 + [1, 1, 0, 0, 0])}),
+    1: _rows({1: (y, y), 2: (y, y)}),
+  }
   lbp = {0: _rows({1: (y, [1] * 10), 2: (y, [1] * 10)})}
-  methods = {"painseeker": experiments.summarize_method("painseeker", ps, ps, None, c, None),
-             "lbp_r1_g4": experiments.summarize_method("lbp_r1_g4", lbp, ps, None, c, None)}
+  methods = {
+    "painseeker": experiments.summarize_method("painseeker", ps, ps, None, c, None),
+    "lbp_r1_g4": experiments.summarize_method("lbp_r1_g4", lbp, ps, None, c, None),
+  }
   ps_loro = methods["painseeker"]["loro"]
-  assert ps_loro["f1"]["mean"] == pytest.approx((18 / 21 + 1) / 2) and ps_loro["accuracy"]["mean"] == 92.5
+  assert (
+    ps_loro["f1"]["mean"] == pytest.approx((18 / 21 + 1) / 2)
+    and ps_loro["accuracy"]["mean"] == 92.5
+  )
   assert methods["painseeker"]["per_rat"]["rat1"]["f1"]["mean"] == pytest.approx((8 / 9 + 1) / 2)
   vs = methods["lbp_r1_g4"]["vs_painseeker"]["seed0"]
   assert vs["paired_bootstrap_f1"]["diff"] == pytest.approx(18 / 21 - 2 / 3)

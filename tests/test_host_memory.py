@@ -36,8 +36,9 @@ print(out[1])
 
 def _second_round_faults(mode):
   env = dict(os.environ, PAINSEEKER_MALLOC=mode, PYTHONPATH=ROOT)
-  proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True,
-                        timeout=120, check=True)
+  proc = subprocess.run(
+    [sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=120, check=True
+  )
   return int(proc.stdout.split()[-1])
 
 

@@ -8,8 +8,9 @@ from painseeker_jax import input_pipeline as ip
 
 @pytest.fixture(scope="module")
 def sources(mini_data_dir):
-  return ip.get_sources("synthetic_mini", ["rat1+rat2+rat3+rat4+rat5", "rat6", "low_confidence"],
-                        data_dir=mini_data_dir)
+  return ip.get_sources(
+    "synthetic_mini", ["rat1+rat2+rat3+rat4+rat5", "rat6", "low_confidence"], data_dir=mini_data_dir
+  )
 
 
 def test_fold_splits():
@@ -44,7 +45,7 @@ def test_train_batches_shapes_and_determinism(sources):
   order_a = np.concatenate([x["index"] for x in a])
   order_c = np.concatenate([x["index"] for x in c])
   assert not np.array_equal(order_a, order_c)  # another epoch seed reshuffles
-  assert len(set(order_a)) == len(order_a)      # no example twice within an epoch
+  assert len(set(order_a)) == len(order_a)  # no example twice within an epoch
 
 
 def test_train_augmentation_is_crop_and_flip_of_resized_image(sources):
@@ -58,7 +59,7 @@ def test_train_augmentation_is_crop_and_flip_of_resized_image(sources):
       ref = full[:, ::-1] if flip else full
       for y in range(9):
         for x in range(9):
-          if np.array_equal(ref[y:y + 48, x:x + 48], img):
+          if np.array_equal(ref[y : y + 48, x : x + 48], img):
             found = flip
     assert found is not None, f"example {idx} is not a 48px crop (or its mirror) of the 56px image"
     flips += found
@@ -85,6 +86,9 @@ def test_resize_smaller_than_crop_is_an_error(sources):
 
 
 def test_normalize_uses_imagenet_statistics():
+  from painseeker_jax import inference
+
   x = np.full((1, 2, 2, 3), 255, np.uint8)
-  out = np.asarray(ip.normalize(x))
-  np.testing.assert_allclose(out[0, 0, 0], (1 - np.array(ip.MEAN_RGB)) / np.array(ip.STD_RGB), rtol=1e-6)
+  out = np.asarray(inference.normalize(x))
+  expected = (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+  np.testing.assert_allclose(out[0, 0, 0], expected, rtol=1e-6)

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
+from conftest import mini_config
 from PIL import Image
 
-from conftest import mini_config
 from painseeker_jax import lbp_svm
 
 # Neighbour i of skimage's LBP sits at angle 2 pi i / P counter-clockwise from
@@ -33,14 +33,16 @@ def _ramp():
 #   bottom row: S side outside -> ones {E, NE}, run of 2 from 0 -> 1 + 8 + 0 = 9
 #   right column: E side outside -> ones {S}, run of 1 from 6 -> 1 + 0 + 2 = 3
 #   bottom-right corner: E and S sides outside -> no ones -> 0
-RAMP_CODES = np.array([
+RAMP_CODES = np.array(
+  [
     [19, 19, 19, 19, 19, 3],
     [27, 27, 27, 27, 27, 3],
     [27, 27, 27, 27, 27, 3],
     [27, 27, 27, 27, 27, 3],
     [27, 27, 27, 27, 27, 3],
     [9, 9, 9, 9, 9, 0],
-])
+  ]
+)
 
 
 def test_lbp_codes_hand_checked():
@@ -98,17 +100,19 @@ def test_to_gray_is_bt601_luma():
 
 def test_precomputed_kernel_svm_equals_linear_svc():
   from sklearn.svm import SVC
+
   rng = np.random.default_rng(0)
   x = rng.gamma(0.5, size=(80, 16, 59)).astype(np.float32)
   x = (x / x.sum(-1, keepdims=True)).reshape(80, -1)
   y = (x[:, :59].argmax(1) < 30).astype(np.int64)
   ref = SVC(kernel="linear", C=1.0).fit(x[:60], y[:60]).decision_function(x[60:])
-  got = lbp_svm.fit_predict(x[:60], y[:60], x[60:], 1.0)
+  got = lbp_svm.svm_decisions(lbp_svm.gram_matrix(x), y, np.arange(60), np.arange(60, 80), 1.0)
   np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
 class _Source(list):
   """A list of records standing in for a TFDS data source."""
+
   split = "fake"
 
 
@@ -120,8 +124,10 @@ def _jpeg(seed):
 
 
 def _fake_config(tmp_path):
-  config = mini_config(str(tmp_path), **{"model.name": "lbp_svm", "image_size": 32, "lbp.grid": 4,
-                                         "lbp.num_workers": 1})
+  config = mini_config(
+    str(tmp_path),
+    **{"model.name": "lbp_svm", "image_size": 32, "lbp.grid": 4, "lbp.num_workers": 1},
+  )
   return config
 
 
@@ -138,6 +144,7 @@ def test_features_cache_hit_and_corrupt_cache(tmp_path, monkeypatch):
 
   def fail(*args, **kwargs):
     raise AssertionError("features were recomputed")
+
   monkeypatch.setattr(lbp_svm, "extract", fail)
   np.testing.assert_array_equal(lbp_svm.features(source, [4, 0, 2], config, cache), x)  # cache hit
   with pytest.raises(AssertionError, match="recomputed"):  # other images: another key
@@ -162,12 +169,15 @@ def _read_predictions(workdir):
 
 def test_run_lbp_svm_end_to_end(mini_data_dir, tmp_path, monkeypatch):
   from painseeker_jax import input_pipeline
+
   config = mini_config(mini_data_dir, **{"model.name": "lbp_svm", "image_size": 64, "lbp.grid": 4})
   assert config.lbp.num_workers == 2  # the process pool path
   workdir = str(tmp_path / "run")
   results = lbp_svm.run_lbp_svm(config, workdir)
 
-  sources = input_pipeline.get_sources(config.dataset, [f"rat{r}" for r in range(1, 7)], mini_data_dir)
+  sources = input_pipeline.get_sources(
+    config.dataset, [f"rat{r}" for r in range(1, 7)], mini_data_dir
+  )
   n_test = sum(len(input_pipeline.labelled_indices(s)) for s in sources.values())
   rows = _read_predictions(workdir)
   assert len(rows) == n_test
@@ -190,8 +200,9 @@ def test_run_lbp_svm_end_to_end(mini_data_dir, tmp_path, monkeypatch):
   src = sources["rat3"]
   idx = input_pipeline.labelled_indices(src)
   np.testing.assert_array_equal(
-      lbp_svm.features(src, idx, config, os.path.join(workdir, "lbp_features")),
-      lbp_svm._extract_chunk([src[i]["image"] for i in idx], 64, 1, 8, 4))
+    lbp_svm.features(src, idx, config, os.path.join(workdir, "lbp_features")),
+    lbp_svm._extract_chunk([src[i]["image"] for i in idx], 64, 1, 8, 4),
+  )
 
   # A rerun loads the cached features and gives the same predictions.
   before = open(os.path.join(workdir, "predictions.csv")).read()
@@ -206,11 +217,12 @@ def test_run_lbp_svm_end_to_end(mini_data_dir, tmp_path, monkeypatch):
 
 
 def test_title_and_config_checks(tmp_path):
-  from painseeker_jax import train
+  from painseeker_jax import loro
+
   config = _fake_config(tmp_path)
-  assert train.method_title(config) == "LBP (R=1, 4x4) + SVM"
+  assert loro.method_title(config) == "LBP (R=1, 4x4) + SVM"
   config.lbp.radius, config.lbp.grid = 3, 16
-  assert train.method_title(config) == "LBP (R=3, 16x16) + SVM"
+  assert loro.method_title(config) == "LBP (R=3, 16x16) + SVM"
   lbp_svm.validate_config(config)
   config.model.name = "resnet18"
   with pytest.raises(ValueError, match="lbp_svm"):

@@ -14,10 +14,10 @@ import shutil
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 from PIL import Image
 
 import tfds_ratspain  # noqa: F401  (registers the ratspain builder)
-import tensorflow_datasets as tfds
 from tfds_ratspain import build
 from tfds_ratspain.ratspain import manual
 
@@ -116,7 +116,10 @@ def test_layout1_csv_end_to_end(tmp_path):
   _write_image(img / "lc_empty_level.jpg")
   (md / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
   (md / "Thumbs.db").write_bytes(b"junk")
-  _write_csv(md, "filename,rat_id,pain_level,confidence,au_orbital,au_ear,au_nose,au_whisker", [
+  _write_csv(
+    md,
+    "filename,rat_id,pain_level,confidence,au_orbital,au_ear,au_nose,au_whisker",
+    [
       "r1_a.jpg,1,0,high,0,1,2,",
       "r1_b.jpg,1,moderate,,1,1,1,1",
       "sub/r2_c.jpg,2,Severe,high,,,,",
@@ -125,7 +128,8 @@ def test_layout1_csv_end_to_end(tmp_path):
       "lc_rat3.jpg,3,1,low,1,,,",
       "lc/lc_norat.jpg,,,low,,,,",
       "lc_empty_level.jpg,4,,,,,,",
-  ])
+    ],
+  )
   dd = tmp_path / "data"
   _prepare(md, dd)
 
@@ -142,14 +146,14 @@ def test_layout1_csv_end_to_end(tmp_path):
   assert len(both) == 4
 
   expected = {  # filename: (rat_id, pain_level, pain, au_scores)
-      "r1_a.jpg": (1, 0, 0, [0, 1, 2, -1]),
-      "r1_b.jpg": (1, 1, 1, [1, 1, 1, 1]),
-      "sub/r2_c.jpg": (2, 2, 1, [-1, -1, -1, -1]),
-      "sub/deeper/r2_d.png": (2, 2, 1, [2, -1, 0, -1]),
-      "r3_e.jpg": (3, 0, 0, [0, 0, 0, 0]),
-      "lc_rat3.jpg": (3, -1, -1, [1, -1, -1, -1]),
-      "lc/lc_norat.jpg": (0, -1, -1, [-1, -1, -1, -1]),
-      "lc_empty_level.jpg": (4, -1, -1, [-1, -1, -1, -1]),
+    "r1_a.jpg": (1, 0, 0, [0, 1, 2, -1]),
+    "r1_b.jpg": (1, 1, 1, [1, 1, 1, 1]),
+    "sub/r2_c.jpg": (2, 2, 1, [-1, -1, -1, -1]),
+    "sub/deeper/r2_d.png": (2, 2, 1, [2, -1, 0, -1]),
+    "r3_e.jpg": (3, 0, 0, [0, 0, 0, 0]),
+    "lc_rat3.jpg": (3, -1, -1, [1, -1, -1, -1]),
+    "lc/lc_norat.jpg": (0, -1, -1, [-1, -1, -1, -1]),
+    "lc_empty_level.jpg": (4, -1, -1, [-1, -1, -1, -1]),
   }
   all_examples = {**rat1, **rat2, **rat3, **lc}
   for name, (rat, level, pain, aus) in expected.items():
@@ -193,15 +197,15 @@ def test_layout2_tree_end_to_end(tmp_path):
   assert _split_names(dd) == {"rat1", "rat2", "low_confidence"}
   rat1, rat2, lc = (_examples(dd, s) for s in ("rat1", "rat2", "low_confidence"))
   expected = {  # filename: (split, rat_id, pain_level, pain)
-      "Rat1/0/a.jpg": ("rat1", 1, 0, 0),
-      "Rat1/1/b.jpg": ("rat1", 1, 1, 1),
-      "Rat1/2/c.jpg": ("rat1", 1, 2, 1),
-      "rat2/no_pain/d.jpg": ("rat2", 2, 0, 0),
-      "rat2/no_pain/d2.png": ("rat2", 2, 0, 0),
-      "rat2/Moderate/e.jpg": ("rat2", 2, 1, 1),
-      "rat2/SEVERE/f.jpg": ("rat2", 2, 2, 1),
-      "low_confidence/x/g.jpg": ("low_confidence", 0, -1, -1),
-      "low_confidence/y/h.jpg": ("low_confidence", 0, -1, -1),
+    "Rat1/0/a.jpg": ("rat1", 1, 0, 0),
+    "Rat1/1/b.jpg": ("rat1", 1, 1, 1),
+    "Rat1/2/c.jpg": ("rat1", 1, 2, 1),
+    "rat2/no_pain/d.jpg": ("rat2", 2, 0, 0),
+    "rat2/no_pain/d2.png": ("rat2", 2, 0, 0),
+    "rat2/Moderate/e.jpg": ("rat2", 2, 1, 1),
+    "rat2/SEVERE/f.jpg": ("rat2", 2, 2, 1),
+    "low_confidence/x/g.jpg": ("low_confidence", 0, -1, -1),
+    "low_confidence/y/h.jpg": ("low_confidence", 0, -1, -1),
   }
   by_split = {"rat1": rat1, "rat2": rat2, "low_confidence": lc}
   for split, examples in by_split.items():
@@ -219,10 +223,14 @@ def test_layout2_scan_records(tmp_path):
   """`manual.scan` alone: level names in any case, rat folder spellings."""
   md = tmp_path / "manual"
   names = {
-      "Rat1/0/a.jpg": ("rat1", 1, 0), "Rat1/1/b.jpg": ("rat1", 1, 1),
-      "Rat1/2/c.jpg": ("rat1", 1, 2), "rat2/No_Pain/d.jpg": ("rat2", 2, 0),
-      "rat2/MODERATE/e.jpg": ("rat2", 2, 1), "rat2/severe/f.jpg": ("rat2", 2, 2),
-      "RAT6/no-pain/g.jpg": ("rat6", 6, 0), "low_confidence/any/h.jpg": ("low_confidence", 0, -1),
+    "Rat1/0/a.jpg": ("rat1", 1, 0),
+    "Rat1/1/b.jpg": ("rat1", 1, 1),
+    "Rat1/2/c.jpg": ("rat1", 1, 2),
+    "rat2/No_Pain/d.jpg": ("rat2", 2, 0),
+    "rat2/MODERATE/e.jpg": ("rat2", 2, 1),
+    "rat2/severe/f.jpg": ("rat2", 2, 2),
+    "RAT6/no-pain/g.jpg": ("rat6", 6, 0),
+    "low_confidence/any/h.jpg": ("low_confidence", 0, -1),
   }
   for name in names:
     _write_image(md / name)
@@ -278,9 +286,15 @@ def _make_conversion_inputs(folder: pathlib.Path) -> dict[str, tuple[int, int]]:
   Image.fromarray(stored).save(folder / "exif6.jpg", exif=exif, quality=95)
   # Plain RGB JPEG without EXIF.
   Image.fromarray(_pixels((24, 18))).save(folder / "plain.jpg", quality=90)
-  return {"rgb.png": (20, 24), "gray.png": (16, 24), "rgba.png": (24, 24),
-          "cmyk.jpg": (20, 24), "gray16.png": (20, 24), "exif6.jpg": (32, 16),
-          "plain.jpg": (18, 24)}
+  return {
+    "rgb.png": (20, 24),
+    "gray.png": (16, 24),
+    "rgba.png": (24, 24),
+    "cmyk.jpg": (20, 24),
+    "gray16.png": (20, 24),
+    "exif6.jpg": (32, 16),
+    "plain.jpg": (18, 24),
+  }
 
 
 def _check_converted(name: str, arr: np.ndarray, shape: tuple[int, int]) -> None:
@@ -453,14 +467,28 @@ def _case_missing_dir(md):
   return [os.fspath(md)]
 
 
-BAD_CASES = {f.__name__[len("_case_"):]: f for f in [
-    _case_csv_missing_image, _case_csv_not_an_image, _case_tree_not_an_image,
-    _case_csv_unknown_rat, _case_tree_unknown_rat, _case_csv_unknown_level,
-    _case_tree_unknown_level, _case_csv_duplicate_filename, _case_tree_same_content,
-    _case_csv_same_content, _case_csv_missing_column, _case_csv_unknown_column,
-    _case_csv_au_out_of_range, _case_tree_file_under_rat, _case_empty_dir,
-    _case_only_junk_files, _case_missing_dir,
-]}
+BAD_CASES = {
+  f.__name__[len("_case_") :]: f
+  for f in [
+    _case_csv_missing_image,
+    _case_csv_not_an_image,
+    _case_tree_not_an_image,
+    _case_csv_unknown_rat,
+    _case_tree_unknown_rat,
+    _case_csv_unknown_level,
+    _case_tree_unknown_level,
+    _case_csv_duplicate_filename,
+    _case_tree_same_content,
+    _case_csv_same_content,
+    _case_csv_missing_column,
+    _case_csv_unknown_column,
+    _case_csv_au_out_of_range,
+    _case_tree_file_under_rat,
+    _case_empty_dir,
+    _case_only_junk_files,
+    _case_missing_dir,
+  ]
+}
 
 
 def _assert_nothing_written(data_dir: pathlib.Path) -> None:
@@ -520,7 +548,10 @@ def test_default_manual_dir_under_data_dir(tmp_path):
   build.prepare("real", data_dir=os.fspath(dd))
   ex = _examples(dd, "rat4")
   assert list(ex) == ["Rat4/severe/a.jpg"]
-  assert (int(ex["Rat4/severe/a.jpg"]["pain_level"]), int(ex["Rat4/severe/a.jpg"]["pain"])) == (2, 1)
+  assert (int(ex["Rat4/severe/a.jpg"]["pain_level"]), int(ex["Rat4/severe/a.jpg"]["pain"])) == (
+    2,
+    1,
+  )
 
 
 # --------------------------------------------------------------------------
@@ -534,16 +565,27 @@ def test_hidden_and_thumbs_files_ignored(tmp_path):
   _write_image(md / "Rat1" / "2" / "b.png")
   _write_image(md / "low_confidence" / "x" / "c.jpg")
   junk = b"\x00\x00\x00\x01Bud1 not an image"
-  for p in [md / ".DS_Store", md / "Thumbs.db", md / "Rat1" / ".DS_Store",
-            md / "Rat1" / "Thumbs.db", md / "Rat1" / "0" / ".DS_Store",
-            md / "Rat1" / "0" / "Thumbs.db", md / "Rat1" / "0" / "._a.jpg",
-            md / "Rat1" / "0" / "desktop.ini", md / "low_confidence" / "x" / "THUMBS.DB",
-            md / "Rat1" / ".thumbnails" / "cache.jpg", md / ".Trashes" / "x" / "y.jpg"]:
+  for p in [
+    md / ".DS_Store",
+    md / "Thumbs.db",
+    md / "Rat1" / ".DS_Store",
+    md / "Rat1" / "Thumbs.db",
+    md / "Rat1" / "0" / ".DS_Store",
+    md / "Rat1" / "0" / "Thumbs.db",
+    md / "Rat1" / "0" / "._a.jpg",
+    md / "Rat1" / "0" / "desktop.ini",
+    md / "low_confidence" / "x" / "THUMBS.DB",
+    md / "Rat1" / ".thumbnails" / "cache.jpg",
+    md / ".Trashes" / "x" / "y.jpg",
+  ]:
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_bytes(junk)
   records = manual.scan(os.fspath(md))
   assert sorted(r.filename for r in records) == [
-      "Rat1/0/a.jpg", "Rat1/2/b.png", "low_confidence/x/c.jpg"]
+    "Rat1/0/a.jpg",
+    "Rat1/2/b.png",
+    "low_confidence/x/c.jpg",
+  ]
 
   dd = tmp_path / "data"
   _prepare(md, dd)
@@ -554,8 +596,15 @@ def test_hidden_and_thumbs_files_ignored(tmp_path):
 def test_hidden_files_ignored_in_csv_layout(tmp_path):
   md = tmp_path / "manual"
   _csv_base(md)
-  for p in [md / ".DS_Store", md / "Thumbs.db", md / "images" / ".DS_Store",
-            md / "images" / "Thumbs.db"]:
+  for p in [
+    md / ".DS_Store",
+    md / "Thumbs.db",
+    md / "images" / ".DS_Store",
+    md / "images" / "Thumbs.db",
+  ]:
     p.write_bytes(b"junk")
   records = manual.scan(os.fspath(md))
-  assert sorted((r.filename, r.split) for r in records) == [("ok1.jpg", "rat1"), ("ok2.jpg", "rat2")]
+  assert sorted((r.filename, r.split) for r in records) == [
+    ("ok1.jpg", "rat1"),
+    ("ok2.jpg", "rat2"),
+  ]

@@ -13,26 +13,24 @@ def test_confusion_hand_computed():
   y_true = [1, 1, 1, 0, 0, 0, 0, 1]
   y_pred = [1, 0, 1, 0, 1, 0, 0, 1]
   # tp: idx 0,2,7 -> 3; fn: idx 1 -> 1; fp: idx 4 -> 1; tn: idx 3,5,6 -> 3
-  assert metrics.confusion(y_true, y_pred) == {'tp': 3, 'fp': 1, 'tn': 3,
-                                               'fn': 1}
+  assert metrics.confusion(y_true, y_pred) == {"tp": 3, "fp": 1, "tn": 3, "fn": 1}
   c = metrics.confusion(np.array([0, 0, 1]), np.array([1, 1, 0]))
-  assert c == {'tp': 0, 'fp': 2, 'tn': 0, 'fn': 1}
+  assert c == {"tp": 0, "fp": 2, "tn": 0, "fn": 1}
   c = metrics.confusion([True, False], [True, True])
-  assert c == {'tp': 1, 'fp': 1, 'tn': 0, 'fn': 0}
+  assert c == {"tp": 1, "fp": 1, "tn": 0, "fn": 0}
   assert all(type(v) is int for v in c.values())
   # Only one class present still yields a full 2x2 matrix.
-  assert metrics.confusion([0, 0], [0, 0]) == {'tp': 0, 'fp': 0, 'tn': 2,
-                                               'fn': 0}
-  assert metrics.confusion([], []) == {'tp': 0, 'fp': 0, 'tn': 0, 'fn': 0}
+  assert metrics.confusion([0, 0], [0, 0]) == {"tp": 0, "fp": 0, "tn": 2, "fn": 0}
+  assert metrics.confusion([], []) == {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
 
 
 def test_scores_hand_computed():
   s = metrics.scores_from_confusion(tp=3, fp=1, tn=3, fn=1)
-  assert s['f1'] == pytest.approx(6 / 8)
-  assert s['accuracy'] == pytest.approx(75.0)  # percent, not 0.75
+  assert s["f1"] == pytest.approx(6 / 8)
+  assert s["accuracy"] == pytest.approx(75.0)  # percent, not 0.75
   s = metrics.scores_from_confusion(tp=1, fp=0, tn=0, fn=3)
-  assert s['f1'] == pytest.approx(2 / 5)
-  assert s['accuracy'] == pytest.approx(25.0)
+  assert s["f1"] == pytest.approx(2 / 5)
+  assert s["accuracy"] == pytest.approx(25.0)
 
 
 def test_f1_matches_sklearn():
@@ -40,35 +38,38 @@ def test_f1_matches_sklearn():
   y_true = rng.integers(0, 2, 50)
   y_pred = rng.integers(0, 2, 50)
   s = metrics.scores_from_confusion(**metrics.confusion(y_true, y_pred))
-  assert s['f1'] == pytest.approx(f1_score(y_true, y_pred))
-  assert s['accuracy'] == pytest.approx(100 * np.mean(y_true == y_pred))
+  assert s["f1"] == pytest.approx(f1_score(y_true, y_pred))
+  assert s["accuracy"] == pytest.approx(100 * np.mean(y_true == y_pred))
 
 
 def test_f1_undefined_is_zero():
   # No pain in labels or predictions: 2TP + FP + FN = 0.
   s = metrics.scores_from_confusion(tp=0, fp=0, tn=5, fn=0)
-  assert s['f1'] == 0.0
-  assert s['accuracy'] == 100.0
+  assert s["f1"] == 0.0
+  assert s["accuracy"] == 100.0
   s = metrics.scores_from_confusion(0, 0, 0, 0)
-  assert s == {'f1': 0.0, 'accuracy': 0.0}
+  assert s == {"f1": 0.0, "accuracy": 0.0}
 
 
 def test_scores_reject_bad_counts():
-  with pytest.raises(ValueError, match='fp'):
+  with pytest.raises(ValueError, match="fp"):
     metrics.scores_from_confusion(1, -1, 0, 0)
-  with pytest.raises(ValueError, match='tn'):
+  with pytest.raises(ValueError, match="tn"):
     metrics.scores_from_confusion(1, 0, 0.5, 0)
 
 
-@pytest.mark.parametrize('y_true,y_pred,match', [
-    ([0, 2, 1], [0, 1, 1], 'y_true'),
-    ([0, 1, 1], [0, -1, 1], 'y_pred'),
-    ([0, 1], [0, 0.5], 'y_pred'),
-    ([0, np.nan], [0, 1], 'y_true'),
-    (['a', 'b'], [0, 1], 'y_true'),
-    ([[0, 1]], [[0, 1]], '1-D'),
-    ([0, 1, 1], [0, 1], 'length'),
-])
+@pytest.mark.parametrize(
+  "y_true,y_pred,match",
+  [
+    ([0, 2, 1], [0, 1, 1], "y_true"),
+    ([0, 1, 1], [0, -1, 1], "y_pred"),
+    ([0, 1], [0, 0.5], "y_pred"),
+    ([0, np.nan], [0, 1], "y_true"),
+    (["a", "b"], [0, 1], "y_true"),
+    ([[0, 1]], [[0, 1]], "1-D"),
+    ([0, 1, 1], [0, 1], "length"),
+  ],
+)
 def test_invalid_labels_raise(y_true, y_pred, match):
   with pytest.raises(ValueError, match=match):
     metrics.confusion(y_true, y_pred)
@@ -80,40 +81,38 @@ def test_loro_pooled_sums_confusions():
   #       tp=1 fn=3 fp=1 tn=1 -> F1 2/(2+1+3)=1/3, acc 2/6=33.33
   y_true = [1, 1, 0, 0] + [1, 1, 1, 1, 0, 0]
   y_pred = [1, 1, 0, 0] + [0, 0, 0, 1, 1, 0]
-  groups = ['rat1'] * 4 + ['rat2'] * 6
+  groups = ["rat1"] * 4 + ["rat2"] * 6
   out = metrics.loro_metrics(y_true, y_pred, groups)
 
-  assert list(out['per_group']) == ['rat1', 'rat2']
-  r1, r2 = out['per_group']['rat1'], out['per_group']['rat2']
-  assert r1 == {'tp': 2, 'fp': 0, 'tn': 2, 'fn': 0, 'f1': 1.0,
-                'accuracy': 100.0}
-  assert (r2['tp'], r2['fp'], r2['tn'], r2['fn']) == (1, 1, 1, 3)
-  assert r2['f1'] == pytest.approx(1 / 3)
-  assert r2['accuracy'] == pytest.approx(100 / 3)
+  assert list(out["per_group"]) == ["rat1", "rat2"]
+  r1, r2 = out["per_group"]["rat1"], out["per_group"]["rat2"]
+  assert r1 == {"tp": 2, "fp": 0, "tn": 2, "fn": 0, "f1": 1.0, "accuracy": 100.0}
+  assert (r2["tp"], r2["fp"], r2["tn"], r2["fn"]) == (1, 1, 1, 3)
+  assert r2["f1"] == pytest.approx(1 / 3)
+  assert r2["accuracy"] == pytest.approx(100 / 3)
 
-  pooled = out['pooled']
+  pooled = out["pooled"]
   # Summed: tp=3 fp=1 tn=3 fn=3 -> F1 = 6/10 = 0.6, acc = 6/10 = 60 %.
-  assert (pooled['tp'], pooled['fp'], pooled['tn'], pooled['fn']) == (3, 1,
-                                                                      3, 3)
-  assert pooled['f1'] == pytest.approx(0.6)
-  assert pooled['accuracy'] == pytest.approx(60.0)
-  mean_f1 = (r1['f1'] + r2['f1']) / 2  # 2/3
-  assert pooled['f1'] != pytest.approx(mean_f1)
-  assert pooled['accuracy'] != pytest.approx(
-      (r1['accuracy'] + r2['accuracy']) / 2)
+  assert (pooled["tp"], pooled["fp"], pooled["tn"], pooled["fn"]) == (3, 1, 3, 3)
+  assert pooled["f1"] == pytest.approx(0.6)
+  assert pooled["accuracy"] == pytest.approx(60.0)
+  mean_f1 = (r1["f1"] + r2["f1"]) / 2  # 2/3
+  assert pooled["f1"] != pytest.approx(mean_f1)
+  assert pooled["accuracy"] != pytest.approx((r1["accuracy"] + r2["accuracy"]) / 2)
 
   json.dumps(out)  # plain python types only
 
 
 def test_loro_group_order_and_numpy_keys():
-  out = metrics.loro_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]),
-                             np.array(['rat10', 'rat2', 'rat10']))
-  assert list(out['per_group']) == ['rat10', 'rat2']
-  assert all(type(k) is str for k in out['per_group'])
-  assert out['per_group']['rat10']['fn'] == 1
+  out = metrics.loro_metrics(
+    np.array([0, 1, 1]), np.array([0, 1, 0]), np.array(["rat10", "rat2", "rat10"])
+  )
+  assert list(out["per_group"]) == ["rat10", "rat2"]
+  assert all(type(k) is str for k in out["per_group"])
+  assert out["per_group"]["rat10"]["fn"] == 1
   json.dumps(out)
 
 
 def test_loro_length_mismatch_raises():
-  with pytest.raises(ValueError, match='length'):
-    metrics.loro_metrics([0, 1], [0, 1], ['rat1'])
+  with pytest.raises(ValueError, match="length"):
+    metrics.loro_metrics([0, 1], [0, 1], ["rat1"])

@@ -11,9 +11,9 @@ import os
 import jax
 import numpy as np
 import pytest
-
 from conftest import mini_config
-from painseeker_jax import input_pipeline, train
+
+from painseeker_jax import input_pipeline, loro, multi_run, train
 
 
 def _sources(config, folds):
@@ -33,15 +33,18 @@ def _assert_close(a, b):
 def test_stacked_folds_equal_sequential_with_unequal_steps(mini_data_dir, tmp_path):
   config = mini_config(mini_data_dir, folds=(1, 2), num_epochs=2)
   sources, indices = _sources(config, (1, 2))
-  indices[2] = indices[2][:5 * config.batch_size]  # fold 2: 5 steps per epoch, fold 1 more
+  indices[2] = indices[2][: 5 * config.batch_size]  # fold 2: 5 steps per epoch, fold 1 more
   assert len(indices[1]) // config.batch_size > 5
-  seq = {k: train.train_fold(config, str(tmp_path / "seq"), k, sources[k], indices[k]) for k in (1, 2)}
-  stacked = train.train_folds_stacked(config, str(tmp_path / "vmap"), (1, 2), sources, indices)
+  trainer = train.make_trainer(config)
+  seq = {
+    k: train.train_fold(trainer, str(tmp_path / "seq"), k, sources[k], indices[k]) for k in (1, 2)
+  }
+  stacked = multi_run.train_folds_stacked(trainer, str(tmp_path / "vmap"), (1, 2), sources, indices)
   for k in (1, 2):
     _assert_close(stacked[k], seq[k])
   # Per-fold checkpoints at each fold's own step count: a sequential rerun loads them as finished.
   for k in (1, 2):
-    again = train.train_fold(config, str(tmp_path / "vmap"), k, sources[k], indices[k])
+    again = train.train_fold(trainer, str(tmp_path / "vmap"), k, sources[k], indices[k])
     _assert_close(again, stacked[k])
     steps = len(indices[k]) // config.batch_size * config.num_epochs
     assert os.listdir(os.path.join(tmp_path, "vmap", f"fold_rat{k}", "checkpoints")) == [str(steps)]
@@ -50,10 +53,14 @@ def test_stacked_folds_equal_sequential_with_unequal_steps(mini_data_dir, tmp_pa
 def test_stacked_folds_resume_when_folds_are_at_different_epochs(mini_data_dir, tmp_path):
   config = mini_config(mini_data_dir, folds=(1, 2, 3), num_epochs=2)
   sources, indices = _sources(config, (1, 2, 3))
-  clean = {k: train.train_fold(config, str(tmp_path / "clean"), k, sources[k], indices[k]) for k in (1, 2, 3)}
+  trainer = train.make_trainer(config)
+  clean = {
+    k: train.train_fold(trainer, str(tmp_path / "clean"), k, sources[k], indices[k])
+    for k in (1, 2, 3)
+  }
   workdir = str(tmp_path / "mixed")
-  train.train_fold(config, workdir, 1, sources[1], indices[1])  # fold 1 finished
-  one_epoch = mini_config(mini_data_dir, folds=(1, 2, 3), num_epochs=1)
+  train.train_fold(trainer, workdir, 1, sources[1], indices[1])  # fold 1 finished
+  one_epoch = train.make_trainer(mini_config(mini_data_dir, folds=(1, 2, 3), num_epochs=1))
   train.train_fold(one_epoch, workdir, 2, sources[2], indices[2])  # fold 2 at the end of epoch 1
   calls = []
   real = input_pipeline.train_batches
@@ -64,7 +71,7 @@ def test_stacked_folds_resume_when_folds_are_at_different_epochs(mini_data_dir, 
 
   input_pipeline.train_batches = counted
   try:
-    resumed = train.train_folds_stacked(config, workdir, (1, 2, 3), sources, indices)
+    resumed = multi_run.train_folds_stacked(trainer, workdir, (1, 2, 3), sources, indices)
   finally:
     input_pipeline.train_batches = real
   seed = input_pipeline.epoch_seed
@@ -74,21 +81,26 @@ def test_stacked_folds_resume_when_folds_are_at_different_epochs(mini_data_dir, 
 
 
 def test_run_loro_vmap_matches_sequential(mini_data_dir, tmp_path):
-  seq = train.run_loro(mini_config(mini_data_dir, folds=(4, 5), multi_run="sequential"), str(tmp_path / "s"))
-  vm = train.run_loro(mini_config(mini_data_dir, folds=(4, 5), multi_run="vmap"), str(tmp_path / "v"))
+  loro.run_loro(
+    mini_config(mini_data_dir, folds=(4, 5), multi_run="sequential"), str(tmp_path / "s")
+  )
+  vm = loro.run_loro(
+    mini_config(mini_data_dir, folds=(4, 5), multi_run="vmap"), str(tmp_path / "v")
+  )
   assert vm["loro"]["tp"] + vm["loro"]["fp"] + vm["loro"]["tn"] + vm["loro"]["fn"] == 24
   read = lambda d: list(csv.DictReader(open(os.path.join(tmp_path, d, "predictions.csv"))))  # noqa: E731
   rows_s, rows_v = read("s"), read("v")
   assert [r["filename"] for r in rows_v] == [r["filename"] for r in rows_s]
-  np.testing.assert_allclose([float(r["p_pain"]) for r in rows_v], [float(r["p_pain"]) for r in rows_s],
-                             atol=1e-3)  # float-order noise through 7 Adam steps
+  np.testing.assert_allclose(
+    [float(r["p_pain"]) for r in rows_v], [float(r["p_pain"]) for r in rows_s], atol=1e-3
+  )  # float-order noise through 7 Adam steps
 
 
 def test_multi_run_choices():
-  assert train.resolve_multi_run("sequential") == "sequential"
-  assert train.resolve_multi_run("vmap") == "vmap"
-  assert train.resolve_multi_run("auto") in ("sequential", "vmap")
+  assert multi_run.resolve_multi_run("sequential") == "sequential"
+  assert multi_run.resolve_multi_run("vmap") == "vmap"
+  assert multi_run.resolve_multi_run("auto") in ("sequential", "vmap")
   if jax.default_backend() == "cpu":
-    assert train.resolve_multi_run("auto") == "sequential"  # measured: benchmarks/README.md
+    assert multi_run.resolve_multi_run("auto") == "sequential"  # measured: benchmarks/README.md
   with pytest.raises(ValueError, match="config.multi_run='pmap'; use auto, sequential or vmap"):
-    train.resolve_multi_run("pmap")
+    multi_run.resolve_multi_run("pmap")

@@ -13,23 +13,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import mini_config
 from jax import lax
 from jax.test_util import check_grads
 
-from conftest import mini_config
-from painseeker_jax import losses, models, onednn_conv, train
+from painseeker_jax import inference, losses, models, onednn_conv
 
 pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or platform.machine() != "x86_64",
-    reason="the oneDNN path is built for x86-64 Linux (elsewhere config.model.conv=auto uses XLA's)")
+  sys.platform != "linux" or platform.machine() != "x86_64",
+  reason="the oneDNN path is built for x86-64 Linux (elsewhere config.model.conv=auto uses XLA's)",
+)
 
 # (batch, size, in, out, kernel, stride, pad): the stem, 3x3 stride 1 and 2, the 1x1 projection.
-SHAPES = [(3, 20, 3, 8, 7, 2, 3), (2, 9, 16, 16, 3, 1, 1), (2, 9, 16, 32, 3, 2, 1), (2, 9, 16, 32, 1, 2, 0),
-          (2, 2, 64, 64, 3, 1, 1)]
+SHAPES = [
+  (3, 20, 3, 8, 7, 2, 3),
+  (2, 9, 16, 16, 3, 1, 1),
+  (2, 9, 16, 32, 3, 2, 1),
+  (2, 9, 16, 32, 1, 2, 0),
+  (2, 2, 64, 64, 3, 1, 1),
+]
 
 
 def _xla(x, k, s, p):
-  return lax.conv_general_dilated(x, k, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(
+    x, k, (s, s), ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "b{}x{}x{}->{}k{}s{}p{}".format(*s))
@@ -50,8 +58,15 @@ def test_numerical_gradients():
   rng = np.random.default_rng(1)
   x = jnp.asarray(rng.normal(size=(2, 5, 5, 4)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(3, 3, 4, 3)), jnp.float32)
-  check_grads(lambda x, k: onednn_conv.conv2d(x, k, 2, 1), (x, k), order=1, modes=("rev",), eps=1e-2,
-              atol=2e-2, rtol=2e-2)
+  check_grads(
+    lambda x, k: onednn_conv.conv2d(x, k, 2, 1),
+    (x, k),
+    order=1,
+    modes=("rev",),
+    eps=1e-2,
+    atol=2e-2,
+    rtol=2e-2,
+  )
 
 
 def test_unsupported_calls_fall_back_to_lax():
@@ -59,18 +74,34 @@ def test_unsupported_calls_fall_back_to_lax():
   x = jnp.asarray(rng.normal(size=(1, 6, 6, 4)), jnp.float32)
   k = jnp.asarray(rng.normal(size=(3, 3, 4, 4)), jnp.float32)
   dn = lax.conv_dimension_numbers(x.shape, k.shape, ("NHWC", "HWIO", "NHWC"))
-  cases = [dict(padding=((1, 0), (1, 0))), dict(padding=((1, 1), (1, 1)), rhs_dilation=(2, 2)),
-           dict(padding="SAME"), dict(padding=((1, 1), (1, 1)), window_strides=(1, 2))]
+  cases = [
+    dict(padding=((1, 0), (1, 0))),
+    dict(padding=((1, 1), (1, 1)), rhs_dilation=(2, 2)),
+    dict(padding="SAME"),
+    dict(padding=((1, 1), (1, 1)), window_strides=(1, 2)),
+  ]
   for case in cases:
     kw = dict(window_strides=(1, 1), dimension_numbers=dn) | case
-    jaxpr = str(jax.make_jaxpr(lambda x, k: onednn_conv.conv_general_dilated(x, k, **kw))(x, k))
+    jaxpr = str(
+      jax.make_jaxpr(lambda x, k, kw=kw: onednn_conv.conv_general_dilated(x, k, **kw))(x, k)
+    )
     assert "ffi_call" not in jaxpr and "conv_general_dilated" in jaxpr, case
-  jaxpr = str(jax.make_jaxpr(lambda x, k: onednn_conv.conv_general_dilated(
-      x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn))(x, k))
+  jaxpr = str(
+    jax.make_jaxpr(
+      lambda x, k: onednn_conv.conv_general_dilated(
+        x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn
+      )
+    )(x, k)
+  )
   assert "ffi_call" in jaxpr
   bf = x.astype(jnp.bfloat16)
-  jaxpr = str(jax.make_jaxpr(lambda x, k: onednn_conv.conv_general_dilated(
-      x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn))(bf, k.astype(jnp.bfloat16)))
+  jaxpr = str(
+    jax.make_jaxpr(
+      lambda x, k: onednn_conv.conv_general_dilated(
+        x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn
+      )
+    )(bf, k.astype(jnp.bfloat16))
+  )
   assert "ffi_call" not in jaxpr
 
 
@@ -96,15 +127,22 @@ def test_max_pool_equals_flax(size):
     np.testing.assert_array_equal(y, y_ref)
     # an input that is the maximum of several windows sums their gradients, in another order
     np.testing.assert_allclose(vjp(dy)[0], vjp_ref(dy)[0], rtol=1e-6, atol=1e-6)
-  distinct = jnp.asarray(rng.permutation(x.size).reshape(x.shape) * 0.1, jnp.float32)  # no near-ties
-  check_grads(lambda x: onednn_conv.max_pool(x, 3, 2, 1), (distinct,), order=1, modes=("rev",), eps=1e-2)
+  distinct = jnp.asarray(
+    rng.permutation(x.size).reshape(x.shape) * 0.1, jnp.float32
+  )  # no near-ties
+  check_grads(
+    lambda x: onednn_conv.max_pool(x, 3, 2, 1), (distinct,), order=1, modes=("rev",), eps=1e-2
+  )
   stacked = jnp.stack([x, 2 * x])  # under vmap (config.multi_run=vmap)
-  np.testing.assert_array_equal(jax.vmap(lambda x: onednn_conv.max_pool(x, 3, 2, 1))(stacked),
-                                jax.vmap(lambda x: models.torch_max_pool(x, "xla"))(stacked))
+  np.testing.assert_array_equal(
+    jax.vmap(lambda x: onednn_conv.max_pool(x, 3, 2, 1))(stacked),
+    jax.vmap(lambda x: models.torch_max_pool(x, "xla"))(stacked),
+  )
 
 
 def test_painseeker_training_step_equals_xla():
-  """The whole network at 64 px (K = 2x2): same parameters, loss, gradients, BatchNorm statistics."""
+  """The whole network at 64 px (K = 2x2): same parameters, loss, gradients, BatchNorm
+  statistics."""
   rng = np.random.default_rng(4)
   x = jnp.asarray(rng.normal(size=(6, 64, 64, 3)), jnp.float32)
   y = jnp.array([0, 1, 1, 0, 1, 0])
@@ -125,22 +163,27 @@ def test_painseeker_training_step_equals_xla():
   np.testing.assert_allclose(l1, l0, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), bs1, bs0)
   for (path, a), b in zip(jax.tree.leaves_with_path(g1), jax.tree.leaves(g0)):
-    np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * float(np.max(np.abs(b))) + 1e-7,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      a,
+      b,
+      rtol=2e-3,
+      atol=2e-4 * float(np.max(np.abs(b))) + 1e-7,
+      err_msg=jax.tree_util.keystr(path),
+    )
 
 
 def test_config_switch(mini_data_dir, monkeypatch):
   config = mini_config(mini_data_dir)
   assert config.model.conv == "auto"
-  assert train.make_model(config).conv == "onednn"  # CPU, one device, float32, handlers load
-  assert train.make_model(mini_config(mini_data_dir, **{"model.conv": "xla"})).conv == "xla"
-  assert train.make_model(mini_config(mini_data_dir, dtype="bfloat16")).conv == "xla"
+  assert inference.make_model(config).conv == "onednn"  # CPU, one device, float32, handlers load
+  assert inference.make_model(mini_config(mini_data_dir, **{"model.conv": "xla"})).conv == "xla"
+  assert inference.make_model(mini_config(mini_data_dir, dtype="bfloat16")).conv == "xla"
   with pytest.raises(ValueError, match="config.model.conv='cudnn'; use auto, xla or onednn"):
-    train.make_model(mini_config(mini_data_dir, **{"model.conv": "cudnn"}))
+    inference.make_model(mini_config(mini_data_dir, **{"model.conv": "cudnn"}))
   with pytest.raises(ValueError, match="float32 convolutions on one CPU device.*conv=auto"):
-    train.make_model(mini_config(mini_data_dir, dtype="bfloat16", **{"model.conv": "onednn"}))
+    inference.make_model(mini_config(mini_data_dir, dtype="bfloat16", **{"model.conv": "onednn"}))
   monkeypatch.setattr(jax, "device_count", lambda *a: 8)
-  assert train.make_model(config).conv == "xla"  # a sharded mesh keeps XLA's convolutions
+  assert inference.make_model(config).conv == "xla"  # a sharded mesh keeps XLA's convolutions
 
 
 def test_missing_onednn_explains_and_auto_falls_back(monkeypatch, tmp_path, caplog):
@@ -149,7 +192,9 @@ def test_missing_onednn_explains_and_auto_falls_back(monkeypatch, tmp_path, capl
   onednn_conv.load.cache_clear()
   onednn_conv.available.cache_clear()
   try:
-    with pytest.raises(onednn_conv.OnednnUnavailable, match="pip install onednn-cpu-gomp onednn-devel-cpu-gomp"):
+    with pytest.raises(
+      onednn_conv.OnednnUnavailable, match="pip install onednn-cpu-gomp onednn-devel-cpu-gomp"
+    ):
       onednn_conv.load()
     with caplog.at_level(logging.WARNING, logger="painseeker"):
       assert models.resolve_conv("auto") == "xla"
@@ -182,7 +227,9 @@ def test_library_that_fails_to_load_is_unavailable(monkeypatch):
   onednn_conv.load.cache_clear()
   onednn_conv.available.cache_clear()
   try:
-    with pytest.raises(onednn_conv.OnednnUnavailable, match="loading .*libpainseeker_onednn.so failed.*conv=xla"):
+    with pytest.raises(
+      onednn_conv.OnednnUnavailable, match="loading .*libpainseeker_onednn.so failed.*conv=xla"
+    ):
       onednn_conv.load()
     assert models.resolve_conv("auto") == "xla"
   finally:

@@ -10,10 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import REAL_SAMPLES, ROOT, mini_config
 from PIL import Image
 
-from conftest import REAL_SAMPLES, ROOT, mini_config
-from painseeker_jax import cli, export, input_pipeline, predict, train
+from painseeker_jax import cli, export, inference, input_pipeline, predict, train
+from painseeker_jax import loro as loro_lib
 
 SAMPLES = sorted(f for f in os.listdir(REAL_SAMPLES) if f.endswith(".jpg"))
 CONFIG_FILE = os.path.join(ROOT, "configs", "loro.py")
@@ -36,14 +37,18 @@ def _train_variables(config, workdir, held_out):
   """A fold's variables as the trainer restores them (independent of export.py)."""
   split = input_pipeline.fold_splits(held_out)[0]
   src = input_pipeline.get_sources(config.dataset, [split], config.data_dir)[split]
-  return train.train_fold(config, workdir, held_out, src, input_pipeline.labelled_indices(src))
+  return train.train_fold(
+    train.make_trainer(config), workdir, held_out, src, input_pipeline.labelled_indices(src)
+  )
 
 
 def _reference_p(config, variables, paths):
   """p_pain of the evaluation pipeline: decode_resize + normalize + the model."""
-  model = train.make_model(config)
-  images = np.stack([input_pipeline.decode_resize(open(p, "rb").read(), config.image_size) for p in paths])
-  return np.asarray(train._predict(model, variables, images)[0])
+  model = inference.make_model(config)
+  images = np.stack(
+    [input_pipeline.decode_resize(open(p, "rb").read(), config.image_size) for p in paths]
+  )
+  return np.asarray(inference.p_pain(model, variables, images)[0])
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +56,17 @@ def final(mini_data_dir, tmp_path_factory):
   """A model directory from `train-final` on synthetic_mini (tiny trunk, 64 px)."""
   root = tmp_path_factory.mktemp("final")
   workdir, model_dir = root / "work", root / "model"
-  rc = _cli("train-final", f"--config={CONFIG_FILE}:synthetic_mini", f"--config.data_dir={mini_data_dir}",
-            "--config.progress=False", "--config.input.num_threads=2",
-            "--workdir", workdir, "--output", model_dir)
+  rc = _cli(
+    "train-final",
+    f"--config={CONFIG_FILE}:synthetic_mini",
+    f"--config.data_dir={mini_data_dir}",
+    "--config.progress=False",
+    "--config.input.num_threads=2",
+    "--workdir",
+    workdir,
+    "--output",
+    model_dir,
+  )
   assert rc == 0
   config = mini_config(mini_data_dir)
   return {"model": str(model_dir), "workdir": str(workdir), "config": config}
@@ -64,9 +77,12 @@ def loro(mini_data_dir, tmp_path_factory):
   """A finished two-fold LORO work directory and its fold variables."""
   workdir = str(tmp_path_factory.mktemp("loro") / "run")
   config = mini_config(mini_data_dir, folds=(1, 2))
-  train.run_loro(config, workdir)
-  return {"workdir": workdir, "config": config,
-          "variables": [_train_variables(config, workdir, k) for k in (1, 2)]}
+  loro_lib.run_loro(config, workdir)
+  return {
+    "workdir": workdir,
+    "config": config,
+    "variables": [_train_variables(config, workdir, k) for k in (1, 2)],
+  }
 
 
 @pytest.fixture
@@ -81,6 +97,7 @@ def samples(tmp_path):
 
 def _make_video(path, n=10, fps=5, size=(96, 80), codec="mpeg4"):
   import av
+
   face = Image.open(os.path.join(REAL_SAMPLES, SAMPLES[3])).convert("RGB").resize(size)
   with av.open(str(path), "w") as c:
     s = c.add_stream(codec, rate=fps)
@@ -95,8 +112,13 @@ def _make_video(path, n=10, fps=5, size=(96, 80), codec="mpeg4"):
 
 
 def test_help_lists_the_commands():
-  r = subprocess.run([sys.executable, "-m", "painseeker_jax", "--help"], capture_output=True,
-                     text=True, cwd=ROOT, check=True)
+  r = subprocess.run(
+    [sys.executable, "-m", "painseeker_jax", "--help"],
+    capture_output=True,
+    text=True,
+    cwd=ROOT,
+    check=True,
+  )
   assert "train-final" in r.stdout and "predict" in r.stdout
 
 
@@ -104,8 +126,8 @@ def test_model_directory_is_self_contained(final):
   meta = json.load(open(os.path.join(final["model"], "model.json")))
   assert meta["format"] == "painseeker-model" and meta["format_version"] == export.FORMAT_VERSION
   assert meta["class_names"] == ["no_pain", "pain"] and meta["image_size"] == 64
-  assert tuple(meta["normalization"]["mean_rgb"]) == input_pipeline.MEAN_RGB
-  assert tuple(meta["normalization"]["std_rgb"]) == input_pipeline.STD_RGB
+  assert tuple(meta["normalization"]["mean_rgb"]) == inference.MEAN_RGB
+  assert tuple(meta["normalization"]["std_rgb"]) == inference.STD_RGB
   assert meta["model"] == {"name": "painseeker", "size": "tiny"}
   assert meta["training"]["split"] == "rat1+rat2+rat3+rat4+rat5+rat6"
   # A copy elsewhere loads without the work directory; same variables as the trainer's.
@@ -114,6 +136,7 @@ def test_model_directory_is_self_contained(final):
   assert not loaded.is_ensemble and loaded.image_size == 64 and loaded.num_regions == 4
   ref = _train_variables(final["config"], final["workdir"], 0)
   import jax
+
   for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(loaded.variables[0]), strict=True):
     np.testing.assert_array_equal(np.asarray(a), b)
 
@@ -155,7 +178,10 @@ def test_video_rows_timestamps_plot(final, tmp_path):
   video = tmp_path / "rat.mp4"
   _make_video(video)  # 10 frames at 5 fps
   out = tmp_path / "v.csv"
-  assert _predict(out, final["model"], video, extra=("--every-frames", 3, "--heatmaps", tmp_path / "m")) == 0
+  assert (
+    _predict(out, final["model"], video, extra=("--every-frames", 3, "--heatmaps", tmp_path / "m"))
+    == 0
+  )
   rows = _rows(out)
   assert [int(r["frame"]) for r in rows] == [0, 3, 6, 9]
   np.testing.assert_allclose([float(r["time_s"]) for r in rows], [0, 0.6, 1.2, 1.8], atol=1e-6)
@@ -214,7 +240,9 @@ def test_image_modes_and_formats(final, tmp_path):
   assert np.abs(load("gray16.png") - load("gray.png")).max() <= 1
   assert np.abs(load("exif.jpg") - load("upright.png")).mean() < 3
   assert np.abs(load("exif.jpg") - load("upright.png")[:, ::-1]).mean() > 10  # orientation matters
-  assert np.array_equal(load("img.bmp"), load("img.tiff")) and np.array_equal(load("img.bmp"), load("img.webp"))
+  assert np.array_equal(load("img.bmp"), load("img.tiff")) and np.array_equal(
+    load("img.bmp"), load("img.webp")
+  )
 
 
 def test_bad_inputs_are_recorded_and_the_run_goes_on(final, tmp_path, capsys):
@@ -228,16 +256,34 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(final, tmp_path, capsys):
   (d / "notes.txt").write_text("skipped: not an image")
   (tmp_path / "empty").mkdir()
   out = tmp_path / "bad.csv"
-  rc = _predict(out, final["model"], d, tmp_path / "empty", tmp_path / "missing.png",
-                str(tmp_path / "nothing*.jpg"))
+  rc = _predict(
+    out,
+    final["model"],
+    d,
+    tmp_path / "empty",
+    tmp_path / "missing.png",
+    str(tmp_path / "nothing*.jpg"),
+  )
   assert rc == 1
   rows = {os.path.basename(r["path"]): r for r in _rows(out)}
-  assert set(rows) == {"good.jpg", "corrupt.jpg", "truncated.jpg", "broken.mp4", "empty",
-                       "missing.png", "nothing*.jpg"}
+  assert set(rows) == {
+    "good.jpg",
+    "corrupt.jpg",
+    "truncated.jpg",
+    "broken.mp4",
+    "empty",
+    "missing.png",
+    "nothing*.jpg",
+  }
   assert rows["good.jpg"]["error"] == "" and rows["good.jpg"]["p_pain"]
-  for name, words in [("corrupt.jpg", "not a readable image"), ("truncated.jpg", "cannot decode"),
-                      ("broken.mp4", "not a readable video"), ("empty", "empty folder"),
-                      ("missing.png", "no such file"), ("nothing*.jpg", "no file matches")]:
+  for name, words in [
+    ("corrupt.jpg", "not a readable image"),
+    ("truncated.jpg", "cannot decode"),
+    ("broken.mp4", "not a readable video"),
+    ("empty", "empty folder"),
+    ("missing.png", "no such file"),
+    ("nothing*.jpg", "no file matches"),
+  ]:
     assert rows[name]["p_pain"] == "" and words in rows[name]["error"], name
     assert rows[name]["error"].startswith(rows[name]["path"])  # names the file
   err = capsys.readouterr().err
@@ -283,7 +329,9 @@ def test_never_overwrites_without_the_flag(final, tmp_path, capsys):
   assert _predict(tmp_path / "t.csv", final["model"], img, extra=("--heatmaps", maps)) == 2
   assert "--overwrite" in capsys.readouterr().err
   # train-final refuses an existing model directory before training anything.
-  assert _cli("train-final", f"--config={CONFIG_FILE}:synthetic_mini", "--output", final["model"]) == 2
+  assert (
+    _cli("train-final", f"--config={CONFIG_FILE}:synthetic_mini", "--output", final["model"]) == 2
+  )
   assert "already exists" in capsys.readouterr().err
 
 
@@ -298,6 +346,7 @@ def test_a_crash_keeps_the_rows_done(final, samples, tmp_path, monkeypatch):
       if len(calls) == 2:
         raise RuntimeError("simulated crash")
       return fn(*a)
+
     return wrapped
 
   monkeypatch.setattr(predict, "make_predict_fn", failing)
@@ -308,19 +357,72 @@ def test_a_crash_keeps_the_rows_done(final, samples, tmp_path, monkeypatch):
   assert len(rows) == 2 and all(r["p_pain"] for r in rows)
 
 
+# `python -m painseeker_jax` in this interpreter, then the modules it loaded (sys.argv set before).
+_RUN_MAIN_AND_LIST_IMPORTS = """
+import runpy
+try:
+  runpy.run_module("painseeker_jax", run_name="__main__", alter_sys=True)
+  rc = 0
+except SystemExit as e:
+  rc = e.code
+bad = sorted({m.split(".")[0] for m in sys.modules}
+             & {"tensorflow", "tensorflow_datasets", "tfds_ratspain"}
+             | set(sys.modules) & {"painseeker_jax.train", "painseeker_jax.loro",
+                                   "painseeker_jax.multi_run", "painseeker_jax.input_pipeline"})
+print("BAD", bad)
+sys.exit(rc or bool(bad))
+"""
+
+
 def test_predict_imports_no_tensorflow(final, tmp_path):
-  code = ("import sys; from painseeker_jax import cli; "
-          f"rc = cli.main(['predict', '--model', {final['model']!r}, '--output', {str(tmp_path / 'x.csv')!r}, "
-          f"{os.path.join(REAL_SAMPLES, SAMPLES[0])!r}]); "
-          "bad = [m for m in ('tensorflow', 'painseeker_jax.train', 'painseeker_jax.input_pipeline') "
-          "if m in sys.modules]; print('BAD', bad); sys.exit(rc or bool(bad))")
+  """`python -m painseeker_jax predict` (run as such in a fresh interpreter) loads neither
+  TensorFlow, TFDS, the data set code (tfds_ratspain) nor the trainer."""
+  argv = [
+    "painseeker",
+    "predict",
+    "--model",
+    final["model"],
+    "--output",
+    str(tmp_path / "x.csv"),
+    "--no-progress",
+    os.path.join(REAL_SAMPLES, SAMPLES[0]),
+  ]
+  code = f"import sys\nsys.argv = {argv!r}\n" + _RUN_MAIN_AND_LIST_IMPORTS
   r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
   assert r.returncode == 0, r.stdout + r.stderr
+  assert "BAD []" in r.stdout
   assert len(_rows(tmp_path / "x.csv")) == 1
 
 
-def test_preprocessing_constants_agree():
-  assert export.MEAN_RGB == input_pipeline.MEAN_RGB and export.STD_RGB == input_pipeline.STD_RGB
+def test_preprocessing_has_one_definition(final, loro):
+  """Model directories and LORO ensembles both normalise with inference.MEAN_RGB/STD_RGB."""
+  for path in (final["model"], loro["workdir"]):
+    loaded = export.load(path)
+    assert (loaded.mean_rgb, loaded.std_rgb) == (inference.MEAN_RGB, inference.STD_RGB)
+
+
+def test_video_sampling_rule(tmp_path, capsys):
+  assert predict.video_sampling(None, None) == (1.0, None)  # the default: every second
+  assert predict.video_sampling(0.5, None) == (0.5, None)
+  assert predict.video_sampling(None, 3) == (None, 3)
+  for every_s, every_f, words in [
+    (1.0, 2, "not both"),
+    (0.0, None, "must be > 0"),
+    (None, 0, "must be >= 1"),
+  ]:
+    with pytest.raises(predict.UsageError, match=words):
+      predict.video_sampling(every_s, every_f)
+  # The command: a usage error (status 2) before the model is even looked at; nothing written.
+  out = tmp_path / "s.csv"
+  both = ("--every-seconds", 1, "--every-frames", 2)
+  rc = _predict(out, tmp_path / "no_model", "x.png", extra=both)
+  assert rc == 2 and not out.exists()
+  assert "error: give --every-seconds or --every-frames, not both" in capsys.readouterr().err
+  assert _predict(out, tmp_path / "no_model", "x.png", extra=("--every-frames", 0)) == 2
+  assert "--every-frames 0: must be >= 1" in capsys.readouterr().err
+
+
+def test_helpers():
   assert predict.smooth([0, 0, 3, 0, 0], 3).tolist() == [0, 1, 1, 1, 0]
   with pytest.raises(ValueError, match="x,y,w,h"):
     predict.parse_crop("1,2,3")

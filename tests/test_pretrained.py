@@ -18,9 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from painseeker_jax import models
-from painseeker_jax import pretrained
-from painseeker_jax import torch_reference
+from benchmarks import torch_reference
+from painseeker_jax import models, pretrained
 
 ATOL = 1e-4
 
@@ -30,38 +29,37 @@ ATOL = 1e-4
 # (independently of pretrained._torch_key), for tests that need no torch.
 
 
-def numpy_state_dict(stage_sizes=(2, 2, 2, 2), width=64, num_classes=1000,
-                     seed=0):
+def numpy_state_dict(stage_sizes=(2, 2, 2, 2), width=64, num_classes=1000, seed=0):
   rng = np.random.default_rng(seed)
   sd = {}
 
   def conv(name, o, i, k):
-    sd[f'{name}.weight'] = rng.normal(0, 0.1, (o, i, k, k)).astype(np.float32)
+    sd[f"{name}.weight"] = rng.normal(0, 0.1, (o, i, k, k)).astype(np.float32)
 
   def bn(name, c):
-    sd[f'{name}.weight'] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-    sd[f'{name}.bias'] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[f'{name}.running_mean'] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[f'{name}.running_var'] = rng.uniform(0.5, 2, c).astype(np.float32)
-    sd[f'{name}.num_batches_tracked'] = np.array(7, np.int64)
+    sd[f"{name}.weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
+    sd[f"{name}.bias"] = rng.normal(0, 0.1, c).astype(np.float32)
+    sd[f"{name}.running_mean"] = rng.normal(0, 0.1, c).astype(np.float32)
+    sd[f"{name}.running_var"] = rng.uniform(0.5, 2, c).astype(np.float32)
+    sd[f"{name}.num_batches_tracked"] = np.array(7, np.int64)
 
-  conv('conv1', width, 3, 7)
-  bn('bn1', width)
+  conv("conv1", width, 3, 7)
+  bn("bn1", width)
   cin = width
   for s, n in enumerate(stage_sizes):
     cout = width * 2**s
     for b in range(n):
-      p = f'layer{s + 1}.{b}'
-      conv(f'{p}.conv1', cout, cin, 3)
-      bn(f'{p}.bn1', cout)
-      conv(f'{p}.conv2', cout, cout, 3)
-      bn(f'{p}.bn2', cout)
+      p = f"layer{s + 1}.{b}"
+      conv(f"{p}.conv1", cout, cin, 3)
+      bn(f"{p}.bn1", cout)
+      conv(f"{p}.conv2", cout, cout, 3)
+      bn(f"{p}.bn2", cout)
       if cin != cout or (s > 0 and b == 0):
-        conv(f'{p}.downsample.0', cout, cin, 1)
-        bn(f'{p}.downsample.1', cout)
+        conv(f"{p}.downsample.0", cout, cin, 1)
+        bn(f"{p}.downsample.1", cout)
       cin = cout
-  sd['fc.weight'] = rng.normal(0, 0.1, (num_classes, cin)).astype(np.float32)
-  sd['fc.bias'] = rng.normal(0, 0.1, num_classes).astype(np.float32)
+  sd["fc.weight"] = rng.normal(0, 0.1, (num_classes, cin)).astype(np.float32)
+  sd["fc.bias"] = rng.normal(0, 0.1, num_classes).astype(np.float32)
   return sd
 
 
@@ -70,35 +68,35 @@ TINY_MODEL = partial(models.ResNetTiny, num_classes=10)
 
 def init(model, seed):
   """Random variables with ``model.init``'s tree (no conv compiled: fast)."""
-  shapes = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))
+  shapes = jax.eval_shape(
+    lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  )
   rng = np.random.default_rng(seed)
-  return jax.tree.map(
-      lambda s: jnp.asarray(rng.normal(size=s.shape).astype(s.dtype)), shapes)
+  return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape).astype(s.dtype)), shapes)
 
 
 def tiny_sd(**kw):
-  return numpy_state_dict(stage_sizes=(1, 1, 1, 1), width=8, num_classes=10,
-                          **kw)
+  return numpy_state_dict(stage_sizes=(1, 1, 1, 1), width=8, num_classes=10, **kw)
 
 
 def test_mapping_layouts_and_every_key():
   sd = tiny_sd()
   v = pretrained.state_dict_to_variables(sd, TINY_MODEL())
-  p, bs = v['params'], v['batch_stats']
-  np.testing.assert_array_equal(p['trunk']['conv1']['kernel'],
-                                sd['conv1.weight'].transpose(2, 3, 1, 0))
+  p, bs = v["params"], v["batch_stats"]
   np.testing.assert_array_equal(
-      p['trunk']['layer2_0']['downsample_conv']['kernel'],
-      sd['layer2.0.downsample.0.weight'].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(p['trunk']['layer3_0']['bn2']['scale'],
-                                sd['layer3.0.bn2.weight'])
-  np.testing.assert_array_equal(bs['trunk']['layer4_0']['downsample_bn']['var'],
-                                sd['layer4.0.downsample.1.running_var'])
-  np.testing.assert_array_equal(bs['trunk']['bn1']['mean'],
-                                sd['bn1.running_mean'])
-  np.testing.assert_array_equal(p['fc']['kernel'], sd['fc.weight'].T)
-  np.testing.assert_array_equal(p['fc']['bias'], sd['fc.bias'])
+    p["trunk"]["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0)
+  )
+  np.testing.assert_array_equal(
+    p["trunk"]["layer2_0"]["downsample_conv"]["kernel"],
+    sd["layer2.0.downsample.0.weight"].transpose(2, 3, 1, 0),
+  )
+  np.testing.assert_array_equal(p["trunk"]["layer3_0"]["bn2"]["scale"], sd["layer3.0.bn2.weight"])
+  np.testing.assert_array_equal(
+    bs["trunk"]["layer4_0"]["downsample_bn"]["var"], sd["layer4.0.downsample.1.running_var"]
+  )
+  np.testing.assert_array_equal(bs["trunk"]["bn1"]["mean"], sd["bn1.running_mean"])
+  np.testing.assert_array_equal(p["fc"]["kernel"], sd["fc.weight"].T)
+  np.testing.assert_array_equal(p["fc"]["bias"], sd["fc.bias"])
   # Same tree as the model's own init.
   ref = init(TINY_MODEL(), 0)
   assert jax.tree.structure(ref) == jax.tree.structure(v)
@@ -107,86 +105,98 @@ def test_mapping_layouts_and_every_key():
 
 def test_mismatches_are_all_listed():
   sd = tiny_sd()
-  del sd['layer1.0.bn1.running_var']
-  del sd['fc.bias']
-  sd['layer2.0.conv1.weight'] = sd['layer2.0.conv1.weight'][:, :4]
-  sd['extra.weight'] = np.zeros(3, np.float32)
-  sd['module.conv1.weight'] = sd['conv1.weight']
-  sd['ghost.num_batches_tracked'] = np.array(1)  # no such BN: unexpected
+  del sd["layer1.0.bn1.running_var"]
+  del sd["fc.bias"]
+  sd["layer2.0.conv1.weight"] = sd["layer2.0.conv1.weight"][:, :4]
+  sd["extra.weight"] = np.zeros(3, np.float32)
+  sd["module.conv1.weight"] = sd["conv1.weight"]
+  sd["ghost.num_batches_tracked"] = np.array(1)  # no such BN: unexpected
   with pytest.raises(pretrained.StateDictMismatchError) as e:
     pretrained.state_dict_to_variables(sd, TINY_MODEL())
   msg = str(e.value)
-  for s in ['missing keys (2)', 'layer1.0.bn1.running_var', 'fc.bias',
-            'unexpected keys (3)', 'extra.weight', 'module.conv1.weight',
-            'ghost.num_batches_tracked', 'shape mismatches (1)',
-            'layer2.0.conv1.weight: file has (16, 4, 3, 3)']:
+  for s in [
+    "missing keys (2)",
+    "layer1.0.bn1.running_var",
+    "fc.bias",
+    "unexpected keys (3)",
+    "extra.weight",
+    "module.conv1.weight",
+    "ghost.num_batches_tracked",
+    "shape mismatches (1)",
+    "layer2.0.conv1.weight: file has (16, 4, 3, 3)",
+  ]:
     assert s in msg, (s, msg)
   assert isinstance(e.value, pretrained.PretrainedWeightsError)
 
 
 def test_safetensors_file_round_trip_without_torch(tmp_path):
   from safetensors.numpy import save_file
+
   sd = numpy_state_dict()
-  path = str(tmp_path / 'w.bin')  # the format is sniffed, not the suffix
+  path = str(tmp_path / "w.bin")  # the format is sniffed, not the suffix
   save_file(sd, path)
   v = pretrained.load_resnet18(path)
-  np.testing.assert_array_equal(v['params']['trunk']['layer4_1']['conv2']
-                                ['kernel'],
-                                sd['layer4.1.conv2.weight'].transpose(2, 3, 1, 0))
-  assert v['params']['fc']['kernel'].shape == (512, 1000)
+  np.testing.assert_array_equal(
+    v["params"]["trunk"]["layer4_1"]["conv2"]["kernel"],
+    sd["layer4.1.conv2.weight"].transpose(2, 3, 1, 0),
+  )
+  assert v["params"]["fc"]["kernel"].shape == (512, 1000)
 
 
 def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
-  path = tmp_path / 'resnet18-f37072fd.pth'
-  path.write_bytes(b'PK\x03\x04' + b'\0' * 64)  # a zip, as torch.save writes
-  monkeypatch.setitem(sys.modules, 'torch', None)  # import torch -> ImportError
-  with pytest.raises(pretrained.PretrainedWeightsError,
-                     match='needs torch') as e:
+  path = tmp_path / "resnet18-f37072fd.pth"
+  path.write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a zip, as torch.save writes
+  monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+  with pytest.raises(pretrained.PretrainedWeightsError, match="needs torch") as e:
     pretrained.read_state_dict(str(path))
-  assert 'safetensors' in str(e.value) and 'pip install torch' in str(e.value)
+  assert "safetensors" in str(e.value) and "pip install torch" in str(e.value)
 
 
 def test_copy_trunk_keeps_head_and_checks_shapes():
   dst = init(models.PainSeekerTiny(num_classes=2), 1)
   src = pretrained.state_dict_to_variables(tiny_sd(), TINY_MODEL())
   out = pretrained.copy_trunk(dst, src)
-  for col in ('params', 'batch_stats'):
-    assert jax.tree.all(jax.tree.map(
-        lambda a, b: bool(jnp.array_equal(a, b)), out[col]['trunk'],
-        src[col]['trunk']))
-  for head in ('fc', 'region_score'):
-    assert jax.tree.all(jax.tree.map(
-        lambda a, b: bool(jnp.array_equal(a, b)), out['params'][head],
-        dst['params'][head]))
+  for col in ("params", "batch_stats"):
+    assert jax.tree.all(
+      jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), out[col]["trunk"], src[col]["trunk"])
+    )
+  for head in ("fc", "region_score"):
+    assert jax.tree.all(
+      jax.tree.map(
+        lambda a, b: bool(jnp.array_equal(a, b)), out["params"][head], dst["params"][head]
+      )
+    )
   # dst is not modified.
-  assert not jnp.array_equal(dst['params']['trunk']['conv1']['kernel'],
-                             out['params']['trunk']['conv1']['kernel'])
+  assert not jnp.array_equal(
+    dst["params"]["trunk"]["conv1"]["kernel"], out["params"]["trunk"]["conv1"]["kernel"]
+  )
 
-  wide = init(models.ResNet(stage_sizes=(1, 1, 1, 1), num_filters=16,
-                            num_classes=10), 2)
-  with pytest.raises(pretrained.StateDictMismatchError,
-                     match=r"params/trunk/conv1/kernel: source \(7, 7, 3, 16\)"):
+  wide = init(models.ResNet(stage_sizes=(1, 1, 1, 1), num_filters=16, num_classes=10), 2)
+  with pytest.raises(
+    pretrained.StateDictMismatchError, match=r"params/trunk/conv1/kernel: source \(7, 7, 3, 16\)"
+  ):
     pretrained.copy_trunk(dst, wide)
-  deeper = init(models.ResNet(stage_sizes=(2, 1, 1, 1), num_filters=8,
-                              num_classes=10), 2)
-  with pytest.raises(pretrained.StateDictMismatchError,
-                     match='layer1_1/conv1/kernel: not in destination'):
+  deeper = init(models.ResNet(stage_sizes=(2, 1, 1, 1), num_filters=8, num_classes=10), 2)
+  with pytest.raises(
+    pretrained.StateDictMismatchError, match="layer1_1/conv1/kernel: not in destination"
+  ):
     pretrained.copy_trunk(dst, deeper)
 
 
 def test_init_from_pretrained(tmp_path):
   from safetensors.numpy import save_file
+
   variables = init(models.PainSeeker18(num_classes=2), 0)
   assert pretrained.init_from_pretrained(None, variables) is variables
-  assert pretrained.init_from_pretrained('None', variables) is variables
+  assert pretrained.init_from_pretrained("None", variables) is variables
   sd = numpy_state_dict()
-  path = tmp_path / 'r18.safetensors'
+  path = tmp_path / "r18.safetensors"
   save_file(sd, str(path))
   out = pretrained.init_from_pretrained(str(path), variables)
-  np.testing.assert_array_equal(out['batch_stats']['trunk']['layer3_1']['bn1']
-                                ['mean'], sd['layer3.1.bn1.running_mean'])
-  np.testing.assert_array_equal(out['params']['fc']['kernel'],
-                                variables['params']['fc']['kernel'])
+  np.testing.assert_array_equal(
+    out["batch_stats"]["trunk"]["layer3_1"]["bn1"]["mean"], sd["layer3.1.bn1.running_mean"]
+  )
+  np.testing.assert_array_equal(out["params"]["fc"]["kernel"], variables["params"]["fc"]["kernel"])
 
 
 # ---------------------------------------------------------------------------
@@ -196,89 +206,96 @@ def test_init_from_pretrained(tmp_path):
 @pytest.fixture
 def offline(tmp_path, monkeypatch):
   """Empty caches; every downloader fails as on a machine without network."""
-  cache = tmp_path / 'cache'
+  cache = tmp_path / "cache"
   monkeypatch.setenv(pretrained.CACHE_ENV, str(cache))
-  monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))
+  monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
   def fail(dest_dir):
-    raise OSError('network unreachable')
+    raise OSError("network unreachable")
 
-  monkeypatch.setattr(pretrained, '_download_hf', fail)
-  monkeypatch.setattr(pretrained, '_download_torchvision', fail)
+  monkeypatch.setattr(pretrained, "_download_hf", fail)
+  monkeypatch.setattr(pretrained, "_download_torchvision", fail)
   return cache
 
 
-@pytest.mark.parametrize('spec', [None, '', 'None', 'none'])
+@pytest.mark.parametrize("spec", [None, "", "None", "none"])
 def test_resolve_scratch(spec):
   assert pretrained.resolve_pretrained(spec) is None
 
 
 def test_resolve_path(tmp_path):
-  f = tmp_path / 'w.safetensors'
-  f.write_bytes(b'x')
+  f = tmp_path / "w.safetensors"
+  f.write_bytes(b"x")
   assert pretrained.resolve_pretrained(str(f)) == str(f)
-  with pytest.raises(pretrained.PretrainedWeightsError, match='no such file'):
-    pretrained.resolve_pretrained(str(tmp_path / 'missing.pth'))
+  with pytest.raises(pretrained.PretrainedWeightsError, match="no such file"):
+    pretrained.resolve_pretrained(str(tmp_path / "missing.pth"))
 
 
-@pytest.mark.parametrize('name', [pretrained.SAFETENSORS_NAME,
-                                  pretrained.PTH_NAME])
+@pytest.mark.parametrize("name", [pretrained.SAFETENSORS_NAME, pretrained.PTH_NAME])
 def test_resolve_imagenet_from_cache(offline, name):
   offline.mkdir()
-  (offline / name).write_bytes(b'x')
-  assert pretrained.resolve_pretrained('imagenet') == str(offline / name)
+  (offline / name).write_bytes(b"x")
+  assert pretrained.resolve_pretrained("imagenet") == str(offline / name)
 
 
 def test_resolve_imagenet_from_torch_hub(offline, tmp_path):
-  d = tmp_path / 'torch_home' / 'hub' / 'checkpoints'
+  d = tmp_path / "torch_home" / "hub" / "checkpoints"
   d.mkdir(parents=True)
-  (d / pretrained.PTH_NAME).write_bytes(b'x')
-  assert pretrained.resolve_pretrained('ImageNet') == str(d / pretrained.PTH_NAME)
+  (d / pretrained.PTH_NAME).write_bytes(b"x")
+  assert pretrained.resolve_pretrained("ImageNet") == str(d / pretrained.PTH_NAME)
 
 
 def test_resolve_imagenet_offline_error(offline):
   with pytest.raises(pretrained.PretrainedWeightsError) as e:
-    pretrained.resolve_pretrained('imagenet')
+    pretrained.resolve_pretrained("imagenet")
   msg = str(e.value)
-  for s in [str(offline), pretrained.SAFETENSORS_NAME, pretrained.PTH_NAME,
-            pretrained.HF_REPO, pretrained.TORCHVISION_URL,
-            '--config.model.pretrained=None', 'network unreachable']:
+  for s in [
+    str(offline),
+    pretrained.SAFETENSORS_NAME,
+    pretrained.PTH_NAME,
+    pretrained.HF_REPO,
+    pretrained.TORCHVISION_URL,
+    "--config.model.pretrained=None",
+    "network unreachable",
+  ]:
     assert s in msg, (s, msg)
   assert isinstance(e.value, RuntimeError)
-  x = {'params': {}, 'batch_stats': {}}
+  x = {"params": {}, "batch_stats": {}}
   with pytest.raises(pretrained.PretrainedWeightsError):
-    pretrained.init_from_pretrained('imagenet', x)
+    pretrained.init_from_pretrained("imagenet", x)
 
 
 def test_resolve_imagenet_downloads_into_cache(offline, monkeypatch):
   def fake_download(dest_dir):
     path = os.path.join(dest_dir, pretrained.PTH_NAME)
-    with open(path, 'wb') as f:
-      f.write(b'x')
+    with open(path, "wb") as f:
+      f.write(b"x")
     return path
 
-  monkeypatch.setattr(pretrained, '_download_torchvision', fake_download)
-  assert pretrained.resolve_pretrained('imagenet') == str(
-      offline / pretrained.PTH_NAME)
+  monkeypatch.setattr(pretrained, "_download_torchvision", fake_download)
+  assert pretrained.resolve_pretrained("imagenet") == str(offline / pretrained.PTH_NAME)
   assert (offline / pretrained.PTH_NAME).is_file()
 
 
 def test_no_tensorflow_on_this_path():
-  code = ('import sys; from painseeker_jax import pretrained; '
-          'assert not [m for m in sys.modules if m.startswith("tensorflow")], '
-          'sorted(m for m in sys.modules if m.startswith("tensorflow"))')
+  code = (
+    "import sys; from painseeker_jax import pretrained; "
+    'assert not [m for m in sys.modules if m.startswith("tensorflow")], '
+    'sorted(m for m in sys.modules if m.startswith("tensorflow"))'
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  subprocess.run([sys.executable, '-c', code], check=True, cwd=root)
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
 # ---------------------------------------------------------------------------
 # Equivalence with a PyTorch ResNet-18 (torchvision's architecture).
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def torch_net(tmp_path_factory):
-  torch = pytest.importorskip('torch')
+  torch = pytest.importorskip("torch")
   from safetensors.torch import save_file
+
   torch.manual_seed(0)
   net = torch_reference.resnet18(torch)
   # Non-trivial running statistics: accumulate them from random batches
@@ -298,79 +315,79 @@ def torch_net(tmp_path_factory):
         m.running_mean.add_(torch.randn(c) * 0.1)
         m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.4))
   net.eval()
-  d = tmp_path_factory.mktemp('r18')
+  d = tmp_path_factory.mktemp("r18")
   sd = net.state_dict()
-  assert 'bn1.num_batches_tracked' in sd
-  paths = {'pth': str(d / pretrained.PTH_NAME),
-           'safetensors': str(d / pretrained.SAFETENSORS_NAME)}
-  torch.save(sd, paths['pth'])
-  save_file({k: v.contiguous() for k, v in sd.items()}, paths['safetensors'])
+  assert "bn1.num_batches_tracked" in sd
+  paths = {"pth": str(d / pretrained.PTH_NAME), "safetensors": str(d / pretrained.SAFETENSORS_NAME)}
+  torch.save(sd, paths["pth"])
+  save_file({k: v.contiguous() for k, v in sd.items()}, paths["safetensors"])
   x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
   with torch.no_grad():
     fmap = net.features(x)
     logits = net.fc(torch.flatten(net.avgpool(fmap), 1))
-  return dict(torch=torch, net=net, paths=paths, x=x.numpy(),
-              logits=logits.numpy(), fmap=fmap.numpy())
+  return dict(
+    torch=torch, net=net, paths=paths, x=x.numpy(), logits=logits.numpy(), fmap=fmap.numpy()
+  )
 
 
 def _nhwc(x_nchw):
   return jnp.asarray(np.transpose(x_nchw, (0, 2, 3, 1)))
 
 
-@pytest.mark.parametrize('fmt', ['pth', 'safetensors'])
+@pytest.mark.parametrize("fmt", ["pth", "safetensors"])
 def test_matches_torch_resnet18(torch_net, fmt):
-  variables = pretrained.load_resnet18(torch_net['paths'][fmt])
-  x = _nhwc(torch_net['x'])
-  logits = jax.jit(lambda v, x: models.ResNet18(num_classes=1000).apply(
-      v, x, train=False))(variables, x)
-  trunk = {c: variables[c]['trunk'] for c in ('params', 'batch_stats')}
-  fmap = jax.jit(lambda v, x: models.ResNetTrunk((2, 2, 2, 2)).apply(
-      v, x, train=False))(trunk, x)
-  want_fmap = np.transpose(torch_net['fmap'], (0, 2, 3, 1))
+  variables = pretrained.load_resnet18(torch_net["paths"][fmt])
+  x = _nhwc(torch_net["x"])
+  logits = jax.jit(lambda v, x: models.ResNet18(num_classes=1000).apply(v, x, train=False))(
+    variables, x
+  )
+  trunk = {c: variables[c]["trunk"] for c in ("params", "batch_stats")}
+  fmap = jax.jit(lambda v, x: models.ResNetTrunk((2, 2, 2, 2)).apply(v, x, train=False))(trunk, x)
+  want_fmap = np.transpose(torch_net["fmap"], (0, 2, 3, 1))
   assert fmap.shape == want_fmap.shape == (2, 7, 7, 512)
   # Not vanishing, so 1e-4 absolute means something.
-  assert np.abs(want_fmap).mean() > 0.1 and np.abs(torch_net['logits']).std() > 0.1
+  assert np.abs(want_fmap).mean() > 0.1 and np.abs(torch_net["logits"]).std() > 0.1
   np.testing.assert_allclose(fmap, want_fmap, rtol=0, atol=ATOL)
-  np.testing.assert_allclose(logits, torch_net['logits'], rtol=0, atol=ATOL)
+  np.testing.assert_allclose(logits, torch_net["logits"], rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize('size', [14, 15])
+@pytest.mark.parametrize("size", [14, 15])
 def test_stride2_layers_match_torch(torch_net, size):
   """Stem (7x7/2 conv + 3x3/2 max pool) and a stride-2 block, in isolation,
   on even and odd sizes: catches asymmetric ('SAME') padding."""
-  torch = torch_net['torch']
-  net = torch_net['net']
-  variables = pretrained.load_resnet18(torch_net['paths']['safetensors'])
-  p, bs = variables['params']['trunk'], variables['batch_stats']['trunk']
+  torch = torch_net["torch"]
+  net = torch_net["net"]
+  variables = pretrained.load_resnet18(torch_net["paths"]["safetensors"])
+  p, bs = variables["params"]["trunk"], variables["batch_stats"]["trunk"]
   rng = np.random.default_rng(size)
 
   x = rng.normal(size=(2, 3, 2 * size, 2 * size)).astype(np.float32)
   with torch.no_grad():
     want = net.maxpool(net.conv1(torch.from_numpy(x))).numpy()
   conv = nn.Conv(64, (7, 7), (2, 2), padding=((3, 3), (3, 3)), use_bias=False)
-  got = models.torch_max_pool(conv.apply({'params': p['conv1']}, _nhwc(x)))
-  np.testing.assert_allclose(got, np.transpose(want, (0, 2, 3, 1)), rtol=0,
-                             atol=ATOL)
+  got = models.torch_max_pool(conv.apply({"params": p["conv1"]}, _nhwc(x)))
+  np.testing.assert_allclose(got, np.transpose(want, (0, 2, 3, 1)), rtol=0, atol=ATOL)
 
   x = rng.normal(size=(2, 64, size, size)).astype(np.float32)
   with torch.no_grad():
     want = net.layer2[0](torch.from_numpy(x)).numpy()
   block = models.BasicBlock(
-      128, conv=partial(nn.Conv, use_bias=False),
-      norm=partial(nn.BatchNorm, use_running_average=True, momentum=0.9,
-                   epsilon=1e-5), strides=2)
-  got = block.apply({'params': p['layer2_0'], 'batch_stats': bs['layer2_0']},
-                    _nhwc(x))
+    128,
+    conv=partial(nn.Conv, use_bias=False),
+    norm=partial(nn.BatchNorm, use_running_average=True, momentum=0.9, epsilon=1e-5),
+    strides=2,
+  )
+  got = block.apply({"params": p["layer2_0"], "batch_stats": bs["layer2_0"]}, _nhwc(x))
   assert got.shape == (2, (size + 1) // 2, (size + 1) // 2, 128)
-  np.testing.assert_allclose(got, np.transpose(want, (0, 2, 3, 1)), rtol=0,
-                             atol=ATOL)
+  np.testing.assert_allclose(got, np.transpose(want, (0, 2, 3, 1)), rtol=0, atol=ATOL)
 
 
 def test_torch_reference_painseeker_is_the_same_network():
   """torch_reference (what benchmarks/train_throughput.py races) = models.PainSeeker18:
   same loss and gradients in training mode from the same weights and images."""
-  torch = pytest.importorskip('torch')
+  torch = pytest.importorskip("torch")
   from painseeker_jax import losses
+
   torch.manual_seed(0)
   net = torch_reference.resnet18(torch, num_classes=2, painseeker=True).train()
   sd = {k: v.detach().numpy() for k, v in net.state_dict().items()}
@@ -380,18 +397,26 @@ def test_torch_reference_painseeker_is_the_same_network():
   y = np.array([0, 1, 1, 0])
 
   def loss_fn(params):
-    logits, beta, _ = models.forward(model, dict(variables, params=params), jnp.asarray(x), train=True)
+    logits, beta, _ = models.forward(
+      model, dict(variables, params=params), jnp.asarray(x), train=True
+    )
     return losses.total_loss(logits, y, beta, 0.1, 2, 0.2)[0]
 
-  loss, grads = jax.value_and_grad(loss_fn)(variables['params'])
+  loss, grads = jax.value_and_grad(loss_fn)(variables["params"])
   logits_t, beta_t = net(torch.from_numpy(x.transpose(0, 3, 1, 2)))
   loss_t = torch_reference.total_loss(torch, logits_t, torch.from_numpy(y), beta_t, 0.1, 2, 0.2)
   loss_t.backward()
   np.testing.assert_allclose(float(loss), loss_t.item(), rtol=1e-5)
   grads_t = pretrained.state_dict_to_variables(
-      {k: (p.grad.numpy() if p.grad is not None else np.zeros(p.shape, np.float32))
-       for k, p in list(net.named_parameters()) + list(net.named_buffers())}, model)['params']
+    {
+      k: (p.grad.numpy() if p.grad is not None else np.zeros(p.shape, np.float32))
+      for k, p in list(net.named_parameters()) + list(net.named_buffers())
+    },
+    model,
+  )["params"]
   flat, flat_t = jax.tree.leaves_with_path(grads), dict(jax.tree.leaves_with_path(grads_t))
   assert len(flat) == len(flat_t) == 64  # 20 convs, 20 BN x 2, region_score and fc x 2
   for path, g in flat:
-    np.testing.assert_allclose(g, flat_t[path], rtol=2e-3, atol=2e-5, err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+      g, flat_t[path], rtol=2e-3, atol=2e-5, err_msg=jax.tree_util.keystr(path)
+    )

@@ -10,46 +10,59 @@ import os
 import subprocess
 import sys
 import textwrap
+import types
 
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, mini_config
-from painseeker_jax import sharding, train
+
+from painseeker_jax import inference, loro, sharding, train
 
 
 def _batch(n=8, size=64, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-          "label": np.array([0, 1] * (n // 2), np.int32)}
+  return {
+    "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+    "label": np.array([0, 1] * (n // 2), np.int32),
+  }
 
 
 def test_divisibility_message_names_the_field():
   sharding.check_divisible(64, 8)
-  with pytest.raises(ValueError, match=r"config.batch_size=64 does not divide over the 3 devices.*"
-                                       r"multiple of 3 \(e.g. 63 or 66\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"config.batch_size=64 does not divide over the 3 devices.*"
+    r"multiple of 3 \(e.g. 63 or 66\)",
+  ):
     sharding.check_divisible(64, 3)
   with pytest.raises(ValueError, match="config.eval_batch_size=10"):
     sharding.check_divisible(10, 4, "config.eval_batch_size")
 
 
-def test_validate_config_checks_both_batch_sizes(mini_data_dir, monkeypatch):
-  monkeypatch.setattr(jax, "device_count", lambda *a: 3)  # as if on 3 devices
+def test_validate_config_checks_both_batch_sizes(mini_data_dir):
+  three = types.SimpleNamespace(size=3)  # as if on a mesh of 3 devices
   with pytest.raises(ValueError, match="config.batch_size=8 does not divide"):
-    train.validate_config(mini_config(mini_data_dir))
+    train.make_trainer(mini_config(mini_data_dir), three)
   with pytest.raises(ValueError, match="config.eval_batch_size=16 does not divide"):
-    train.validate_config(mini_config(mini_data_dir, batch_size=9))
-  monkeypatch.undo()
+    loro.validate_config(mini_config(mini_data_dir, batch_size=9), 3)
   with pytest.raises(ValueError, match="config.dtype"):
-    train.validate_config(mini_config(mini_data_dir, dtype="float16"))
+    train.make_trainer(mini_config(mini_data_dir, dtype="float16"))
   with pytest.raises(ValueError, match="config.multi_run"):
-    train.validate_config(mini_config(mini_data_dir, multi_run="folds"))
+    loro.validate_config(mini_config(mini_data_dir, multi_run="folds"), 1)
 
 
 def test_multi_host_environment_detection(monkeypatch):
-  for var in ("PAINSEEKER_DISTRIBUTED", "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "SLURM_NTASKS",
-              "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES"):
+  for var in (
+    "PAINSEEKER_DISTRIBUTED",
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "SLURM_NTASKS",
+    "OMPI_COMM_WORLD_SIZE",
+    "PMI_SIZE",
+    "TPU_PROCESS_ADDRESSES",
+    "TPU_WORKER_HOSTNAMES",
+  ):
     monkeypatch.delenv(var, raising=False)
   assert not sharding.multi_host_environment()
   assert sharding.maybe_initialize_distributed() is False  # single host: nothing to do
@@ -70,9 +83,10 @@ def test_multi_host_environment_detection(monkeypatch):
 def test_single_device_is_a_mesh_of_one(mini_data_dir):
   config = mini_config(mini_data_dir)
   mesh = sharding.make_mesh(jax.devices()[:1])
-  init, step = train._compiled(train.make_model(config), config.loss.to_json(), config.image_size,
-                               config.optimizer.to_json(), mesh)
-  state, out = step(init(jax.random.key(0)), sharding.shard_batch(_batch(), mesh), jax.random.key(1))
+  trainer = train.make_trainer(config, mesh)
+  state, out = trainer.step(
+    trainer.init(jax.random.key(0)), sharding.shard_batch(_batch(), mesh), jax.random.key(1)
+  )
   assert np.isfinite(float(out["loss"])) and int(state.step) == 1
   assert state.params["fc"]["kernel"].sharding == sharding.replicated(mesh)
 
@@ -82,13 +96,14 @@ def test_bfloat16_step_is_close_to_float32(mini_data_dir):
   outs = {}
   for dtype in ("float32", "bfloat16"):
     config = mini_config(mini_data_dir, dtype=dtype)
-    model = train.make_model(config)
-    init, step = train._compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json())
-    state, out = step(init(jax.random.key(0)), _batch(), jax.random.key(1))
+    trainer = train.make_trainer(config)
+    state, out = trainer.step(trainer.init(jax.random.key(0)), _batch(), jax.random.key(1))
     kernels = jax.tree.leaves(state.params)
     assert all(k.dtype == np.float32 for k in kernels)  # parameters stay float32
     outs[dtype] = jax.device_get(out)
-  assert train.make_model(mini_config(mini_data_dir, dtype="bfloat16")).dtype == jax.numpy.bfloat16
+  assert (
+    inference.make_model(mini_config(mini_data_dir, dtype="bfloat16")).dtype == jax.numpy.bfloat16
+  )
   assert np.isfinite(outs["bfloat16"]["loss"])
   np.testing.assert_allclose(outs["bfloat16"]["loss"], outs["float32"]["loss"], rtol=3e-2)
   assert outs["bfloat16"]["loss"] != outs["float32"]["loss"]  # it did compute in bf16
@@ -99,7 +114,7 @@ _EIGHT_DEVICES = textwrap.dedent(r"""
     import jax, numpy as np
     sys.path[:0] = [sys.argv[3], sys.argv[4]]
     from conftest import mini_config
-    from painseeker_jax import sharding, train, input_pipeline
+    from painseeker_jax import inference, loro, sharding, train
 
     data_dir, workdir = sys.argv[1], sys.argv[2]
     assert jax.device_count() == 8, jax.devices()
@@ -110,14 +125,14 @@ _EIGHT_DEVICES = textwrap.dedent(r"""
     # whole step (measured: 3e-4 with eps 1e-8, 2e-7 with eps 1e-3).
     eps = {"optimizer.eps": 1e-3}
     config = mini_config(data_dir, **eps)  # batch 8: one image per device
-    model = train.make_model(config)
+    model = inference.make_model(config)
     rng = np.random.default_rng(0)
     batches = [{"image": rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8),
                 "label": rng.integers(0, 2, 8).astype(np.int32)} for _ in range(2)]
     res = {}
     for name, mesh in (("1", mesh1), ("8", mesh8)):
-      init, step = train._compiled(model, config.loss.to_json(), 64, config.optimizer.to_json(), mesh)
-      state, outs = init(jax.random.key(0)), []
+      trainer = train.make_trainer(config, mesh)
+      step, state, outs = trainer.step, trainer.init(jax.random.key(0)), []
       for i, b in enumerate(batches):  # two steps: the second one uses the updated statistics
         sb = sharding.shard_batch(b, mesh)
         assert len(sb["image"].addressable_shards) == mesh.size
@@ -139,20 +154,22 @@ _EIGHT_DEVICES = textwrap.dedent(r"""
                  v1["params"], v8["params"])
 
     # Fold-stacked evaluation, batch sharded, fold axis whole.
-    v = train.stack_trees([v1, v8])
+    v = inference.stack_variables([v1, v8])
     images = rng.integers(0, 256, (2, 16, 64, 64, 3), dtype=np.uint8)
-    p1 = train.make_fold_eval(model, "map", mesh1)(v, sharding.shard_fold_batch(images, mesh1))
-    p8 = train.make_fold_eval(model, "map", mesh8)(v, sharding.shard_fold_batch(images, mesh8))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), jax.device_get(p1), jax.device_get(p8))
+    p1 = loro.make_fold_eval(model, "map", mesh1)(v, sharding.shard_fold_batch(images, mesh1))
+    p8 = loro.make_fold_eval(model, "map", mesh8)(v, sharding.shard_fold_batch(images, mesh8))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+                 jax.device_get(p1), jax.device_get(p8))
 
     # A short LORO run on all 8 devices completes and matches the 1-device run.
     cfg = lambda: mini_config(data_dir, folds=(1,), **eps)
-    r8 = train.run_loro(cfg(), workdir + "/eight")
+    r8 = loro.run_loro(cfg(), workdir + "/eight")
     # The same fold trained through the stacked (vmapped) trainer, batch sharded over 8 devices.
-    train.run_loro(mini_config(data_dir, folds=(1,), multi_run="vmap", **eps), workdir + "/eight_vmap")
+    loro.run_loro(mini_config(data_dir, folds=(1,), multi_run="vmap", **eps),
+                  workdir + "/eight_vmap")
     real_make_mesh = sharding.make_mesh
     sharding.make_mesh = lambda devices=None: real_make_mesh(jax.devices()[:1])
-    r1 = train.run_loro(cfg(), workdir + "/one")
+    r1 = loro.run_loro(cfg(), workdir + "/one")
     read = lambda d: np.loadtxt(d + "/predictions.csv", delimiter=",", skiprows=1, usecols=4)
     np.testing.assert_allclose(read(workdir + "/eight"), read(workdir + "/one"), atol=1e-4)
     np.testing.assert_allclose(read(workdir + "/eight_vmap"), read(workdir + "/one"), atol=1e-3)
@@ -166,12 +183,26 @@ def test_eight_devices_match_one_device(mini_data_dir, tmp_path):
   (two steps), the same fold predictions, and a one-fold LORO run that completes (also
   through the stacked trainer, config.multi_run=vmap)."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+  ).strip()
   env["JAX_PLATFORMS"] = "cpu"
   proc = subprocess.run(
-      [sys.executable, "-c", _EIGHT_DEVICES, mini_data_dir, str(tmp_path), ROOT,
-       os.path.join(ROOT, "tests")],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    [
+      sys.executable,
+      "-c",
+      _EIGHT_DEVICES,
+      mini_data_dir,
+      str(tmp_path),
+      ROOT,
+      os.path.join(ROOT, "tests"),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
   out = json.loads(proc.stdout.strip().splitlines()[-1])
   assert out["n_pred"] == 12 and np.isclose(out["loss8"], out["loss1"], rtol=1e-5)

@@ -96,7 +96,7 @@ def test_mcnemar_constructed_cases():
   b[:20] = 1 - b[:20]
   r = stats.mcnemar(y, a, b)
   assert (r["b"], r["c"], r["statistic"]) == (20, 0, 0)
-  assert r["p_value"] == pytest.approx(2 * 0.5 ** 20, rel=1e-12)
+  assert r["p_value"] == pytest.approx(2 * 0.5**20, rel=1e-12)
   assert stats.mcnemar(y, b, a)["p_value"] == pytest.approx(r["p_value"], rel=1e-12)
 
   # b = 7, c = 2: P(X <= 2 | n = 9) = (1 + 9 + 36) / 512, two-sided p = 92 / 512.
@@ -114,9 +114,9 @@ def test_mcnemar_constructed_cases():
 
 def test_paired_bootstrap_diff_constructed():
   y = np.array([1, 0] * 50)
-  a = y.copy()                     # always right
+  a = y.copy()  # always right
   b = y.copy()
-  b[:30] = 1 - b[:30]              # wrong on 30 of 100
+  b[:30] = 1 - b[:30]  # wrong on 30 of 100
   r = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=500, seed=0)
   assert r["diff"] == pytest.approx(30.0)
   lo, hi = r["ci"]
@@ -159,16 +159,20 @@ def test_paired_bootstrap_resampling_the_seeds_widens_the_interval():
   gives both-bad / both-good draws (a quarter each), so the interval spans about ±20 points."""
   y = np.array([1, 0] * 100)
   a = np.stack([y, y])
-  a[0, :80] = 1 - a[0, :80]   # seed 0 wrong on 80 of 200
+  a[0, :80] = 1 - a[0, :80]  # seed 0 wrong on 80 of 200
   b = y.copy()
   b[100:140] = 1 - b[100:140]  # wrong on 40 of 200
   fixed = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=2000, seed=0)
-  both = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", n_boot=2000, seed=0, resample_runs=True)
+  both = stats.paired_bootstrap_diff(
+    y, a, b, metric="accuracy", n_boot=2000, seed=0, resample_runs=True
+  )
   assert fixed["diff"] == both["diff"] == 0.0
   assert -10 < fixed["ci"][0] < 0 < fixed["ci"][1] < 10
   assert both["ci"][0] < -15 and both["ci"][1] > 15
   # Single runs have nothing to draw: the same answer either way.
-  assert stats.paired_bootstrap_diff(y, a[1], b, resample_runs=True) == stats.paired_bootstrap_diff(y, a[1], b)
+  assert stats.paired_bootstrap_diff(y, a[1], b, resample_runs=True) == stats.paired_bootstrap_diff(
+    y, a[1], b
+  )
 
 
 def test_paired_bootstrap_p_value_tracks_mcnemar_on_a_close_call():
@@ -182,7 +186,9 @@ def test_paired_bootstrap_p_value_tracks_mcnemar_on_a_close_call():
   assert boot["diff"] == pytest.approx(1.0)
   assert boot["ci"][0] < 0 < boot["ci"][1]
   assert 0.3 < boot["p_value"] <= 1.0
-  assert stats.mcnemar(y, a, b)["p_value"] == pytest.approx(2 * sum(math.comb(10, k) for k in range(5)) / 2 ** 10)
+  assert stats.mcnemar(y, a, b)["p_value"] == pytest.approx(
+    2 * sum(math.comb(10, k) for k in range(5)) / 2**10
+  )
 
 
 def test_input_checks():
@@ -197,10 +203,13 @@ def test_input_checks():
 def test_mcnemar_without_scipy_matches(monkeypatch):
   """The math.comb fallback gives scipy's exact p-values."""
   import sys
+
   y = np.ones(40, int)
   cases = [(20, 0), (7, 2), (3, 3), (12, 9)]
   with_scipy = [stats.mcnemar(y, *_discordant(b, c)) for b, c in cases]
-  monkeypatch.setitem(sys.modules, "scipy.stats", None)  # `from scipy.stats import ...` -> ImportError
+  monkeypatch.setitem(
+    sys.modules, "scipy.stats", None
+  )  # `from scipy.stats import ...` -> ImportError
   for (b, c), ref in zip(cases, with_scipy):
     assert stats.mcnemar(y, *_discordant(b, c)) == pytest.approx(ref, rel=1e-12)
 
@@ -210,5 +219,5 @@ def _discordant(b, c, n=40):
   a = np.ones(n, int)
   bb = np.ones(n, int)
   bb[:b] = 0
-  a[b:b + c] = 0
+  a[b : b + c] = 0
   return a, bb

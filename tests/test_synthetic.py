@@ -3,11 +3,18 @@
 import collections
 import dataclasses
 import io
+import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from conftest import ROOT
 from PIL import Image
 
+from tfds_ratspain import build
 from tfds_ratspain.ratspain import synthetic
 
 
@@ -61,9 +68,9 @@ def test_plan_filenames_unique(full_plan):
 def test_labels_are_rounded_mean_half_up(full_plan):
   # Rule: round half up of mean(AU) == (sum + 2) // 4.
   assert [synthetic.pain_level_from_au((0, 0, 0, s)) for s in range(3)] == [0, 0, 1]
-  assert synthetic.pain_level_from_au((1, 1, 0, 0)) == 1    # mean 0.5 -> 1
-  assert synthetic.pain_level_from_au((2, 2, 1, 1)) == 2    # mean 1.5 -> 2
-  assert synthetic.pain_level_from_au((2, 1, 1, 1)) == 1    # mean 1.25 -> 1
+  assert synthetic.pain_level_from_au((1, 1, 0, 0)) == 1  # mean 0.5 -> 1
+  assert synthetic.pain_level_from_au((2, 2, 1, 1)) == 2  # mean 1.5 -> 2
+  assert synthetic.pain_level_from_au((2, 1, 1, 1)) == 1  # mean 1.25 -> 1
   for s in full_plan:
     assert len(s.au_scores) == 4 and all(a in (0, 1, 2) for a in s.au_scores)
     mean = sum(s.au_scores) / 4
@@ -98,21 +105,30 @@ def test_plan_deterministic_and_seeded():
 def test_max_per_split(full_plan, n):
   sub = synthetic.plan(0, max_per_split=n)
   by_name = {s.filename: s for s in full_plan}
-  assert all(by_name[s.filename] == s for s in sub)           # a subset of the full plan
+  assert all(by_name[s.filename] == s for s in sub)  # a subset of the full plan
   full_order = [s.filename for s in full_plan]
   assert [s.filename for s in sub] == [f for f in full_order if f in {s.filename for s in sub}]
   per_split = collections.Counter(s.split for s in sub)
   assert set(per_split) == set(synthetic.SPLITS)
   for split in synthetic.SPLITS:
-    assert per_split[split] == n                              # every split has >= 12 examples
+    assert per_split[split] == n  # every split has >= 12 examples
     if n >= 2 and split != "low_confidence":
       assert {int(s.pain_level > 0) for s in sub if s.split == split} == {0, 1}
 
 
 def test_render_outputs(frontal_spec):
   ex = synthetic.render(frontal_spec)
-  assert set(ex) == {"image", "filename", "rat_id", "pain_level", "pain", "au_scores",
-                     "head_pose", "landmarks", "landmark_visible"}
+  assert set(ex) == {
+    "image",
+    "filename",
+    "rat_id",
+    "pain_level",
+    "pain",
+    "au_scores",
+    "head_pose",
+    "landmarks",
+    "landmark_visible",
+  }
   assert isinstance(ex["image"], bytes)
   img = _decode(ex["image"])
   assert img.shape == (256, 256, 3) and img.dtype == np.uint8
@@ -146,8 +162,9 @@ def test_landmarks_nan_exactly_where_not_visible():
 
 
 def test_frontal_face_landmarks(frontal_spec):
-  spec = dataclasses.replace(frontal_spec, head_pose=(0.0, 0.0, 0.0), occluder="none",
-                             offset=(0.0, 0.0))
+  spec = dataclasses.replace(
+    frontal_spec, head_pose=(0.0, 0.0, 0.0), occluder="none", offset=(0.0, 0.0)
+  )
   ex = synthetic.render(spec)
   assert ex["landmark_visible"].all()
   lm = dict(zip(synthetic.LANDMARK_NAMES, ex["landmarks"]))
@@ -158,8 +175,9 @@ def test_frontal_face_landmarks(frontal_spec):
   assert lm["left_ear"][1] < lm["left_eye"][1] < lm["nose"][1]
 
 
-@pytest.mark.parametrize("yaw,far,near", [(75.0, "left_eye", "right_eye"),
-                                          (-75.0, "right_eye", "left_eye")])
+@pytest.mark.parametrize(
+  "yaw,far,near", [(75.0, "left_eye", "right_eye"), (-75.0, "right_eye", "left_eye")]
+)
 def test_extreme_yaw_hides_far_eye(frontal_spec, yaw, far, near):
   spec = dataclasses.replace(frontal_spec, head_pose=(yaw, 0.0, 0.0), occluder="none")
   vis = dict(zip(synthetic.LANDMARK_NAMES, synthetic.render(spec)["landmark_visible"]))
@@ -168,8 +186,9 @@ def test_extreme_yaw_hides_far_eye(frontal_spec, yaw, far, near):
 
 def test_orbital_tightening_changes_eye(frontal_spec):
   # Same image apart from the orbital AU: the eye region must differ clearly.
-  base = dataclasses.replace(frontal_spec, head_pose=(0.0, 0.0, 0.0), occluder="none",
-                             blur=0.0, noise=0.0, jpeg_quality=95)
+  base = dataclasses.replace(
+    frontal_spec, head_pose=(0.0, 0.0, 0.0), occluder="none", blur=0.0, noise=0.0, jpeg_quality=95
+  )
   a = dataclasses.replace(base, au_intensity=(0.0, 0.0, 0.0, 0.0))
   b = dataclasses.replace(base, au_intensity=(2.0, 0.0, 0.0, 0.0))
   ea, eb = synthetic.render(a), synthetic.render(b)
@@ -199,6 +218,53 @@ def test_generate_deterministic_across_workers():
     np.testing.assert_array_equal(e1["landmark_visible"], e2["landmark_visible"])
 
 
+# Builds synthetic_mini in a fresh process whose JAX runtime is up (as when training
+# builds the data on first use), rendering every split in worker processes, and
+# prints the start methods of the process pools it made.
+_BUILD_AFTER_JAX = """
+import concurrent.futures, json, sys
+import jax
+jax.devices()  # starts JAX's threads and its os.fork() warning
+methods = []
+class _Pool(concurrent.futures.ProcessPoolExecutor):
+  def __init__(self, *args, mp_context=None, **kwargs):
+    methods.append(mp_context.get_start_method() if mp_context else "default")
+    super().__init__(*args, mp_context=mp_context, **kwargs)
+concurrent.futures.ProcessPoolExecutor = _Pool
+from tfds_ratspain import build
+from tfds_ratspain.ratspain import ratspain_dataset_builder
+ratspain_dataset_builder.PARALLEL_MIN_EXAMPLES = 1
+build.prepare("synthetic_mini", data_dir=sys.argv[1])
+print(json.dumps(methods))
+"""
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="the builder renders in one process")
+def test_build_after_jax_no_fork_warning_same_bytes(tmp_path, mini_data_dir):
+  """Worker processes do not fork the JAX process (no "os.fork() was called" warning),
+  and the images are byte-identical to a build rendered in one process."""
+  warn = ["-W", "always::RuntimeWarning", "-W", "always::DeprecationWarning"]
+  proc = subprocess.run(
+    [sys.executable, *warn, "-c", _BUILD_AFTER_JAX, str(tmp_path)],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "fork()" not in proc.stderr, proc.stderr[-4000:]
+  methods = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert len(methods) == len(synthetic.SPLITS) and not {"fork", "default"} & set(methods), methods
+  skip = {"image": tfds.decode.SkipDecoding()}
+  pooled = build.builder("synthetic_mini", str(tmp_path)).as_data_source(decoders=skip)
+  serial = build.builder("synthetic_mini", mini_data_dir).as_data_source(decoders=skip)
+  for split in synthetic.SPLITS:
+    assert len(pooled[split]) == len(serial[split]) > 0
+    for a, b in zip(pooled[split], serial[split]):
+      assert a["filename"] == b["filename"] and a["image"] == b["image"], split
+      np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+
+
 def _within_rat_corr(specs, values):
   """Correlation of `values` with the binary label after removing per-rat means."""
   y = np.array([float(s.pain_level > 0) for s in specs])
@@ -214,20 +280,20 @@ def _within_rat_corr(specs, values):
 def test_no_shortcuts_in_plan(full_plan):
   lab = [s for s in full_plan if s.pain_level >= 0]
   nuisances = {
-      "abs_yaw": [abs(s.head_pose[0]) for s in lab],
-      "yaw": [s.head_pose[0] for s in lab],
-      "pitch": [s.head_pose[1] for s in lab],
-      "roll": [s.head_pose[2] for s in lab],
-      "brightness": [s.light[2] for s in lab],
-      "light_azimuth": [s.light[0] for s in lab],
-      "scale": [s.scale for s in lab],
-      "offset_x": [s.offset[0] for s in lab],
-      "offset_y": [s.offset[1] for s in lab],
-      "jpeg_quality": [s.jpeg_quality for s in lab],
-      "blur": [s.blur for s in lab],
-      "noise": [s.noise for s in lab],
-      "session": [s.session for s in lab],
-      "occluded": [s.occluder != "none" for s in lab],
+    "abs_yaw": [abs(s.head_pose[0]) for s in lab],
+    "yaw": [s.head_pose[0] for s in lab],
+    "pitch": [s.head_pose[1] for s in lab],
+    "roll": [s.head_pose[2] for s in lab],
+    "brightness": [s.light[2] for s in lab],
+    "light_azimuth": [s.light[0] for s in lab],
+    "scale": [s.scale for s in lab],
+    "offset_x": [s.offset[0] for s in lab],
+    "offset_y": [s.offset[1] for s in lab],
+    "jpeg_quality": [s.jpeg_quality for s in lab],
+    "blur": [s.blur for s in lab],
+    "noise": [s.noise for s in lab],
+    "session": [s.session for s in lab],
+    "occluded": [s.occluder != "none" for s in lab],
   }
   nuisances.update({f"bg_{k}": [s.background == k for s in lab] for k in synthetic.BACKGROUNDS})
   for name, values in nuisances.items():

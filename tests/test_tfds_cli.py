@@ -1,44 +1,113 @@
-"""The stock `tfds build` command builds the synthetic twin (needs the [test] extra's
-TensorFlow, Apache Beam and mlcroissant), with RatsPain's exact per-rat counts."""
+"""The stock `tfds build` command (needs the [test] extra's TensorFlow, Apache Beam and
+mlcroissant): it builds the synthetic twin with RatsPain's exact per-rat counts, as
+array_record files the trainer reads; a TFRecord build stops the trainer with a
+clear message."""
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 
 import pytest
+import tensorflow_datasets as tfds
+from conftest import ROOT, mini_config
 
-from conftest import ROOT
+from tfds_ratspain import build
 from tfds_ratspain.ratspain import synthetic
 
 pytest.importorskip("tensorflow", reason="the stock tfds CLI imports TensorFlow")
 
-# Reads the TFRecord files the CLI wrote, through tf.data, in a fresh process (keeps
-# TensorFlow out of the test process) and prints the label counts of every split.
-_COUNT = """
-import json, sys, tensorflow_datasets as tfds, tfds_ratspain
-out = {}
-for s in %r:
-  ds = tfds.load("ratspain/synthetic", data_dir=sys.argv[1], split=s,
-                 decoders={"image": tfds.decode.SkipDecoding()})
-  lv = [int(x["pain_level"]) for x in tfds.as_numpy(ds)]
-  out[s] = [lv.count(-1), lv.count(0), lv.count(1), lv.count(2)]
-print(json.dumps(out))
-""" % (list(synthetic.SPLITS),)
+try:
+  from painseeker_jax.loro import run_loro
+except ImportError:
+  from painseeker_jax.train import run_loro
+
+
+def _tfds_build(config, data_dir, *flags):
+  tfds_cli = shutil.which("tfds") or pytest.fail("the `tfds` command is not on PATH")
+  cmd = [
+    tfds_cli,
+    "build",
+    "tfds_ratspain/ratspain",
+    f"--config={config}",
+    f"--data_dir={data_dir}",
+    *flags,
+  ]
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  path = os.path.join(data_dir, "ratspain", config, "1.0.0")
+  assert os.path.isdir(path)
+  return path
+
+
+def _suffixes(path):
+  """File formats of the record files in a build directory."""
+  names = [n for n in os.listdir(path) if n.startswith("ratspain-")]
+  return {n.split(".")[1].split("-")[0] for n in names}
 
 
 def test_stock_tfds_build_synthetic_exact_counts(tmp_path):
-  tfds_cli = shutil.which("tfds") or pytest.fail("the `tfds` command is not on PATH")
-  proc = subprocess.run([tfds_cli, "build", "tfds_ratspain/ratspain", "--config=synthetic",
-                         f"--data_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  assert os.path.isdir(tmp_path / "ratspain" / "synthetic" / "1.0.0")
-  proc = subprocess.run([sys.executable, "-c", _COUNT, str(tmp_path)], cwd=ROOT, capture_output=True,
-                        text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  counts = json.loads(proc.stdout.strip().splitlines()[-1])
+  path = _tfds_build("synthetic", tmp_path)
+  assert _suffixes(path) == {"array_record"}
+  # Read back as the trainer does (tfds.data_source, no TensorFlow).
+  sources = build.builder("synthetic", str(tmp_path)).as_data_source(
+    decoders={"image": tfds.decode.SkipDecoding()}
+  )
+  counts = {}
+  for s in synthetic.SPLITS:
+    lv = [int(x["pain_level"]) for x in sources[s]]
+    counts[s] = [lv.count(-1), lv.count(0), lv.count(1), lv.count(2)]
   for rat, (no, mod, sev) in synthetic.PER_RAT_COUNTS.items():
     assert counts[f"rat{rat}"] == [0, no, mod, sev], f"rat{rat}"
   assert counts["low_confidence"] == [synthetic.NUM_LOW_CONFIDENCE, 0, 0, 0]
   assert sum(sum(v[1:]) for v in counts.values()) == 1138
+
+
+def test_stock_tfds_build_then_train(tmp_path):
+  """The README's path: stock `tfds build` (no --file_format), then training on it."""
+  data_dir = str(tmp_path / "data")
+  path = _tfds_build("synthetic_mini", data_dir)
+  assert _suffixes(path) == {"array_record"}
+  workdir = str(tmp_path / "w")
+  # XLA's convolutions: this test is about the data path, not the oneDNN kernels.
+  results = run_loro(mini_config(data_dir, folds=(1,), **{"model.conv": "xla"}), workdir)
+  assert os.path.isfile(os.path.join(workdir, "results.json"))
+  with open(os.path.join(workdir, "results.json")) as f:
+    saved = json.load(f)
+  assert saved["loro"] == results["loro"]
+  assert list(saved["per_rat"]) == ["rat1"]
+
+
+def test_stock_tfrecord_build_gives_clear_error_and_fix(tmp_path):
+  """A TFRecord build stops training with a DataError naming the directory and the
+  command that fixes it (no TFDS traceback); that command makes it trainable."""
+  data_dir = str(tmp_path)
+  path = _tfds_build("synthetic_mini", data_dir, "--file_format=tfrecord")
+  assert _suffixes(path) == {"tfrecord"}
+  fix = (
+    "python -m tfds_ratspain build --config=synthetic_mini "
+    f"--data_dir={shlex.quote(data_dir)} --overwrite"
+  )
+  with pytest.raises(build.DataError) as err:
+    run_loro(mini_config(data_dir, folds=(1,)), str(tmp_path / "w"))
+  message = str(err.value)
+  assert f"in {path} was built as tfrecord files" in message
+  assert fix in [line.strip() for line in message.splitlines()]
+  assert err.value.__cause__ is None and err.value.__context__ is None
+  assert not os.path.exists(tmp_path / "w" / "results.json")
+  with pytest.raises(build.DataError, match="was built as tfrecord"):
+    build.prepare("synthetic_mini", data_dir=data_dir)
+  # `python -m tfds_ratspain build` without --overwrite says the same and exits 2.
+  cmd = [sys.executable] + shlex.split(fix)[1:]
+  proc = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 2 and fix in proc.stderr and "Traceback" not in proc.stderr
+  # The command from the message rebuilds it as array_record.
+  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert _suffixes(path) == {"array_record"}
+  from painseeker_jax import input_pipeline
+
+  sources = input_pipeline.get_sources("synthetic_mini", ["rat1"], data_dir)
+  assert len(sources["rat1"]) == 12

@@ -1,4 +1,4 @@
-"""Trainer and LORO experiment end to end on the tiny synthetic build."""
+"""Trainer (train.py) and LORO experiment (loro.py) end to end on the tiny synthetic build."""
 
 import csv
 import functools
@@ -12,21 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from conftest import ROOT, mini_config
-from painseeker_jax import input_pipeline, train
+
+from painseeker_jax import inference, input_pipeline, layout, loro, train
 
 
 def _batch(n=4, size=64, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-          "label": np.array([0, 1] * (n // 2), np.int32)}
+  return {
+    "image": rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+    "label": np.array([0, 1] * (n // 2), np.int32),
+  }
 
 
 def _state_and_step(config):
-  model = train.make_model(config)
-  init, step = train._compiled(model, config.loss.to_json(), config.image_size, config.optimizer.to_json())
-  return init(jax.random.key(0)), step
+  trainer = train.make_trainer(config)
+  return trainer.init(jax.random.key(0)), trainer.step
 
 
 def test_golden_one_step_loss(mini_data_dir):
@@ -50,6 +51,7 @@ GOLDEN_CE_PRSC = (0.71237826, 0.13179460)  # measured on x86-64 CPU, jax 0.10.2
 def test_adam_l2_is_pytorch_adam_weight_decay():
   """adam_l2 adds wd * param to the gradient before Adam; adamw decays outside Adam."""
   from configs import loro
+
   opt = loro.get_config("real").optimizer
   params = {"w": jnp.array([1.0, -2.0, 3.0])}
   grads = {"w": jnp.array([0.5, 0.1, -0.3])}
@@ -70,29 +72,33 @@ def test_adam_l2_is_pytorch_adam_weight_decay():
 def test_invalid_k_h_fails_at_config_time(mini_data_dir, tmp_path):
   config = mini_config(mini_data_dir, **{"loss.k_h": 4})  # K = 4 at 64 px: K_h must be < 4
   with pytest.raises(ValueError, match="config.loss.k_h"):
-    train.run_loro(config, str(tmp_path / "w"))
+    loro.run_loro(config, str(tmp_path / "w"))
   assert not (tmp_path / "w").exists()  # nothing written
 
 
 def test_non_finite_loss_stops_with_step_and_fold(mini_data_dir, tmp_path):
   config = mini_config(mini_data_dir, folds=(2,), **{"optimizer.learning_rate": 1e30})
   with pytest.raises(train.NonFiniteError, match=r"fold rat2, step \d+"):
-    train.run_loro(config, str(tmp_path / "w"))
+    loro.run_loro(config, str(tmp_path / "w"))
 
 
 def test_fold_strategies_agree(mini_data_dir):
   config = mini_config(mini_data_dir)
-  model = train.make_model(config)
-  variables = [jax.jit(functools.partial(model.init, train=False))(jax.random.key(i), jnp.zeros((1, 64, 64, 3)))
-               for i in range(2)]
+  model = inference.make_model(config)
+  variables = [
+    jax.jit(functools.partial(model.init, train=False))(
+      jax.random.key(i), jnp.zeros((1, 64, 64, 3))
+    )
+    for i in range(2)
+  ]
   images = np.random.default_rng(0).integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)
-  stacked = train.stack_trees(variables)
-  p_map, beta_map = train.make_fold_eval(model, "map")(stacked, images)
-  p_vmap, beta_vmap = train.make_fold_eval(model, "vmap")(stacked, images)
+  stacked = inference.stack_variables(variables)
+  p_map, beta_map = loro.make_fold_eval(model, "map")(stacked, images)
+  p_vmap, beta_vmap = loro.make_fold_eval(model, "vmap")(stacked, images)
   np.testing.assert_allclose(p_map, p_vmap, atol=1e-5)
   np.testing.assert_allclose(beta_map, beta_vmap, atol=1e-5)
   # And equal to each fold model applied on its own.
-  p1, _ = train._predict(model, variables[1], images[1])
+  p1, _ = inference.p_pain(model, variables[1], images[1])
   np.testing.assert_allclose(p_map[1], p1, atol=1e-5)
 
 
@@ -103,9 +109,11 @@ def _read(workdir, name):
 
 def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  results = train.run_loro(mini_config(mini_data_dir), workdir)
+  results = loro.run_loro(mini_config(mini_data_dir), workdir)
   saved = json.loads(_read(workdir, "results.json"))
-  assert saved["per_rat"] == results["per_rat"] and list(saved["per_rat"]) == [f"rat{k}" for k in range(1, 7)]
+  assert saved["per_rat"] == results["per_rat"] and list(saved["per_rat"]) == [
+    f"rat{k}" for k in range(1, 7)
+  ]
   assert saved["config"]["dataset"] == "synthetic_mini"
   with open(os.path.join(workdir, "predictions.csv")) as f:
     rows = list(csv.DictReader(f))
@@ -117,25 +125,30 @@ def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
     assert int(r["pain"]) == int(int(r["pain_level"]) > 0)
   # The LORO column is the pooled confusion matrix, re-derivable from the CSV.
   y, p = np.array([int(r["pain"]) for r in rows]), np.array([int(r["pred"]) for r in rows])
-  loro = saved["loro"]
-  assert (loro["tp"], loro["fp"], loro["tn"], loro["fn"]) == (
-      int(((y == 1) & (p == 1)).sum()), int(((y == 0) & (p == 1)).sum()),
-      int(((y == 0) & (p == 0)).sum()), int(((y == 1) & (p == 0)).sum()))
+  pooled = saved["loro"]
+  assert (pooled["tp"], pooled["fp"], pooled["tn"], pooled["fn"]) == (
+    int(((y == 1) & (p == 1)).sum()),
+    int(((y == 0) & (p == 1)).sum()),
+    int(((y == 0) & (p == 0)).sum()),
+    int(((y == 1) & (p == 0)).sum()),
+  )
   assert sum(m["tp"] + m["fp"] + m["tn"] + m["fn"] for m in saved["per_rat"].values()) == 72
   md = _read(workdir, "results.md").splitlines()
   assert md[0] == "| Method | Rat1 | Rat2 | Rat3 | Rat4 | Rat5 | Rat6 | LORO |"
-  assert md[2].startswith("| PainSeeker |") and f"{loro['f1']:.4f}/{loro['accuracy']:.2f}" in md[2]
+  assert (
+    md[2].startswith("| PainSeeker |") and f"{pooled['f1']:.4f}/{pooled['accuracy']:.2f}" in md[2]
+  )
   assert os.listdir(os.path.join(workdir, "fold_rat1", "tb"))  # TensorBoard event file
   # Rerunning a finished run retrains nothing and gives the same files.
   before = _read(workdir, "predictions.csv")
-  train.run_loro(mini_config(mini_data_dir), workdir)
+  loro.run_loro(mini_config(mini_data_dir), workdir)
   assert _read(workdir, "predictions.csv") == before
 
 
 def test_resume_after_interruption_gives_identical_results(mini_data_dir, tmp_path, monkeypatch):
   config = lambda: mini_config(mini_data_dir, folds=(1, 2), num_epochs=2)  # noqa: E731
   clean = str(tmp_path / "clean")
-  train.run_loro(config(), clean)
+  loro.run_loro(config(), clean)
 
   real_batches = input_pipeline.train_batches
   calls = []
@@ -150,20 +163,24 @@ def test_resume_after_interruption_gives_identical_results(mini_data_dir, tmp_pa
   monkeypatch.setattr(input_pipeline, "train_batches", interrupted)
   resumed = str(tmp_path / "resumed")
   with pytest.raises(KeyboardInterrupt):
-    train.run_loro(config(), resumed)
+    loro.run_loro(config(), resumed)
   assert not os.path.exists(os.path.join(resumed, "results.json"))
   calls.clear()
-  monkeypatch.setattr(input_pipeline, "train_batches", lambda *a, **kw: (calls.append(kw["seed"]), real_batches(*a, **kw))[1])
-  train.run_loro(config(), resumed)
+  monkeypatch.setattr(
+    input_pipeline,
+    "train_batches",
+    lambda *a, **kw: (calls.append(kw["seed"]), real_batches(*a, **kw))[1],
+  )
+  loro.run_loro(config(), resumed)
   assert calls == [input_pipeline.epoch_seed(0, 2, 1)]  # only fold 2's last epoch was trained again
   assert _read(resumed, "predictions.csv") == _read(clean, "predictions.csv")
   assert json.loads(_read(resumed, "results.json")) == json.loads(_read(clean, "results.json"))
 
 
 def test_same_seed_same_results_other_seed_differs(mini_data_dir, tmp_path):
-  a = train.run_loro(mini_config(mini_data_dir, folds=(3,)), str(tmp_path / "a"))
-  b = train.run_loro(mini_config(mini_data_dir, folds=(3,)), str(tmp_path / "b"))
-  c = train.run_loro(mini_config(mini_data_dir, folds=(3,), seed=1), str(tmp_path / "c"))
+  a = loro.run_loro(mini_config(mini_data_dir, folds=(3,)), str(tmp_path / "a"))
+  b = loro.run_loro(mini_config(mini_data_dir, folds=(3,)), str(tmp_path / "b"))
+  loro.run_loro(mini_config(mini_data_dir, folds=(3,), seed=1), str(tmp_path / "c"))
   assert _read(tmp_path / "a", "predictions.csv") == _read(tmp_path / "b", "predictions.csv")
   assert a["loro"] == b["loro"]
   assert _read(tmp_path / "a", "predictions.csv") != _read(tmp_path / "c", "predictions.csv")
@@ -171,44 +188,59 @@ def test_same_seed_same_results_other_seed_differs(mini_data_dir, tmp_path):
 
 def test_workdir_refuses_another_config(mini_data_dir, tmp_path):
   workdir = str(tmp_path / "w")
-  train.run_loro(mini_config(mini_data_dir, folds=(4,)), workdir)
+  loro.run_loro(mini_config(mini_data_dir, folds=(4,)), workdir)
   with pytest.raises(ValueError, match="another configuration.*seed"):
-    train.run_loro(mini_config(mini_data_dir, folds=(4,), seed=5), workdir)
+    loro.run_loro(mini_config(mini_data_dir, folds=(4,), seed=5), workdir)
   # Fields that cannot change results are not a different configuration.
-  train._check_workdir_config(mini_config(mini_data_dir, folds=(4,), checkpoint_every_epochs=7,
-                                          multi_run="vmap", **{"input.num_threads": 3}), workdir)
+  layout.check_config(
+    mini_config(
+      mini_data_dir,
+      folds=(4,),
+      checkpoint_every_epochs=7,
+      multi_run="vmap",
+      **{"input.num_threads": 3},
+    ),
+    workdir,
+  )
 
 
 def test_real_config_without_data_explains_and_never_falls_back(tmp_path):
   from configs import loro
   from tfds_ratspain import build
+
   config = loro.get_config()
   config.data_dir = str(tmp_path / "empty")
   with pytest.raises(build.DataError, match="(?s)xhzongyuan/RatsPain.*--manual_dir"):
-    train.run_loro(config, str(tmp_path / "w"))
+    loro.run_loro(config, str(tmp_path / "w"))
   assert not os.path.exists(tmp_path / "empty" / "ratspain" / "synthetic")
 
 
 def _run_py(*args, timeout=300):
-  return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+  )
 
 
 def test_run_py_locked_config_rejects_typos(tmp_path):
-  proc = _run_py("--config=configs/loro.py:synthetic_mini", "--config.loss.lamda_prsc=0",
-                 f"--workdir={tmp_path}")
+  proc = _run_py(
+    "--config=configs/loro.py:synthetic_mini", "--config.loss.lamda_prsc=0", f"--workdir={tmp_path}"
+  )
   assert proc.returncode != 0 and "lamda_prsc" in proc.stderr
 
 
 def test_training_path_never_imports_tensorflow(mini_data_dir, tmp_path):
   """run.py end to end (one fold) in a fresh interpreter: TensorFlow is never imported."""
   code = (
-      "import sys, runpy; sys.argv = ['run.py', '--config=configs/loro.py:synthetic_mini', "
-      f"'--config.data_dir={mini_data_dir}', '--config.folds=5', '--config.progress=False', "
-      f"'--workdir={tmp_path}/w']\n"
-      "try:\n  runpy.run_path('run.py', run_name='__main__')\nexcept SystemExit as e:\n  assert not e.code, e.code\n"
-      "bad = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.'))\n"
-      "assert not bad, bad[:5]\nprint('NO_TF_OK')\n")
-  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    "import sys, runpy; sys.argv = ['run.py', '--config=configs/loro.py:synthetic_mini', "
+    f"'--config.data_dir={mini_data_dir}', '--config.folds=5', '--config.progress=False', "
+    f"'--workdir={tmp_path}/w']\n"
+    "try:\n  runpy.run_path('run.py', run_name='__main__')\n"
+    "except SystemExit as e:\n  assert not e.code, e.code\n"
+    "bad = sorted(m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.'))\n"
+    "assert not bad, bad[:5]\nprint('NO_TF_OK')\n"
+  )
+  proc = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
   assert "NO_TF_OK" in proc.stdout, proc.stderr[-3000:]
   assert os.path.exists(tmp_path / "w" / "results.json")

@@ -4,7 +4,9 @@
   python -m tfds_ratspain build --config=real --manual_dir=DIR [--data_dir=DIR]
 
 Same options as the stock `tfds build tfds_ratspain/ratspain`, written as
-array_record (readable with `tfds.data_source`, no TensorFlow needed).
+array_record (readable with `tfds.data_source`, no TensorFlow needed), as the
+stock command also does unless given --file_format. A build in another
+format (e.g. TFRecord) is reported; --overwrite replaces it.
 """
 
 import argparse
@@ -14,18 +16,28 @@ from tfds_ratspain import build
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m tfds_ratspain", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+    prog="python -m tfds_ratspain",
+    description=__doc__,
+    formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   b = sub.add_parser("build", help="download_and_prepare one builder config")
   b.add_argument("--config", default="synthetic", choices=build.CONFIG_NAMES)
-  b.add_argument("--data_dir", default=None, help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+  b.add_argument(
+    "--data_dir",
+    default=None,
+    help="TFDS data dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)",
+  )
   b.add_argument("--manual_dir", default=None, help="where the real set lies (config real)")
-  b.add_argument("--overwrite", action="store_true", help="delete an existing build first")
+  b.add_argument(
+    "--overwrite", action="store_true", help="delete an existing build first (e.g. a TFRecord one)"
+  )
   args = parser.parse_args(argv)
   try:
-    path = build.prepare(args.config, data_dir=args.data_dir, manual_dir=args.manual_dir,
-                         overwrite=args.overwrite)
+    path = build.prepare(
+      args.config, data_dir=args.data_dir, manual_dir=args.manual_dir, overwrite=args.overwrite
+    )
   except build.DataError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

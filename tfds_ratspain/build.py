@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 
 import tensorflow_datasets as tfds
@@ -11,47 +12,97 @@ from tfds_ratspain.ratspain import manual
 from tfds_ratspain.ratspain import ratspain_dataset_builder as rb
 
 CONFIG_NAMES = tuple(c.name for c in rb.Builder.BUILDER_CONFIGS)
+ARRAY_RECORD = tfds.core.FileFormat.ARRAY_RECORD
 
 
 class DataError(RuntimeError):
   """The data set cannot be prepared; the message says what to do."""
 
 
-def builder(config: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+def _open(config: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
   if config not in CONFIG_NAMES:
     raise DataError(f"unknown ratspain config {config!r}; choose one of {', '.join(CONFIG_NAMES)}")
-  return rb.Builder(config=config, data_dir=data_dir, file_format="array_record")
+  # No explicit file_format: a new build is array_record (the builder's default),
+  # an existing one opens in the format it was written in (see _check_format).
+  return rb.Builder(config=config, data_dir=data_dir)
 
 
-def prepare(config: str, data_dir: str | None = None, manual_dir: str | None = None,
-            overwrite: bool = False) -> str:
+def _check_format(b: tfds.core.DatasetBuilder, config: str, manual_dir: str | None = None) -> None:
+  """Raises DataError when an existing build cannot be read with `tfds.data_source`."""
+  if ARRAY_RECORD in b.info.available_file_formats():
+    return
+  fmt = b.info.file_format.value if b.info.file_format else "an unknown format"
+  cmd = [
+    "python",
+    "-m",
+    "tfds_ratspain",
+    "build",
+    f"--config={config}",
+    f"--data_dir={os.fspath(b.data_dir_root)}",
+  ]
+  if config == "real":
+    cmd.append(f"--manual_dir={manual_dir}" if manual_dir else "--manual_dir=/path/to/ratspain")
+  rebuilt = (
+    "rebuilt on first use with --config.manual_dir" if config == "real" else "rebuilt on first use"
+  )
+  raise DataError(
+    f"ratspain/{config} in {b.data_dir} was built as {fmt} files (e.g. by the stock "
+    "`tfds build ... --file_format=tfrecord`, or by `tfds build` before array_record became "
+    "this builder's default), but training reads array_record files with tfds.data_source. "
+    f"Rebuild it as array_record (this deletes the old build first):\n"
+    f"    {shlex.join(cmd + ['--overwrite'])}\n"
+    f"or delete the directory {b.data_dir} (it is {rebuilt})."
+  )
+
+
+def builder(
+  config: str, data_dir: str | None = None, manual_dir: str | None = None
+) -> tfds.core.DatasetBuilder:
+  """The `ratspain/<config>` builder; DataError if its existing build is not array_record."""
+  b = _open(config, data_dir)
+  if b.is_prepared():
+    _check_format(b, config, manual_dir)
+  return b
+
+
+def prepare(
+  config: str, data_dir: str | None = None, manual_dir: str | None = None, overwrite: bool = False
+) -> str:
   """Builds `ratspain/<config>` once (a finished build is reused) and returns its path.
 
-  Raises DataError with instructions when the real set is missing or invalid.
+  Raises DataError with instructions when the real set is missing or invalid,
+  or when a finished build is not array_record (`overwrite` rebuilds it).
   TFDS writes into a temporary directory and renames it when complete, so a
   failed build leaves nothing behind.
   """
-  b = builder(config, data_dir)
+  b = _open(config, data_dir)
   if overwrite and os.path.isdir(b.data_dir):
     shutil.rmtree(b.data_dir)
-    b = builder(config, data_dir)
+    b = _open(config, data_dir)
   if b.is_prepared():
+    _check_format(b, config, manual_dir)
     return os.fspath(b.data_dir)
   if config == "real":
     manual_dir = manual_dir or os.path.join(os.fspath(b.data_dir_root), "downloads", "manual")
-    if not os.path.isdir(manual_dir) or not any(not n.startswith(".") for n in os.listdir(manual_dir)):
+    if not os.path.isdir(manual_dir) or not any(
+      not n.startswith(".") for n in os.listdir(manual_dir)
+    ):
       raise DataError(
-          f"the real RatsPain set is not prepared in {b.data_dir_root} and the manual "
-          f"directory {manual_dir} is missing or empty.\n\n{rb.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
-          "For a quick start without the real data use the synthetic twin: "
-          "python run.py --config=configs/loro.py:synthetic")
+        f"the real RatsPain set is not prepared in {b.data_dir_root} and the manual "
+        f"directory {manual_dir} is missing or empty.\n\n{rb.MANUAL_DOWNLOAD_INSTRUCTIONS}\n"
+        "For a quick start without the real data use the synthetic twin: "
+        "python run.py --config=configs/loro.py:synthetic"
+      )
     try:  # Validate before TFDS writes anything (metadata, empty folders).
       manual.scan(manual_dir)
     except manual.ManualDataError as e:
       raise DataError(f"invalid RatsPain manual directory: {e}") from None
   try:
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+    b.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+      )
+    )
   except manual.ManualDataError as e:
     raise DataError(f"invalid RatsPain manual directory: {e}") from None
   return os.fspath(b.data_dir)

@@ -16,15 +16,15 @@ import os
 import re
 from collections.abc import Iterable
 
-import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from painseeker_jax.images import IMAGE_EXTENSIONS, to_rgb  # noqa: F401  (re-exported)
 
 NUM_RATS = 6
 LEVEL_NAMES = ("no_pain", "moderate", "severe")
 AU_COLUMNS = ("au_orbital", "au_ear", "au_nose", "au_whisker")
 REQUIRED_COLUMNS = ("filename", "rat_id", "pain_level")
 OPTIONAL_COLUMNS = ("confidence",) + AU_COLUMNS
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Files that file managers leave behind; never treated as images.
 _IGNORED_FILES = ("thumbs.db", "desktop.ini")
 
@@ -55,11 +55,12 @@ class ManualDataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Record:
   """One image of the manual directory, validated."""
-  split: str          # rat1..rat6 or low_confidence
-  filename: str       # path relative to the layout's image root, '/'-separated
-  path: str           # absolute path on disk
-  rat_id: int         # 1..6, 0 if unknown (low_confidence only)
-  pain_level: int     # 0, 1, 2 or -1 (unlabelled)
+
+  split: str  # rat1..rat6 or low_confidence
+  filename: str  # path relative to the layout's image root, '/'-separated
+  path: str  # absolute path on disk
+  rat_id: int  # 1..6, 0 if unknown (low_confidence only)
+  pain_level: int  # 0, 1, 2 or -1 (unlabelled)
   au_scores: tuple[int, int, int, int]  # 0..2 or -1
 
 
@@ -74,8 +75,9 @@ def parse_level(value: str, where: str) -> int:
     return int(v)
   if v in LEVEL_NAMES:
     return LEVEL_NAMES.index(v)
-  raise _error(where, f"unknown pain level {value!r}; expected 0, 1, 2, "
-               "no_pain, moderate or severe")
+  raise _error(
+    where, f"unknown pain level {value!r}; expected 0, 1, 2, no_pain, moderate or severe"
+  )
 
 
 def _parse_rat(value: str, where: str) -> int:
@@ -115,8 +117,9 @@ def load_rgb_jpeg(path: str) -> bytes:
     img.load()
   except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
     raise ManualDataError(
-        f"{path}: not a decodable image ({e}). Replace it with a JPEG/PNG/BMP/"
-        "TIFF/WebP image or remove it (and its labels.csv row).") from None
+      f"{path}: not a decodable image ({e}). Replace it with a JPEG/PNG/BMP/"
+      "TIFF/WebP image or remove it (and its labels.csv row)."
+    ) from None
   orientation = img.getexif().get(0x0112, 1)
   if img.format == "JPEG" and img.mode == "RGB" and orientation == 1:
     return raw
@@ -125,20 +128,6 @@ def load_rgb_jpeg(path: str) -> bytes:
   out = io.BytesIO()
   img.save(out, format="JPEG", quality=95)
   return out.getvalue()
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-  """Any PIL mode -> 8-bit RGB (16-bit scaled, alpha composited on white)."""
-  if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-    arr = np.asarray(img, dtype=np.float64)
-    hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-    arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    img = Image.fromarray(arr, mode="L")
-  if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-    rgba = img.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    img = Image.alpha_composite(background, rgba)
-  return img.convert("RGB")
 
 
 def _is_candidate_file(name: str) -> bool:
@@ -166,12 +155,18 @@ def _scan_csv(manual_dir: str) -> list[Record]:
       header = [h.strip() for h in (reader.fieldnames or [])]
       missing = [c for c in REQUIRED_COLUMNS if c not in header]
       if missing:
-        raise _error(csv_path, f"missing column(s) {', '.join(missing)} in the header "
-                     f"{','.join(header) or '(empty file)'}")
+        raise _error(
+          csv_path,
+          f"missing column(s) {', '.join(missing)} in the header "
+          f"{','.join(header) or '(empty file)'}",
+        )
       unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
       if unknown:
-        raise _error(csv_path, f"unknown column(s) {', '.join(unknown)}; allowed: "
-                     f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}")
+        raise _error(
+          csv_path,
+          f"unknown column(s) {', '.join(unknown)}; allowed: "
+          f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}",
+        )
       rows = [({(k or "").strip(): v for k, v in row.items()}, reader.line_num) for row in reader]
   except UnicodeDecodeError as e:
     raise _error(csv_path, f"not a UTF-8 text file ({e})") from None
@@ -219,8 +214,11 @@ def _scan_tree(manual_dir: str, top: list[str]) -> list[Record]:
   for name in top:
     full = os.path.join(manual_dir, name)
     if not os.path.isdir(full):
-      raise _error(full, "unexpected file at the top of the manual directory "
-                   "(expected labels.csv or folders Rat1..Rat6 and low_confidence)")
+      raise _error(
+        full,
+        "unexpected file at the top of the manual directory "
+        "(expected labels.csv or folders Rat1..Rat6 and low_confidence)",
+      )
     m = _RAT_DIR.match(name)
     if name.lower() == "low_confidence":
       rat = 0
@@ -232,8 +230,11 @@ def _scan_tree(manual_dir: str, top: list[str]) -> list[Record]:
       rel = _rel(path, full)
       parts = rel.split("/")
       if len(parts) < 2:
-        raise _error(path, "image directly under its rat folder; put it in a "
-                     "level folder (0/1/2 or no_pain/moderate/severe)")
+        raise _error(
+          path,
+          "image directly under its rat folder; put it in a "
+          "level folder (0/1/2 or no_pain/moderate/severe)",
+        )
       if rat == 0:
         level = -1
       else:
@@ -275,14 +276,22 @@ def _check_unique(records: Iterable[Record]) -> None:
   for r in records:
     ext = os.path.splitext(r.path)[1].lower()
     if ext not in IMAGE_EXTENSIONS:
-      raise _error(r.path, f"unsupported file type {ext or '(none)'}; expected one of "
-                   f"{', '.join(IMAGE_EXTENSIONS)}")
+      raise _error(
+        r.path,
+        f"unsupported file type {ext or '(none)'}; expected one of {', '.join(IMAGE_EXTENSIONS)}",
+      )
     if r.filename in seen_names:
-      raise _error(r.path, f"duplicate filename {r.filename!r} (also listed in "
-                   f"{seen_names[r.filename]}); each image may appear once")
+      raise _error(
+        r.path,
+        f"duplicate filename {r.filename!r} (also listed in "
+        f"{seen_names[r.filename]}); each image may appear once",
+      )
     seen_names[r.filename] = r.split
     digest = hashlib.sha1(load_rgb_jpeg(r.path)).hexdigest()  # decodes: fails early
     if digest in seen_content:
-      raise _error(r.path, f"the same image as {seen_content[digest]}; an image "
-                   "may never be in two places (or two splits)")
+      raise _error(
+        r.path,
+        f"the same image as {seen_content[digest]}; an image "
+        "may never be in two places (or two splits)",
+      )
     seen_content[digest] = r.filename

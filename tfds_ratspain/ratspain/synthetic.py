@@ -59,25 +59,38 @@ import itertools
 import math
 import multiprocessing
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 IMAGE_SIZE = 256
 SPLITS = ("rat1", "rat2", "rat3", "rat4", "rat5", "rat6", "low_confidence")
-PER_RAT_COUNTS = {1: (56, 163, 2), 2: (102, 108, 0), 3: (148, 50, 0),
-                  4: (138, 92, 0), 5: (63, 116, 3), 6: (34, 62, 1)}  # no/moderate/severe
+PER_RAT_COUNTS = {
+  1: (56, 163, 2),
+  2: (102, 108, 0),
+  3: (148, 50, 0),
+  4: (138, 92, 0),
+  5: (63, 116, 3),
+  6: (34, 62, 1),
+}  # no/moderate/severe
 NUM_LOW_CONFIDENCE = 157
-LANDMARK_NAMES = ("left_eye", "right_eye", "left_ear", "right_ear", "nose",
-                  "left_whisker_pad", "right_whisker_pad")
+LANDMARK_NAMES = (
+  "left_eye",
+  "right_eye",
+  "left_ear",
+  "right_ear",
+  "nose",
+  "left_whisker_pad",
+  "right_whisker_pad",
+)
 AU_NAMES = ("orbital", "ear", "nose", "whisker")
 BACKGROUNDS = ("cage", "bedding", "bench", "dark")
 OCCLUDERS = ("none", "paw", "bars", "paw+bars")
 
-_SS = 2                      # supersampling factor
-_RES = IMAGE_SIZE * _SS      # internal render resolution
-_BASE_TILT = 28.0            # degrees, nose down, baked into the frontal pose
+_SS = 2  # supersampling factor
+_RES = IMAGE_SIZE * _SS  # internal render resolution
+_BASE_TILT = 28.0  # degrees, nose down, baked into the frontal pose
 
 
 def pain_level_from_au(au_scores) -> int:
@@ -88,22 +101,23 @@ def pain_level_from_au(au_scores) -> int:
 @dataclasses.dataclass(frozen=True)
 class ExampleSpec:
   """Everything needed to render one image; fully determined by `plan`."""
+
   split: str
   filename: str
   rat_id: int
-  pain_level: int                       # -1 for low_confidence
+  pain_level: int  # -1 for low_confidence
   au_scores: tuple[int, int, int, int]
   head_pose: tuple[float, float, float]  # yaw, pitch, roll (degrees)
-  seed: int                             # textures, noise, occluder placement ...
+  seed: int  # textures, noise, occluder placement ...
   au_intensity: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
   session: int = 0
   background: str = "dark"
-  scale: float = 1.0                    # relative head size in the frame
+  scale: float = 1.0  # relative head size in the frame
   offset: tuple[float, float] = (0.0, 0.0)  # head shift, fraction of the image
   light: tuple[float, float, float] = (0.0, 30.0, 1.0)  # azimuth, elevation (deg), gain
   jpeg_quality: int = 90
-  blur: float = 0.0                     # Gaussian blur radius at 256 px
-  noise: float = 2.0                    # sensor noise std (0..255 scale)
+  blur: float = 0.0  # Gaussian blur radius at 256 px
+  noise: float = 2.0  # sensor noise std (0..255 scale)
   occluder: str = "none"
 
   @property
@@ -115,49 +129,134 @@ class ExampleSpec:
 # Identities
 # --------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class _Rat:
-  size: float                 # head scale
+  size: float  # head scale
   tint: tuple[float, float, float]
   ear_w: float
   ear_h: float
   ear_pink: tuple[float, float, float]
-  eye_az: float               # degrees from the midline (eye spacing)
+  eye_az: float  # degrees from the midline (eye spacing)
   eye_el: float
   eye_r: float
   eye_col: tuple[float, float, float]
-  muzzle: float               # muzzle length factor
+  muzzle: float  # muzzle length factor
   yaw: tuple[float, float, bool]  # centre, spread, bimodal (+-centre)
-  pitch: float                # mean pitch
+  pitch: float  # mean pitch
   sessions: tuple[tuple[float, float, tuple[float, float, float], tuple[float, ...]], ...]
   # session: (light gain, light azimuth, light colour, background probabilities)
 
 
 _RATS = {
-    1: _Rat(1.00, (0.96, 0.94, 0.92), 0.44, 0.47, (0.93, 0.62, 0.63), 36, 14, 0.165,
-            (0.55, 0.05, 0.09), 1.00, (0.0, 17.0, False), 0.0,
-            ((1.00, -25, (1.0, 0.98, 0.95), (0.2, 0.2, 0.2, 0.4)),
-             (0.90, 20, (0.98, 0.98, 1.0), (0.1, 0.3, 0.4, 0.2)))),
-    2: _Rat(0.94, (0.97, 0.93, 0.90), 0.40, 0.50, (0.95, 0.58, 0.60), 40, 12, 0.155,
-            (0.50, 0.03, 0.07), 1.08, (42.0, 17.0, True), -3.0,
-            ((1.05, 10, (1.0, 0.96, 0.90), (0.4, 0.2, 0.1, 0.3)),
-             (0.85, -30, (0.95, 0.97, 1.0), (0.2, 0.4, 0.2, 0.2)))),
-    3: _Rat(1.05, (0.95, 0.95, 0.94), 0.47, 0.44, (0.90, 0.66, 0.66), 34, 16, 0.175,
-            (0.60, 0.06, 0.10), 0.94, (0.0, 30.0, False), 4.0,
-            ((0.95, 0, (1.0, 1.0, 1.0), (0.1, 0.3, 0.3, 0.3)),
-             (1.10, 30, (1.0, 0.95, 0.88), (0.3, 0.1, 0.2, 0.4)))),
-    4: _Rat(0.98, (0.98, 0.92, 0.88), 0.42, 0.49, (0.96, 0.60, 0.58), 38, 13, 0.16,
-            (0.52, 0.04, 0.06), 1.02, (25.0, 22.0, True), -2.0,
-            ((0.92, -15, (1.0, 0.97, 0.93), (0.3, 0.3, 0.2, 0.2)),
-             (1.00, 25, (0.96, 0.98, 1.0), (0.2, 0.2, 0.3, 0.3)))),
-    5: _Rat(1.02, (0.95, 0.93, 0.93), 0.45, 0.45, (0.92, 0.64, 0.66), 37, 15, 0.17,
-            (0.58, 0.05, 0.08), 0.98, (-15.0, 30.0, False), 2.0,
-            ((1.08, 15, (1.0, 0.99, 0.97), (0.25, 0.25, 0.25, 0.25)),
-             (0.88, -20, (0.97, 0.96, 1.0), (0.1, 0.2, 0.2, 0.5)))),
-    6: _Rat(0.91, (0.97, 0.95, 0.90), 0.39, 0.46, (0.94, 0.60, 0.62), 39, 13, 0.15,
-            (0.48, 0.03, 0.06), 1.05, (35.0, 25.0, True), -1.0,
-            ((1.00, -10, (1.0, 0.97, 0.92), (0.3, 0.2, 0.3, 0.2)),
-             (0.95, 35, (0.97, 0.99, 1.0), (0.2, 0.3, 0.1, 0.4)))),
+  1: _Rat(
+    1.00,
+    (0.96, 0.94, 0.92),
+    0.44,
+    0.47,
+    (0.93, 0.62, 0.63),
+    36,
+    14,
+    0.165,
+    (0.55, 0.05, 0.09),
+    1.00,
+    (0.0, 17.0, False),
+    0.0,
+    (
+      (1.00, -25, (1.0, 0.98, 0.95), (0.2, 0.2, 0.2, 0.4)),
+      (0.90, 20, (0.98, 0.98, 1.0), (0.1, 0.3, 0.4, 0.2)),
+    ),
+  ),
+  2: _Rat(
+    0.94,
+    (0.97, 0.93, 0.90),
+    0.40,
+    0.50,
+    (0.95, 0.58, 0.60),
+    40,
+    12,
+    0.155,
+    (0.50, 0.03, 0.07),
+    1.08,
+    (42.0, 17.0, True),
+    -3.0,
+    (
+      (1.05, 10, (1.0, 0.96, 0.90), (0.4, 0.2, 0.1, 0.3)),
+      (0.85, -30, (0.95, 0.97, 1.0), (0.2, 0.4, 0.2, 0.2)),
+    ),
+  ),
+  3: _Rat(
+    1.05,
+    (0.95, 0.95, 0.94),
+    0.47,
+    0.44,
+    (0.90, 0.66, 0.66),
+    34,
+    16,
+    0.175,
+    (0.60, 0.06, 0.10),
+    0.94,
+    (0.0, 30.0, False),
+    4.0,
+    (
+      (0.95, 0, (1.0, 1.0, 1.0), (0.1, 0.3, 0.3, 0.3)),
+      (1.10, 30, (1.0, 0.95, 0.88), (0.3, 0.1, 0.2, 0.4)),
+    ),
+  ),
+  4: _Rat(
+    0.98,
+    (0.98, 0.92, 0.88),
+    0.42,
+    0.49,
+    (0.96, 0.60, 0.58),
+    38,
+    13,
+    0.16,
+    (0.52, 0.04, 0.06),
+    1.02,
+    (25.0, 22.0, True),
+    -2.0,
+    (
+      (0.92, -15, (1.0, 0.97, 0.93), (0.3, 0.3, 0.2, 0.2)),
+      (1.00, 25, (0.96, 0.98, 1.0), (0.2, 0.2, 0.3, 0.3)),
+    ),
+  ),
+  5: _Rat(
+    1.02,
+    (0.95, 0.93, 0.93),
+    0.45,
+    0.45,
+    (0.92, 0.64, 0.66),
+    37,
+    15,
+    0.17,
+    (0.58, 0.05, 0.08),
+    0.98,
+    (-15.0, 30.0, False),
+    2.0,
+    (
+      (1.08, 15, (1.0, 0.99, 0.97), (0.25, 0.25, 0.25, 0.25)),
+      (0.88, -20, (0.97, 0.96, 1.0), (0.1, 0.2, 0.2, 0.5)),
+    ),
+  ),
+  6: _Rat(
+    0.91,
+    (0.97, 0.95, 0.90),
+    0.39,
+    0.46,
+    (0.94, 0.60, 0.62),
+    39,
+    13,
+    0.15,
+    (0.48, 0.03, 0.06),
+    1.05,
+    (35.0, 25.0, True),
+    -1.0,
+    (
+      (1.00, -10, (1.0, 0.97, 0.92), (0.3, 0.2, 0.3, 0.2)),
+      (0.95, 35, (0.97, 0.99, 1.0), (0.2, 0.3, 0.1, 0.4)),
+    ),
+  ),
 }
 
 
@@ -168,8 +267,11 @@ _RATS = {
 _AU_PROPENSITY = np.array([1.35, 1.15, 0.9, 0.8])  # orbital is the most frequent cue
 _ALL_AU = np.array(list(itertools.product(range(3), repeat=4)))
 # Distribution of the AU sum given the label (labelled images) ...
-_SUM_GIVEN_LABEL = {0: {0: 0.45, 1: 0.55}, 1: {2: 0.2, 3: 0.3, 4: 0.3, 5: 0.2},
-                    2: {6: 0.55, 7: 0.3, 8: 0.15}}
+_SUM_GIVEN_LABEL = {
+  0: {0: 0.45, 1: 0.55},
+  1: {2: 0.2, 3: 0.3, 4: 0.3, 5: 0.2},
+  2: {6: 0.55, 7: 0.3, 8: 0.15},
+}
 # ... and for low-confidence images (means near a label boundary).
 _SUM_LOW_CONF = {1: 0.25, 2: 0.4, 5: 0.15, 6: 0.2}
 
@@ -202,16 +304,21 @@ def _nuisance(rng: np.random.Generator, rat: int) -> dict:
   bg = BACKGROUNDS[int(np.searchsorted(np.cumsum(bg_p) / sum(bg_p), u[2]))]
   occ = OCCLUDERS[int(u[3] < 0.25) + 2 * int(u[4] < 0.15)]
   return dict(
-      head_pose=(round(yaw, 3), round(pitch, 3), round(roll, 3)),
-      session=session, background=bg, occluder=occ,
-      scale=round(float(r.size * math.exp(0.06 * g[3])), 4),
-      offset=(round(float(0.035 * g[4]), 4), round(float(0.035 * g[5]), 4)),
-      light=(round(float(az + 25 * g[6]), 2), round(float(25 + 30 * u[5]), 2),
-             round(float(gain * math.exp(0.08 * g[7])), 4)),
-      jpeg_quality=int(55 + 41 * u[6]),
-      blur=round(float(0.3 + 1.0 * u[7]) if u[8] < 0.35 else 0.0, 3),
-      noise=round(float(1.0 + 5.0 * u[9]), 3),
-      seed=int(rng.integers(0, 2**62)),
+    head_pose=(round(yaw, 3), round(pitch, 3), round(roll, 3)),
+    session=session,
+    background=bg,
+    occluder=occ,
+    scale=round(float(r.size * math.exp(0.06 * g[3])), 4),
+    offset=(round(float(0.035 * g[4]), 4), round(float(0.035 * g[5]), 4)),
+    light=(
+      round(float(az + 25 * g[6]), 2),
+      round(float(25 + 30 * u[5]), 2),
+      round(float(gain * math.exp(0.08 * g[7])), 4),
+    ),
+    jpeg_quality=int(55 + 41 * u[6]),
+    blur=round(float(0.3 + 1.0 * u[7]) if u[8] < 0.35 else 0.0, 3),
+    noise=round(float(1.0 + 5.0 * u[9]), 3),
+    seed=int(rng.integers(0, 2**62)),
   )
 
 
@@ -225,25 +332,39 @@ def _full_plan(seed: int) -> tuple[ExampleSpec, ...]:
   for rat in range(1, 7):
     counts = PER_RAT_COUNTS[rat]
     labels = np.repeat(np.arange(3), counts)
-    rng_lab = np.random.default_rng([seed, rat, 1])   # label stream
-    rng_nui = np.random.default_rng([seed, rat, 2])   # nuisance stream (never sees labels)
+    rng_lab = np.random.default_rng([seed, rat, 1])  # label stream
+    rng_nui = np.random.default_rng([seed, rat, 2])  # nuisance stream (never sees labels)
     rng_lab.shuffle(labels)
     for i, lab in enumerate(labels):
       au = _sample_au(rng_lab, _choice(rng_lab, _SUM_GIVEN_LABEL[int(lab)]))
       assert pain_level_from_au(au) == lab
-      specs.append(ExampleSpec(
-          split=f"rat{rat}", filename=f"rat{rat}/rat{rat}_{i:04d}.jpg", rat_id=rat,
-          pain_level=int(lab), au_scores=au, au_intensity=_intensity(rng_lab, au),
-          **_nuisance(rng_nui, rat)))
+      specs.append(
+        ExampleSpec(
+          split=f"rat{rat}",
+          filename=f"rat{rat}/rat{rat}_{i:04d}.jpg",
+          rat_id=rat,
+          pain_level=int(lab),
+          au_scores=au,
+          au_intensity=_intensity(rng_lab, au),
+          **_nuisance(rng_nui, rat),
+        )
+      )
   rng_lab = np.random.default_rng([seed, 7, 1])
   rng_nui = np.random.default_rng([seed, 7, 2])
   for i in range(NUM_LOW_CONFIDENCE):
     rat = int(rng_lab.integers(1, 7))
     au = _sample_au(rng_lab, _choice(rng_lab, _SUM_LOW_CONF))
-    specs.append(ExampleSpec(
-        split="low_confidence", filename=f"low_confidence/lc_{i:04d}.jpg", rat_id=rat,
-        pain_level=-1, au_scores=au, au_intensity=_intensity(rng_lab, au),
-        **_nuisance(rng_nui, rat)))
+    specs.append(
+      ExampleSpec(
+        split="low_confidence",
+        filename=f"low_confidence/lc_{i:04d}.jpg",
+        rat_id=rat,
+        pain_level=-1,
+        au_scores=au,
+        au_intensity=_intensity(rng_lab, au),
+        **_nuisance(rng_nui, rat),
+      )
+    )
   return tuple(specs)
 
 
@@ -263,7 +384,7 @@ def plan(seed: int = 0, max_per_split: int | None = None) -> list[ExampleSpec]:
   for split in SPLITS:
     items = [s for s in full if s.split == split]
     if split == "low_confidence" or n < 2:
-      keep.update(s.filename for s in items[:max(n, 0)])
+      keep.update(s.filename for s in items[: max(n, 0)])
       continue
     neg = [s for s in items if s.pain_level == 0]
     pos = [s for s in items if s.pain_level > 0]
@@ -277,6 +398,7 @@ def plan(seed: int = 0, max_per_split: int | None = None) -> list[ExampleSpec]:
 # --------------------------------------------------------------------------
 # Geometry helpers
 # --------------------------------------------------------------------------
+
 
 def _rx(a):
   c, s = math.cos(math.radians(a)), math.sin(math.radians(a))
@@ -327,7 +449,7 @@ _MAT_FUR, _MAT_EYE, _MAT_LID, _MAT_EAR, _MAT_PINNA, _MAT_NOSE, _MAT_PAD, _MAT_BO
 def _build_head(rat: _Rat, inten):
   """Ellipsoids, landmark points and whisker polylines in head coordinates."""
   o, e, n, w = (float(x) for x in inten)
-  parts = []   # (center, axes, radii, material, landmark index or -1)
+  parts = []  # (center, axes, radii, material, landmark index or -1)
   lms = [None] * 7  # (point, indices of the parts that show it)
   eye3 = np.eye(3)
 
@@ -339,7 +461,9 @@ def _build_head(rat: _Rat, inten):
   parts.append((np.array([0.0, -0.18, 0.05]), eye3, np.array([0.78, 0.58, 0.72]), _MAT_FUR))
   # Muzzle: tilted down a little; flattens (less bulge) and lengthens with `nose`.
   mz_axes = _frame([0, -0.22, 1.0], [0, 1, 0])
-  mz_r = np.array([0.50 * (1 - 0.12 * n), 0.42 * (1 - 0.17 * n), 0.78 * rat.muzzle * (1 + 0.13 * n)])
+  mz_r = np.array(
+    [0.50 * (1 - 0.12 * n), 0.42 * (1 - 0.17 * n), 0.78 * rat.muzzle * (1 + 0.13 * n)]
+  )
   mz_c = np.array([0.0, -0.22, 0.42 + 0.06 * n])
   parts.append((mz_c, mz_axes, mz_r, _MAT_FUR))
   # Lower jaw / chin.
@@ -355,9 +479,11 @@ def _build_head(rat: _Rat, inten):
   whiskers = []
   for side, (i_eye, i_ear, i_pad) in ((1.0, (0, 2, 5)), (-1.0, (1, 3, 6))):
     # Eye on the cranium; the aperture narrows towards a slit with `orbital`.
-    d = [side * math.sin(math.radians(rat.eye_az)) * math.cos(math.radians(rat.eye_el)),
-         math.sin(math.radians(rat.eye_el)),
-         math.cos(math.radians(rat.eye_az)) * math.cos(math.radians(rat.eye_el))]
+    d = [
+      side * math.sin(math.radians(rat.eye_az)) * math.cos(math.radians(rat.eye_el)),
+      math.sin(math.radians(rat.eye_el)),
+      math.cos(math.radians(rat.eye_az)) * math.cos(math.radians(rat.eye_el)),
+    ]
     p, nn = _surface(cran_c, eye3, cran_r, d)
     fr = _frame(nn, [0, 1, 0])
     re = rat.eye_r
@@ -382,8 +508,14 @@ def _build_head(rat: _Rat, inten):
     eh = rat.ear_h * (1 + 0.06 * e)
     c_ear = p + fr[:, 1] * eh * 0.62 - nn * 0.05
     parts.append((c_ear, fr, np.array([ew, eh, 0.05]), _MAT_EAR))
-    parts.append((c_ear + fr[:, 2] * 0.035 - fr[:, 1] * 0.04 * eh, fr,
-                  np.array([0.76 * ew, 0.76 * eh, 0.04]), _MAT_PINNA))
+    parts.append(
+      (
+        c_ear + fr[:, 2] * 0.035 - fr[:, 1] * 0.04 * eh,
+        fr,
+        np.array([0.76 * ew, 0.76 * eh, 0.04]),
+        _MAT_PINNA,
+      )
+    )
     lms[i_ear] = (c_ear, (len(parts) - 2, len(parts) - 1))
 
     # Whisker pad on the muzzle: the bulge flattens with `nose`.
@@ -395,7 +527,7 @@ def _build_head(rat: _Rat, inten):
     lms[i_pad] = (c_pad + nn * pad_r[2], (len(parts) - 1,))
 
     # Whiskers: pulled back, bunched and straightened with `whisker`.
-    az0 = math.radians(28 - 38 * w)          # angle forward of the sideways direction
+    az0 = math.radians(28 - 38 * w)  # angle forward of the sideways direction
     spread = math.radians(20 * (1 - 0.38 * w))
     curl = 0.32 * (1 - 0.45 * w)
     for row in range(3):
@@ -405,8 +537,9 @@ def _build_head(rat: _Rat, inten):
         root = root + nn * pad_r[2] * math.sqrt(max(0.0, 1 - a * a - b * b))
         el = (1 - row) * spread + math.radians(-6)
         az = az0 + (col - 1) * spread * 0.35
-        dvec = np.array([side * math.cos(el) * math.cos(az), math.sin(el),
-                         math.cos(el) * math.sin(az)])
+        dvec = np.array(
+          [side * math.cos(el) * math.cos(az), math.sin(el), math.cos(el) * math.sin(az)]
+        )
         length = 1.0 + 0.12 * col - 0.1 * abs(row - 1)
         t = np.linspace(0, 1, 6)[:, None]
         bend = np.array([0.0, -1.0, -0.4])
@@ -414,14 +547,19 @@ def _build_head(rat: _Rat, inten):
         whiskers.append(pts)
 
   # Philtrum / mouth line below the nose.
-  mouth = [nose_tip + np.array([0, -0.08, 0.0]), nose_tip + np.array([0, -0.17, -0.04]),
-           nose_tip + np.array([0.09, -0.22, -0.09]), nose_tip + np.array([-0.09, -0.22, -0.09])]
+  mouth = [
+    nose_tip + np.array([0, -0.08, 0.0]),
+    nose_tip + np.array([0, -0.17, -0.04]),
+    nose_tip + np.array([0.09, -0.22, -0.09]),
+    nose_tip + np.array([-0.09, -0.22, -0.09]),
+  ]
   return parts, lms, whiskers, mouth
 
 
 # --------------------------------------------------------------------------
 # Textures and backgrounds
 # --------------------------------------------------------------------------
+
 
 def _resize(a: np.ndarray, size: int, resample=Image.BILINEAR) -> np.ndarray:
   return np.asarray(Image.fromarray(a.astype(np.float32), mode="F").resize((size, size), resample))
@@ -485,13 +623,16 @@ def _background(rng: np.random.Generator, kind: str, size: int) -> np.ndarray:
     img = np.full((size, size, 3), base, np.float32) * (1 + 0.6 * grad)
     hx, hy = rng.uniform(0, 1, 2)
     blob = np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / (2 * rng.uniform(0.05, 0.2) ** 2))
-    img = img + rng.uniform(0.1, 0.45) * blob[..., None] + 0.02 * _low_noise(rng, 8, size)[..., None]
+    img = (
+      img + rng.uniform(0.1, 0.45) * blob[..., None] + 0.02 * _low_noise(rng, 8, size)[..., None]
+    )
   return np.clip(img, 0, 1).astype(np.float32)
 
 
 # --------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------
+
 
 def _rasterize(parts, R, scale, cx, cy, size):
   """z-buffer of ellipsoids (orthographic). Returns zbuf, part index, normals (unnormalised)."""
@@ -502,8 +643,8 @@ def _rasterize(parts, R, scale, cx, cy, size):
     c = R @ c
     A = R @ axes
     M = A * radii
-    Q = ((A / radii ** 2) @ A.T).tolist()   # python floats keep the arrays float32
-    ext = np.sqrt((M ** 2).sum(1))
+    Q = ((A / radii**2) @ A.T).tolist()  # python floats keep the arrays float32
+    ext = np.sqrt((M**2).sum(1))
     u0 = max(int(math.floor(cx + scale * (c[0] - ext[0]))), 0)
     u1 = min(int(math.ceil(cx + scale * (c[0] + ext[0]))) + 1, size)
     v0 = max(int(math.floor(cy - scale * (c[1] + ext[1]))), 0)
@@ -530,25 +671,36 @@ def _rasterize(parts, R, scale, cx, cy, size):
     ddy = np.broadcast_to(dy, upd.shape)[upd]
     ddz = dz[upd]
     nsub = nbuf[v0:v1, u0:u1]
-    nsub[upd] = np.stack([Q[0][0] * ddx + Q[0][1] * ddy + Q[0][2] * ddz,
-                          Q[1][0] * ddx + Q[1][1] * ddy + Q[1][2] * ddz,
-                          Q[2][0] * ddx + Q[2][1] * ddy + Q[2][2] * ddz], axis=1)
+    nsub[upd] = np.stack(
+      [
+        Q[0][0] * ddx + Q[0][1] * ddy + Q[0][2] * ddz,
+        Q[1][0] * ddx + Q[1][1] * ddy + Q[1][2] * ddz,
+        Q[2][0] * ddx + Q[2][1] * ddy + Q[2][2] * ddz,
+      ],
+      axis=1,
+    )
   return zbuf, ibuf, nbuf
 
 
 def _materials(rat: _Rat):
   fur = np.array(rat.tint)
-  return np.array([
-      fur,                                     # fur
-      rat.eye_col,                             # eye
-      fur * np.array([0.86, 0.72, 0.73]),      # lid rim
-      fur * np.array([1.0, 0.9, 0.88]),        # ear back
-      rat.ear_pink,                            # pinna
-      (0.92, 0.56, 0.6),                       # nose
-      fur * np.array([0.99, 0.93, 0.92]),      # whisker pad
-      fur * 0.97,                              # body
-  ], np.float32), np.array([0.05, 0.9, 0.05, 0.1, 0.15, 0.35, 0.05, 0.05], np.float32), \
-      np.array([8, 250, 8, 10, 12, 40, 8, 8], np.float32)
+  return (
+    np.array(
+      [
+        fur,  # fur
+        rat.eye_col,  # eye
+        fur * np.array([0.86, 0.72, 0.73]),  # lid rim
+        fur * np.array([1.0, 0.9, 0.88]),  # ear back
+        rat.ear_pink,  # pinna
+        (0.92, 0.56, 0.6),  # nose
+        fur * np.array([0.99, 0.93, 0.92]),  # whisker pad
+        fur * 0.97,  # body
+      ],
+      np.float32,
+    ),
+    np.array([0.05, 0.9, 0.05, 0.1, 0.15, 0.35, 0.05, 0.05], np.float32),
+    np.array([8, 250, 8, 10, 12, 40, 8, 8], np.float32),
+  )
 
 
 def _project(R, pts, scale, cx, cy):
@@ -590,7 +742,9 @@ def _draw_bars(img: Image.Image, rng, size):
   width = int(rng.uniform(0.018, 0.035) * size)
   for i in range(n):
     x = (x0 + i * gap) % size
-    d.line([(x - size * math.tan(th), -5), (x + size * math.tan(th), size + 5)], fill=235, width=width)
+    d.line(
+      [(x - size * math.tan(th), -5), (x + size * math.tan(th), size + 5)], fill=235, width=width
+    )
   layer = layer.filter(ImageFilter.GaussianBlur(1.5))
   metal = int(rng.uniform(110, 200))
   img.paste(Image.new("RGB", (size, size), (metal, metal, int(metal * 1.03))), (0, 0), layer)
@@ -614,16 +768,21 @@ def render(spec: ExampleSpec) -> dict:
   # Lighting (session gain/colour, per-image direction).
   az, el, gain = spec.light
   light_col = np.array(rat.sessions[spec.session][2], np.float32)
-  ld = np.array([math.sin(math.radians(az)) * math.cos(math.radians(el)),
-                 math.sin(math.radians(el)),
-                 math.cos(math.radians(az)) * math.cos(math.radians(el))], np.float32)
+  ld = np.array(
+    [
+      math.sin(math.radians(az)) * math.cos(math.radians(el)),
+      math.sin(math.radians(el)),
+      math.cos(math.radians(az)) * math.cos(math.radians(el)),
+    ],
+    np.float32,
+  )
   half = _unit(ld + np.array([0, 0, 1.0])).astype(np.float32)
 
   fg = ibuf >= 0
   idx = np.flatnonzero(fg)
   mat = part_mat[ibuf.reshape(-1)[idx]]
   nf = nrm.reshape(-1, 3)[idx]
-  nf /= np.sqrt((nf ** 2).sum(-1, keepdims=True)) + 1e-8
+  nf /= np.sqrt((nf**2).sum(-1, keepdims=True)) + 1e-8
   # Smooth the creases where fur ellipsoids meet: blur the unit normals of the
   # fur parts in screen space (8-bit, with PIL), then renormalise.
   furry_n = np.isin(mat, (_MAT_FUR, _MAT_BODY, _MAT_PAD))
@@ -631,14 +790,14 @@ def render(spec: ExampleSpec) -> dict:
   enc[idx[furry_n]] = (nf[furry_n] * 127.0 + 128.0).astype(np.uint8)
   enc = Image.fromarray(enc.reshape(size, size, 3)).filter(ImageFilter.BoxBlur(size // 40))
   nf[furry_n] = np.asarray(enc, np.float32).reshape(-1, 3)[idx[furry_n]] - 128.0
-  nf /= np.sqrt((nf ** 2).sum(-1, keepdims=True)) + 1e-8
+  nf /= np.sqrt((nf**2).sum(-1, keepdims=True)) + 1e-8
   # (explicit dot products: a BLAS matvec here may spawn threads that fight the workers)
   ndl = np.clip(nf[:, 0] * ld[0] + nf[:, 1] * ld[1] + nf[:, 2] * ld[2], 0, 1)
   shade = (0.7 + 0.36 * ndl) * (0.84 + 0.16 * np.sqrt(np.clip(nf[:, 2], 0, 1)))
   tex = _fur_texture()
   ox, oy = rng.integers(0, tex.shape[0] - size, 2)
   furry = (mat != _MAT_EYE) & (mat != _MAT_NOSE)
-  t = tex[oy:oy + size, ox:ox + size].reshape(-1)[idx[furry]]
+  t = tex[oy : oy + size, ox : ox + size].reshape(-1)[idx[furry]]
   shade[furry] *= t
   colr = cols[mat] * shade[:, None]
   shiny = ~furry
@@ -648,7 +807,11 @@ def render(spec: ExampleSpec) -> dict:
 
   # Background (drawn at the output size, upsampled) with a soft contact shadow.
   bg = _background(rng, spec.background, IMAGE_SIZE)
-  sil = Image.fromarray((fg * 255).astype(np.uint8)).reduce(_SS).filter(ImageFilter.BoxBlur(IMAGE_SIZE // 40))
+  sil = (
+    Image.fromarray((fg * 255).astype(np.uint8))
+    .reduce(_SS)
+    .filter(ImageFilter.BoxBlur(IMAGE_SIZE // 40))
+  )
   bg *= 1 - 0.35 * np.asarray(sil, np.float32)[..., None] / 255.0
   bg = Image.fromarray((bg * 255 + 0.5).astype(np.uint8)).resize((size, size), Image.BILINEAR)
   img = np.asarray(bg, np.float32).reshape(-1, 3).copy()
@@ -673,8 +836,11 @@ def render(spec: ExampleSpec) -> dict:
     wd.ellipse([u[0] - r, v[0] - r, u[0] + r, v[0] + r], fill=200)
   box = wmask.getbbox()
   if box:
-    wcol = Image.new("RGB", (box[2] - box[0], box[3] - box[1]),
-                     tuple(int(min(255, c * gain)) for c in (95, 80, 80)))
+    wcol = Image.new(
+      "RGB",
+      (box[2] - box[0], box[3] - box[1]),
+      tuple(int(min(255, c * gain)) for c in (95, 80, 80)),
+    )
     pil.paste(wcol, box[:2], wmask.crop(box).point(lambda x: int(x * 0.75)))
   draw = ImageDraw.Draw(pil)
   u, v, z = _project(R, np.array(mouth), scale, cx, cy)
@@ -718,35 +884,70 @@ def render(spec: ExampleSpec) -> dict:
   pil.save(buf, format="JPEG", quality=int(spec.jpeg_quality))
 
   return {
-      "image": buf.getvalue(),
-      "filename": spec.filename,
-      "rat_id": int(spec.rat_id),
-      "pain_level": int(spec.pain_level),
-      "pain": -1 if spec.pain_level < 0 else int(spec.pain_level > 0),
-      "au_scores": np.asarray(spec.au_scores, np.int64),
-      "head_pose": np.asarray(spec.head_pose, np.float32),
-      "landmarks": landmarks,
-      "landmark_visible": visible,
+    "image": buf.getvalue(),
+    "filename": spec.filename,
+    "rat_id": int(spec.rat_id),
+    "pain_level": int(spec.pain_level),
+    "pain": -1 if spec.pain_level < 0 else int(spec.pain_level > 0),
+    "au_scores": np.asarray(spec.au_scores, np.int64),
+    "head_pose": np.asarray(spec.head_pose, np.float32),
+    "landmarks": landmarks,
+    "landmark_visible": visible,
   }
 
 
-def generate(seed: int = 0, max_per_split: int | None = None,
-             num_workers: int | None = None, *,
-             mp_context: str | None = None) -> Iterator[tuple[str, str, dict]]:
+def safe_mp_context(method: str | None = None) -> multiprocessing.context.BaseContext:
+  """The multiprocessing context used to render in worker processes.
+
+  The default is `forkserver` where the platform has it, else `spawn`: both
+  start workers from a fresh process. The platform default on Linux before
+  Python 3.14, `fork`, copies the calling process with its threads; JAX (also
+  TensorFlow, grain) runs threads, so a fork can deadlock (JAX warns
+  "os.fork() was called ..."). Pass `method` to force one. As with any
+  non-fork start method, the workers import the main script, so a script that
+  builds at import time needs the `if __name__ == "__main__":` guard.
+  """
+  if method is None:
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+  return multiprocessing.get_context(method)
+
+
+def render_many(
+  specs, num_workers: int | None = None, *, mp_context: str | None = None, chunksize: int = 4
+) -> Iterator[dict]:
+  """Yields `render(spec)` for every spec, in order.
+
+  Rendering runs in `num_workers` processes (None -> os.cpu_count(); 0 or 1
+  -> in this process) started with `safe_mp_context(mp_context)`. Each image
+  depends only on its spec, so the output is byte-identical whatever the
+  number of workers or the start method.
+  """
+  specs = list(specs)
+  workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
+  if workers <= 1 or len(specs) < 2:
+    yield from map(render, specs)
+    return
+  with concurrent.futures.ProcessPoolExecutor(
+    min(workers, len(specs)), mp_context=safe_mp_context(mp_context)
+  ) as pool:
+    yield from pool.map(render, specs, chunksize=chunksize)
+
+
+def generate(
+  seed: int = 0,
+  max_per_split: int | None = None,
+  num_workers: int | None = None,
+  *,
+  mp_context: str | None = None,
+) -> Iterator[tuple[str, str, dict]]:
   """Yields (split, key, example) for every planned example, in plan order.
 
   The key is the (unique) filename. Rendering runs in `num_workers` processes
-  (None -> os.cpu_count(); 0 or 1 -> in this process). Each example depends
-  only on its spec, so the output is byte-identical whatever `num_workers`.
-  `mp_context` picks the multiprocessing start method (default: the platform's).
+  (None -> os.cpu_count(); 0 or 1 -> in this process), see `render_many`.
+  Each example depends only on its spec, so the output is byte-identical
+  whatever `num_workers`. `mp_context` picks the multiprocessing start method
+  (default: forkserver or spawn, safe in a process running JAX).
   """
   specs = plan(seed, max_per_split)
-  workers = (os.cpu_count() or 1) if num_workers is None else int(num_workers)
-  if workers <= 1 or len(specs) < 2:
-    for s in specs:
-      yield s.split, s.filename, render(s)
-    return
-  ctx = multiprocessing.get_context(mp_context) if mp_context else None
-  with concurrent.futures.ProcessPoolExecutor(min(workers, len(specs)), mp_context=ctx) as pool:
-    for s, ex in zip(specs, pool.map(render, specs, chunksize=4)):
-      yield s.split, s.filename, ex
+  for s, ex in zip(specs, render_many(specs, num_workers, mp_context=mp_context)):
+    yield s.split, s.filename, ex

@@ -1,0 +1,200 @@
+"""The on-disk layout of work directories; the one module that knows their file names.
+
+A LORO work directory (`run.py`, `painseeker train-final`):
+
+  config.json               the configuration it belongs to (`check_config`)
+  results.json, results.md  per-rat and pooled scores (present = the run finished)
+  predictions.csv           one row per test image
+  attention.npz             PainSeeker's attention of every test image
+  fold_rat<k>/checkpoints/  orbax checkpoints of the fold holding out rat k
+  fold_rat<k>/tb/           TensorBoard event files
+  final/                    the same for the model trained on every rat (held_out 0)
+  run.lock                  held while a process trains the run (`claim`)
+
+An experiment work directory (Table 3, sensitivity) keeps one LORO work
+directory per run under `runs/<method>/seed<k>/` (`run_dir`).
+
+Everything is written atomically (a temporary file, then a rename), so a file
+is either complete or absent. Imports neither JAX nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import io
+import json
+import os
+
+import numpy as np
+
+CONFIG_JSON = "config.json"
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+PREDICTIONS_CSV = "predictions.csv"
+PREDICTION_FIELDS = ["filename", "rat_id", "pain_level", "pain", "p_pain", "pred"]
+ATTENTION_NPZ = "attention.npz"
+RUN_LOCK = "run.lock"
+
+# Config fields that do not change results: a work directory accepts runs that differ only in
+# them (multi_run and model.conv: up to float summation order; checkpoint_every_epochs:
+# resuming is exact whatever the interval).
+_IGNORED_FIELDS = ("progress", "input", "multi_run", "checkpoint_every_epochs")
+_IGNORED_MODEL_FIELDS = ("conv",)
+# Config fields added after work directories were written; their absence means these values.
+_ADDED_DEFAULTS = {"dtype": "float32"}
+
+
+def fold_dir(workdir: str, held_out: int) -> str:
+  """`<workdir>/fold_rat<k>`; held_out 0 (trained on every rat) -> `<workdir>/final`."""
+  return os.path.join(workdir, f"fold_rat{held_out}" if held_out else "final")
+
+
+def checkpoint_dir(workdir: str, held_out: int) -> str:
+  """The fold's orbax checkpoint directory (absolute, as orbax wants it)."""
+  return os.path.abspath(os.path.join(fold_dir(workdir, held_out), "checkpoints"))
+
+
+def tensorboard_dir(workdir: str, held_out: int) -> str:
+  return os.path.join(fold_dir(workdir, held_out), "tb")
+
+
+def run_dir(workdir: str, name: str, seed: int) -> str:
+  """`<workdir>/runs/<name>/seed<seed>`: one run of an experiment."""
+  return os.path.join(workdir, "runs", name, f"seed{seed}")
+
+
+def config_path(workdir: str) -> str:
+  return os.path.join(workdir, CONFIG_JSON)
+
+
+def results_path(workdir: str) -> str:
+  return os.path.join(workdir, RESULTS_JSON)
+
+
+def attention_path(workdir: str) -> str:
+  return os.path.join(workdir, ATTENTION_NPZ)
+
+
+def is_finished(workdir: str) -> bool:
+  """Whether the run wrote its results."""
+  return os.path.exists(results_path(workdir))
+
+
+def read_results(workdir: str) -> dict:
+  with open(results_path(workdir), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def read_config(workdir: str) -> dict:
+  with open(config_path(workdir), encoding="utf-8") as f:
+    return json.load(f)
+
+
+def read_predictions(workdir: str) -> list[dict]:
+  """The rows of predictions.csv, with numbers parsed."""
+  with open(os.path.join(workdir, PREDICTIONS_CSV), newline="", encoding="utf-8") as f:
+    return [
+      dict(
+        r,
+        rat_id=int(r["rat_id"]),
+        pain=int(r["pain"]),
+        pred=int(r["pred"]),
+        p_pain=float(r["p_pain"]),
+      )
+      for r in csv.DictReader(f)
+    ]
+
+
+def read_attention(workdir: str):
+  """attention.npz: `filename` (N,) and `beta` (N x K), aligned with predictions.csv."""
+  return np.load(attention_path(workdir))
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and a rename (never half-written)."""
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8", newline="") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_json(path: str, data) -> None:
+  write_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) -> None:
+  """results.json, results.md, predictions.csv and (rows with `beta`) attention.npz."""
+  write_json(results_path(workdir), results)
+  write_atomic(os.path.join(workdir, RESULTS_MD), markdown)
+  buf = io.StringIO()
+  w = csv.DictWriter(buf, fieldnames=PREDICTION_FIELDS, extrasaction="ignore", lineterminator="\n")
+  w.writeheader()
+  for r in rows:
+    w.writerow(dict(r, p_pain=f"{r['p_pain']:.6f}"))
+  write_atomic(os.path.join(workdir, PREDICTIONS_CSV), buf.getvalue())
+  if rows and rows[0].get("beta") is not None:  # PainSeeker's attention, for the analyses
+    tmp = os.path.join(workdir, f"attention.tmp{os.getpid()}.npz")
+    np.savez(
+      tmp,
+      filename=np.array([r["filename"] for r in rows]),
+      beta=np.stack([r["beta"] for r in rows]),
+    )
+    os.replace(tmp, attention_path(workdir))
+
+
+def _comparable(config_dict: dict) -> dict:
+  return {
+    k: ({n: x for n, x in v.items() if n not in _IGNORED_MODEL_FIELDS} if k == "model" else v)
+    for k, v in config_dict.items()
+    if k not in _IGNORED_FIELDS
+  }
+
+
+def check_config(config, workdir: str) -> None:
+  """A work directory belongs to one configuration: refuses another one (ValueError),
+  else writes config.json (creating the directory)."""
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(config_path(workdir)):
+    saved = read_config(workdir)
+    for key, value in _ADDED_DEFAULTS.items():  # fields added later: absent means the default
+      if key in current:
+        saved.setdefault(key, value)
+    if _comparable(saved) != _comparable(current):
+      diff = sorted(
+        k
+        for k in set(saved) | set(current)
+        if k not in _IGNORED_FIELDS and saved.get(k) != current.get(k)
+      )
+      raise ValueError(
+        f"{workdir} holds a run with another configuration (differs in: "
+        f"{', '.join(diff)}); use a new --workdir or the same config."
+      )
+  os.makedirs(workdir, exist_ok=True)
+  write_json(config_path(workdir), current)
+
+
+@contextlib.contextmanager
+def claim(workdir: str, wait: bool):
+  """Yields whether this process holds `<workdir>/run.lock` (an advisory `flock`,
+  released when the process ends). wait=True blocks until it does."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, RUN_LOCK), "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      yield False
+      return
+    try:
+      yield True
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def checkpoint_manager(workdir: str, held_out: int, *, create: bool = True):
+  """The fold's orbax CheckpointManager (keeps the latest checkpoint; `create=False`: read only)."""
+  import orbax.checkpoint as ocp  # noqa: PLC0415  (not needed to read results)
+
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True) if create else None
+  return ocp.CheckpointManager(checkpoint_dir(workdir, held_out), options=options)

@@ -1,0 +1,209 @@
+"""Runs and reports the leave-one-rat-out (LORO) experiment of one method.
+
+* `run_loro(config, workdir)`: builds the trainer once, trains every fold
+  (`train.train_fold`, or side by side: `multi_run`), evaluates the fold
+  models on their held-out rats (stacked over a leading fold axis,
+  `config.eval.fold_strategy`) and writes the results files (`layout`).
+* `write_outputs`: the paper's scores from the test rows: per rat and
+  pooled ("LORO": confusion matrices summed over the folds, not a mean of
+  per-rat scores); shared with the LBP + SVM baseline.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from painseeker_jax import inference, input_pipeline, layout, multi_run, pretrained, sharding, train
+from painseeker_jax import metrics as metrics_lib
+
+log = logging.getLogger("painseeker")
+
+FOLD_STRATEGIES = ("auto", "map", "vmap")
+
+
+def check_folds(config) -> None:
+  """`config.folds`: held-out rats among 1..6."""
+  if not config.folds or any(r not in range(1, input_pipeline.NUM_RATS + 1) for r in config.folds):
+    raise ValueError(f"config.folds={tuple(config.folds)}; held-out rats are 1..6")
+
+
+def validate_config(config, num_devices: int) -> None:
+  """The LORO fields (the training fields: `train.make_trainer`); raises ValueError."""
+  check_folds(config)
+  if config.eval.fold_strategy not in FOLD_STRATEGIES:
+    raise ValueError(
+      f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap"
+    )
+  multi_run.resolve_multi_run(config.get("multi_run", "sequential"))
+  sharding.check_divisible(config.eval_batch_size, num_devices, "config.eval_batch_size")
+
+
+def make_fold_eval(model, strategy: str, mesh=None):
+  """jit fn(variables_F, images_FxBxHxWx3) -> (p_pain_FxB, beta_FxBxK or None).
+
+  `vmap` batches the fold axis (on CPU XLA turns it into grouped convolutions,
+  much slower: benchmarks/eval_strategy.py); `map` runs the folds one after
+  another inside one program.
+  Data parallel over `mesh` (default: all devices): B is sharded along `data`,
+  the fold axis and the variables are whole on every device, the outputs
+  replicated.
+  """
+  if strategy == "auto":
+    strategy = "map" if jax.default_backend() == "cpu" else "vmap"
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  fold_data, repl = sharding.fold_batch_sharding(mesh), sharding.replicated(mesh)
+  one = functools.partial(inference.p_pain, model)
+  jit = functools.partial(jax.jit, in_shardings=(repl, fold_data), out_shardings=repl)
+  if strategy == "vmap":
+    return jit(jax.vmap(one))
+  if strategy == "map":
+    return jit(lambda v, x: jax.lax.map(lambda a: one(*a), (v, x)))
+  raise ValueError(f"config.eval.fold_strategy={strategy!r}; use auto, map or vmap")
+
+
+def _text(x) -> str:
+  return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def prediction_row(record, p_pain: float, pred: int, held_out: int, beta=None) -> dict:
+  """One row of predictions.csv (plus the held-out rat and the attention, if any)."""
+  return {
+    "filename": _text(record["filename"]),
+    "rat_id": int(record["rat_id"]),
+    "pain_level": int(record["pain_level"]),
+    "pain": int(record["pain"]),
+    "p_pain": p_pain,
+    "pred": pred,
+    "held_out": held_out,
+    "beta": beta,
+  }
+
+
+def evaluate_folds(
+  trainer: train.Trainer, variables_by_fold: dict, test_sources: dict
+) -> list[dict]:
+  """Predicts every held-out rat with its fold's model, the folds stacked on a leading axis.
+
+  Returns one row per labelled test image (all of them, exactly once). The
+  batch axis is sharded over the trainer's mesh, the fold axis is not.
+  """
+  config, mesh = trainer.config, trainer.mesh
+  folds = list(variables_by_fold)
+  fold_eval = make_fold_eval(trainer.model, config.eval.fold_strategy, mesh)
+  variables_F = sharding.replicate(
+    inference.stack_variables([variables_by_fold[k] for k in folds]), mesh
+  )
+  batches = {
+    k: list(
+      input_pipeline.eval_batches(
+        test_sources[k],
+        batch_size=config.eval_batch_size,
+        image_size=config.image_size,
+        num_threads=config.input.num_threads,
+      )
+    )
+    for k in folds
+  }
+  num_batches = max(len(v) for v in batches.values())
+  empty = None
+  rows = []
+  for b in range(num_batches):
+    batch_by_fold = []
+    for k in folds:
+      if b < len(batches[k]):
+        batch_by_fold.append(batches[k][b])
+      else:  # this rat has fewer batches: an all-padding batch
+        empty = empty or {n: np.zeros_like(a) for n, a in batches[folds[0]][0].items()}
+        batch_by_fold.append(empty)
+    images = sharding.shard_fold_batch(np.stack([x["image"] for x in batch_by_fold]), mesh)
+    p_pain, beta = jax.device_get(fold_eval(variables_F, images))
+    for f, k in enumerate(folds):
+      x = batch_by_fold[f]
+      for i in np.flatnonzero(x["mask"]):
+        p = float(p_pain[f, i])
+        rows.append(
+          prediction_row(
+            test_sources[k][int(x["index"][i])],
+            p,
+            int(p > 0.5),
+            k,
+            None if beta is None else np.asarray(beta[f, i], np.float32),
+          )
+        )
+  return rows
+
+
+def method_title(config) -> str:
+  """The method's name as in the paper's Table 3."""
+  name = config.model.name
+  if name == "lbp_svm":
+    return f"LBP (R={config.lbp.radius}, {config.lbp.grid}x{config.lbp.grid}) + SVM"
+  if name == "resnet18":
+    return "ResNet-18"
+  return "PainSeeker w/o PRSC" if config.loss.lambda_prsc == 0 else "PainSeeker"
+
+
+def results_markdown(results: dict, title: str) -> str:
+  """The paper's Table 3 layout for one method: per-rat F1/Acc cells and the LORO column."""
+  rats = list(results["per_rat"])
+  head = "| Method | " + " | ".join(r.replace("rat", "Rat") for r in rats) + " | LORO |"
+  sep = "|---" * (len(rats) + 2) + "|"
+
+  def cell(m):
+    return f"{m['f1']:.4f}/{m['accuracy']:.2f}"
+
+  cells = " | ".join(cell(results["per_rat"][r]) for r in rats)
+  row = f"| {title} | {cells} | {cell(results['loro'])} |"
+  return "\n".join(
+    [head, sep, row, "", "Cells: F1/Accuracy (%). LORO: confusion matrices summed over folds.", ""]
+  )
+
+
+def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
+  """Scores the test rows per rat and pooled, writes the results files, returns the results."""
+  m = metrics_lib.loro_metrics(
+    [r["pain"] for r in rows], [r["pred"] for r in rows], [f"rat{r['held_out']}" for r in rows]
+  )
+  per_rat = {k: m["per_group"][k] for k in sorted(m["per_group"], key=lambda s: int(s[3:]))}
+  results = {
+    "config": json.loads(config.to_json_best_effort()),
+    "per_rat": per_rat,
+    "loro": m["pooled"],
+  }
+  layout.write_results(workdir, results, results_markdown(results, method_title(config)), rows)
+  return results
+
+
+def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """The leave-one-rat-out experiment; returns (and writes) the results."""
+  trainer = train.make_trainer(config)  # checks the training fields; compiles nothing yet
+  validate_config(config, trainer.mesh.size)
+  layout.check_config(config, workdir)
+  folds = list(config.folds)
+  splits = [s for k in folds for s in input_pipeline.fold_splits(k)]
+  sources = input_pipeline.get_sources(config.dataset, splits, config.data_dir, config.manual_dir)
+  pretrained.resolve_pretrained(config.model.pretrained)  # stops with instructions if missing
+  train_sources = {k: sources[input_pipeline.fold_splits(k)[0]] for k in folds}
+  train_indices = {k: input_pipeline.labelled_indices(train_sources[k]) for k in folds}
+  if multi_run.resolve_multi_run(config.get("multi_run", "sequential")) == "vmap":
+    variables = multi_run.train_folds_stacked(trainer, workdir, folds, train_sources, train_indices)
+  else:
+    variables = {}
+    for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
+      variables[k] = train.train_fold(trainer, workdir, k, train_sources[k], train_indices[k])
+  rows = evaluate_folds(trainer, variables, {k: sources[f"rat{k}"] for k in folds})
+  results = write_outputs(config, workdir, rows)
+  log.info(
+    "LORO: F1 %.4f, accuracy %.2f%% (%d test images)",
+    results["loro"]["f1"],
+    results["loro"]["accuracy"],
+    len(rows),
+  )
+  return results
