@@ -13,6 +13,7 @@ ml_collections config_flags; overrides need the `=` form).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -171,17 +172,26 @@ def train_final(args, overrides: list[str]) -> int:
   if os.path.lexists(args.output) and not args.overwrite:
     raise ValueError(f"{args.output} already exists; use --overwrite to replace it")
   _setup_logging()
-  from painseeker_jax import export, input_pipeline, layout, train
+  from painseeker_jax import export, input_pipeline, layout, sharding, train
 
   trainer = train.make_trainer(config)  # validates the config before anything is written
   workdir = args.workdir or os.path.join("runs", config.name)
-  layout.check_config(config, workdir)  # the final model shares its LORO run's config
   train_split = input_pipeline.fold_splits(0)[0]
   sources = input_pipeline.get_sources(
     config.dataset, [train_split], config.data_dir, config.manual_dir
   )
   indices = input_pipeline.labelled_indices(sources[train_split])
-  variables = train.train_fold(trainer, workdir, 0, sources[train_split], indices)
+  train.check_batch_fits(config, len(indices), train_split)
+  final_dir = layout.fold_dir(workdir, 0)
+  with layout.claim(final_dir, wait=False) as mine:
+    if not mine:
+      raise ValueError(
+        f"{final_dir} is in use by another train-final "
+        f"({layout.lock_holder(final_dir) or 'unknown process'}); wait for it to finish"
+      )
+    layout.check_config(config, workdir)  # the final model shares its LORO run's config
+    logging.getLogger("painseeker").info("%s", sharding.describe(trainer.mesh, config.batch_size))
+    variables = train.train_fold(trainer, workdir, 0, sources[train_split], indices)
   training = {
     "held_out": None,
     "split": train_split,

@@ -19,6 +19,13 @@ A LORO work directory (`run.py`) can be used for prediction too: its fold
 models (orbax checkpoints, `layout.checkpoint_dir`) are loaded and form an
 ensemble whose probabilities are averaged.
 
+Loading refuses (ModelLoadError, naming the file and the field or variable) what
+would score every input wrongly: non-finite parameters or negative BatchNorm
+variances (`check_finite`, also for the fold models of a work directory), a
+normalization that is not three finite numbers each with std > 0, and an
+`image_size` that is not the size the model was trained at (`check_image_size`
+and `_check_model_image_size`).
+
 This module never imports TensorFlow, the data set code or the trainer.
 """
 
@@ -27,6 +34,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
+import numbers
 import os
 import shutil
 from typing import Any
@@ -43,6 +52,11 @@ FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 VARIABLES_FILE = "variables.msgpack"
 CLASS_NAMES = inference.CLASS_NAMES
+# The input sizes a model directory may state (pixels, square). Far beyond anything trainable
+# on one accelerator at the top, below any useful face crop at the bottom; `save_model` refuses
+# to export outside it, so no exported model falls outside.
+MIN_IMAGE_SIZE = 16
+MAX_IMAGE_SIZE = 4096
 
 
 class ModelLoadError(ValueError):
@@ -121,6 +135,57 @@ def _check_variables(template: dict, variables: Any, where: str) -> dict:
   return jax.tree.map(lambda t, v: np.asarray(v, dtype=t.dtype), template, variables)
 
 
+def _path_str(path) -> str:
+  """A tree path as `params/fc/kernel`."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def check_finite(variables: dict, where: str) -> None:
+  """Raises ModelLoadError (naming `where` and the first offending variable, e.g.
+  `params/fc/kernel`) unless every value is finite and every BatchNorm running
+  variance (`batch_stats/.../var`) is >= 0: such a model gives NaN for every input."""
+  for path, x in jax.tree_util.tree_leaves_with_path(variables):
+    a = np.asarray(x)
+    bad = ~np.isfinite(a)
+    if bad.any():
+      raise ModelLoadError(
+        f"{where}: {_path_str(path)} holds {int(bad.sum())} non-finite value(s) (NaN or inf) "
+        f"of {a.size}; the file is damaged or the training diverged"
+      )
+    keys = [getattr(k, "key", None) for k in path]
+    if keys[:1] == ["batch_stats"] and keys[-1] == "var" and (a < 0).any():
+      raise ModelLoadError(
+        f"{where}: {_path_str(path)} holds {int((a < 0).sum())} negative running "
+        f"variance(s) of {a.size}; the file is damaged"
+      )
+
+
+def check_image_size(image_size: Any, where: str, field: str = "image_size") -> int:
+  """`image_size` as an int in MIN_IMAGE_SIZE..MAX_IMAGE_SIZE; else ModelLoadError naming
+  `where` and `field`."""
+  if not isinstance(image_size, numbers.Integral) or isinstance(image_size, bool):
+    raise ModelLoadError(f"{where}: {field} {image_size!r} is not an integer (pixels)")
+  if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+    raise ModelLoadError(
+      f"{where}: {field} {image_size} is outside {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels"
+    )
+  return int(image_size)
+
+
+def _check_normalization(mean: tuple, std: tuple, where: str) -> None:
+  """Three finite numbers each, std > 0; else ModelLoadError naming the field."""
+  for field, values in (("mean_rgb", mean), ("std_rgb", std)):
+    for v in values:
+      if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
+        raise ModelLoadError(
+          f"{where}: normalization.{field} {list(values)} holds {v!r}; need three finite numbers"
+        )
+  if not all(v > 0 for v in std):
+    raise ModelLoadError(
+      f"{where}: normalization.std_rgb {list(std)} must be > 0 (the images are divided by it)"
+    )
+
+
 # ---------------------------------------------------------------------------
 # Model directories.
 
@@ -140,11 +205,13 @@ def save_model(
   if os.path.lexists(directory) and not overwrite:
     raise FileExistsError(f"{directory} already exists; use --overwrite to replace it")
   model = create_model(config)
+  check_image_size(config.image_size, "the config to export", "config.image_size")
   clean = _check_variables(
     inference.variables_template(model, config.image_size),
     jax.device_get(variables),
     "the variables to export",
   )
+  check_finite(clean, "the variables to export")
   meta = {
     "format": FORMAT,
     "format_version": FORMAT_VERSION,
@@ -196,6 +263,39 @@ def _read_json(path: str) -> dict:
     raise ModelLoadError(f"{path}: not valid JSON ({e})") from None
 
 
+def _check_model_image_size(meta: dict, config, model, meta_path: str) -> tuple[int, int | None]:
+  """Validates model.json's `image_size` (the input size the network was trained at)
+  against the rest of the file; returns it and the number of attention regions K (None:
+  ResNet).
+
+  `save_model` writes `image_size` from the training config (stored alongside), and
+  `num_regions` as the model's K at that size, so an exported model always passes:
+  image_size an integer in MIN_IMAGE_SIZE..MAX_IMAGE_SIZE, equal to `config.image_size`,
+  and giving the stored K (for PainSeeker K = ceil(image_size / 32) ** 2 with the ResNet
+  trunk; the parameters' shapes alone do not depend on the input size).
+  """
+  image_size = check_image_size(meta["image_size"], meta_path)
+  trained = config.get("image_size")
+  if trained != image_size:
+    raise ModelLoadError(
+      f"{meta_path}: image_size {image_size} differs from the training config's "
+      f"config.image_size {trained!r}; the file was edited or damaged"
+    )
+  try:
+    k = inference.num_regions(model, image_size)
+  except Exception as e:  # shape errors of a size the network cannot take
+    raise ModelLoadError(
+      f"{meta_path}: image_size {image_size}: the network cannot take this input size "
+      f"({type(e).__name__}: {e})"
+    ) from None
+  if "num_regions" in meta and meta["num_regions"] != k:
+    raise ModelLoadError(
+      f"{meta_path}: image_size {image_size} gives K = {k} attention regions but "
+      f"num_regions is {meta['num_regions']!r}; the file was edited or damaged"
+    )
+  return image_size, k
+
+
 def load_model_dir(directory: str) -> LoadedModel:
   """Loads a model directory written by `save_model`."""
   meta_path = os.path.join(directory, MODEL_JSON)
@@ -214,7 +314,7 @@ def load_model_dir(directory: str) -> LoadedModel:
     )
   try:
     config = ml_collections.ConfigDict(meta["config"])
-    image_size = int(meta["image_size"])
+    image_size = meta["image_size"]
     norm = meta["normalization"]
     mean, std, scale = tuple(norm["mean_rgb"]), tuple(norm["std_rgb"]), float(norm["scale"])
     class_names = tuple(meta["class_names"])
@@ -224,6 +324,7 @@ def load_model_dir(directory: str) -> LoadedModel:
     ) from None
   if scale != 255.0 or len(mean) != 3 or len(std) != 3:
     raise ModelLoadError(f"{meta_path}: unsupported normalization {norm}")
+  _check_normalization(mean, std, meta_path)
   if class_names != CLASS_NAMES:
     raise ModelLoadError(
       f"{meta_path}: class names {list(class_names)}; expected {list(CLASS_NAMES)}"
@@ -232,6 +333,7 @@ def load_model_dir(directory: str) -> LoadedModel:
     model = create_model(config)
   except (ValueError, AttributeError, KeyError) as e:
     raise ModelLoadError(f"{meta_path}: cannot build the model ({e})") from None
+  image_size, num_regions = _check_model_image_size(meta, config, model, meta_path)
   var_path = os.path.join(directory, VARIABLES_FILE)
   try:
     with open(var_path, "rb") as f:
@@ -245,6 +347,7 @@ def load_model_dir(directory: str) -> LoadedModel:
       f"{var_path}: corrupt or truncated variables file ({type(e).__name__}: {e})"
     ) from None
   variables = _check_variables(inference.variables_template(model, image_size), variables, var_path)
+  check_finite(variables, var_path)
   return LoadedModel(
     model=model,
     variables=[variables],
@@ -253,7 +356,7 @@ def load_model_dir(directory: str) -> LoadedModel:
     mean_rgb=mean,
     std_rgb=std,
     class_names=class_names,
-    num_regions=meta.get("num_regions"),
+    num_regions=num_regions,
     kind="model",
     source=os.path.abspath(directory),
     config=config,
@@ -284,7 +387,10 @@ def _restore_checkpoint(workdir: str, held_out: int, template: dict) -> tuple[di
       ) from None
   finally:
     mngr.close()
-  return _check_variables(template, restored, f"{ckpt_dir}/{step}"), step
+  where = f"{ckpt_dir}/{step}"
+  variables = _check_variables(template, restored, where)
+  check_finite(variables, where)
+  return variables, step
 
 
 def load_loro_workdir(workdir: str) -> LoadedModel:

@@ -26,6 +26,9 @@ import fcntl
 import io
 import json
 import os
+import socket
+import sys
+import time
 
 import numpy as np
 
@@ -38,9 +41,9 @@ ATTENTION_NPZ = "attention.npz"
 RUN_LOCK = "run.lock"
 
 # Config fields that do not change results: a work directory accepts runs that differ only in
-# them (multi_run and model.conv: up to float summation order; checkpoint_every_epochs:
-# resuming is exact whatever the interval).
-_IGNORED_FIELDS = ("progress", "input", "multi_run", "checkpoint_every_epochs")
+# them (multi_run, model.conv and eval_batch_size: up to float summation order;
+# checkpoint_every_epochs: resuming is exact whatever the interval).
+_IGNORED_FIELDS = ("progress", "input", "multi_run", "checkpoint_every_epochs", "eval_batch_size")
 _IGNORED_MODEL_FIELDS = ("conv",)
 # Config fields added after work directories were written; their absence means these values.
 _ADDED_DEFAULTS = {"dtype": "float32"}
@@ -175,26 +178,63 @@ def check_config(config, workdir: str) -> None:
   write_json(config_path(workdir), current)
 
 
+_HELD: set[str] = set()  # lock files this process holds (a nested claim of one is granted)
+
+
+def lock_holder(workdir: str) -> str:
+  """Who wrote `<workdir>/run.lock` last (process id, host, start time, command), or ''."""
+  try:
+    with open(os.path.join(workdir, RUN_LOCK), encoding="utf-8") as f:
+      return f.read().strip()
+  except OSError:
+    return ""
+
+
 @contextlib.contextmanager
 def claim(workdir: str, wait: bool):
-  """Yields whether this process holds `<workdir>/run.lock` (an advisory `flock`,
-  released when the process ends). wait=True blocks until it does."""
+  """Yields whether this process holds `<workdir>/run.lock` (an advisory `flock`, released when
+  the process ends); the holder writes who it is into the file. wait=True blocks until it does.
+  A process that already holds the lock is granted it again (nested claims)."""
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, RUN_LOCK), "a") as f:
+  path = os.path.realpath(os.path.join(workdir, RUN_LOCK))
+  if path in _HELD:
+    yield True
+    return
+  with open(path, "a+", encoding="utf-8") as f:
     try:
       fcntl.flock(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
       yield False
       return
     try:
+      f.seek(0)
+      f.truncate()
+      started = time.strftime("%Y-%m-%d %H:%M:%S")
+      f.write(
+        f"pid {os.getpid()} on {socket.gethostname()} since {started}: {' '.join(sys.argv)}\n"
+      )
+      f.flush()
+      _HELD.add(path)
       yield True
     finally:
+      _HELD.discard(path)
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def checkpoint_manager(workdir: str, held_out: int, *, create: bool = True):
-  """The fold's orbax CheckpointManager (keeps the latest checkpoint; `create=False`: read only)."""
+  """The fold's orbax CheckpointManager (`create=False`: read only). It keeps the two latest
+  checkpoints, so a crash that damages the newest one costs one epoch, not the fold."""
   import orbax.checkpoint as ocp  # noqa: PLC0415  (not needed to read results)
 
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True) if create else None
+  options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True) if create else None
   return ocp.CheckpointManager(checkpoint_dir(workdir, held_out), options=options)
+
+
+def set_aside_checkpoint(workdir: str, held_out: int, step: int) -> str:
+  """Moves an unreadable checkpoint step out of the checkpoint directory (kept for inspection
+  under `<fold>/broken_checkpoints/`); returns where it went."""
+  dest_dir = os.path.join(fold_dir(workdir, held_out), "broken_checkpoints")
+  os.makedirs(dest_dir, exist_ok=True)
+  dest = os.path.join(dest_dir, f"{step}.{int(time.time())}")
+  os.replace(os.path.join(checkpoint_dir(workdir, held_out), str(step)), dest)
+  return dest

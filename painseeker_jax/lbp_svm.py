@@ -297,6 +297,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
   if not lbp.svm_c > 0:
     raise ValueError(f"config.lbp.svm_c={lbp.svm_c}; must be > 0")
+  from painseeker_jax import train  # noqa: PLC0415
+
+  train.check_field(config, "image_size", lambda x: train.is_int(x) and x >= 1, "an integer >= 1")
+  train.check_field(
+    config, "lbp.num_workers", lambda x: train.is_int(x) and x >= 1, "an integer >= 1"
+  )
 
 
 def svm_decisions(gram: np.ndarray, y: np.ndarray, train_idx, test_idx, c: float) -> np.ndarray:
@@ -336,6 +342,7 @@ def run_lbp_svm(
   """
   from painseeker_jax import layout, loro  # noqa: PLC0415  (JAX: not imported by the feature workers)
 
+  t_run = time.time()
   validate_config(config)
   layout.check_config(config, workdir)
   cache_dir = cache_dir or os.path.join(workdir, "lbp_features")
@@ -370,7 +377,8 @@ def run_lbp_svm(
     src = sources[f"rat{k}"]
     for i, d in zip(per_rat[k]["idx"], decision):
       rows.append(loro.prediction_row(src[i], _logistic(float(d)), int(d > 0), int(k)))
-  results = loro.write_outputs(config, workdir, rows)
+  info = dict(loro.provenance(), wall_seconds={"total": round(time.time() - t_run, 1)})
+  results = loro.write_outputs(config, workdir, rows, info)
   log.info(
     "LORO %s: F1 %.4f, accuracy %.2f%% (%d test images)",
     loro.method_title(config),

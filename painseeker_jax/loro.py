@@ -14,6 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import time
 
 import jax
 import ml_collections
@@ -37,6 +39,9 @@ def check_folds(config) -> None:
 def validate_config(config, num_devices: int) -> None:
   """The LORO fields (the training fields: `train.make_trainer`); raises ValueError."""
   check_folds(config)
+  train.check_field(
+    config, "eval_batch_size", lambda x: train.is_int(x) and x >= 1, "an integer >= 1"
+  )
   if config.eval.fold_strategy not in FOLD_STRATEGIES:
     raise ValueError(
       f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap"
@@ -166,8 +171,10 @@ def results_markdown(results: dict, title: str) -> str:
   )
 
 
-def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
-  """Scores the test rows per rat and pooled, writes the results files, returns the results."""
+def write_outputs(config, workdir: str, rows: list[dict], provenance_info: dict) -> dict:
+  """Scores the test rows per rat and pooled, writes the results files, returns the results.
+
+  `provenance_info` (versions, devices, commit, wall times) is stored under `provenance`."""
   m = metrics_lib.loro_metrics(
     [r["pain"] for r in rows], [r["pred"] for r in rows], [f"rat{r['held_out']}" for r in rows]
   )
@@ -176,30 +183,94 @@ def write_outputs(config, workdir: str, rows: list[dict]) -> dict:
     "config": json.loads(config.to_json_best_effort()),
     "per_rat": per_rat,
     "loro": m["pooled"],
+    "provenance": provenance_info,
   }
   layout.write_results(workdir, results, results_markdown(results, method_title(config)), rows)
   return results
 
 
+def provenance(mesh=None) -> dict:
+  """What a reader needs to trust a number: package versions, the devices, the git commit."""
+  from importlib import metadata  # noqa: PLC0415
+
+  versions = {}
+  for name in ("painseeker-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+    try:
+      versions[name] = metadata.version(name)
+    except metadata.PackageNotFoundError:
+      versions[name] = None
+  out = {"versions": versions, "git_commit": _git_commit(), "backend": jax.default_backend()}
+  if mesh is not None:
+    devices = mesh.devices.flatten()
+    out["devices"] = {"kind": devices[0].device_kind, "count": int(devices.size)}
+  return out
+
+
+def _git_commit() -> str | None:
+  """The commit of the checkout this package runs from (`+dirty` with local changes), if any."""
+  import subprocess  # noqa: PLC0415
+
+  here = os.path.dirname(os.path.abspath(__file__))
+  try:
+    commit = subprocess.run(
+      ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10, check=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+      ["git", "status", "--porcelain", "--untracked-files=no"],
+      cwd=here,
+      capture_output=True,
+      text=True,
+      timeout=10,
+      check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit + ("+dirty" if dirty else "")
+
+
 def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The leave-one-rat-out experiment; returns (and writes) the results."""
+  """The leave-one-rat-out experiment; returns (and writes) the results.
+
+  Everything that can be checked before training is checked before anything is written to
+  `workdir`: the config fields, the data (built on first use), the batch against every fold's
+  training set, and the work directory's lock and configuration.
+  """
+  t_run = time.time()
   trainer = train.make_trainer(config)  # checks the training fields; compiles nothing yet
   validate_config(config, trainer.mesh.size)
-  layout.check_config(config, workdir)
   folds = list(config.folds)
   splits = [s for k in folds for s in input_pipeline.fold_splits(k)]
   sources = input_pipeline.get_sources(config.dataset, splits, config.data_dir, config.manual_dir)
   pretrained.resolve_pretrained(config.model.pretrained)  # stops with instructions if missing
   train_sources = {k: sources[input_pipeline.fold_splits(k)[0]] for k in folds}
   train_indices = {k: input_pipeline.labelled_indices(train_sources[k]) for k in folds}
-  if multi_run.resolve_multi_run(config.get("multi_run", "sequential")) == "vmap":
-    variables = multi_run.train_folds_stacked(trainer, workdir, folds, train_sources, train_indices)
-  else:
-    variables = {}
-    for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
-      variables[k] = train.train_fold(trainer, workdir, k, train_sources[k], train_indices[k])
-  rows = evaluate_folds(trainer, variables, {k: sources[f"rat{k}"] for k in folds})
-  results = write_outputs(config, workdir, rows)
+  for k in folds:
+    train.check_batch_fits(config, len(train_indices[k]), f"fold rat{k}")
+  with layout.claim(workdir, wait=False) as mine:
+    if not mine:
+      raise ValueError(
+        f"{workdir} is in use by another run ({layout.lock_holder(workdir) or 'unknown process'}); "
+        "wait for it to finish (then rerun this command to resume) or use another --workdir"
+      )
+    layout.check_config(config, workdir)
+    log.info("%s", sharding.describe(trainer.mesh, config.batch_size))
+    seconds = {}
+    if multi_run.resolve_multi_run(config.get("multi_run", "sequential")) == "vmap":
+      t0 = time.time()
+      variables = multi_run.train_folds_stacked(
+        trainer, workdir, folds, train_sources, train_indices
+      )
+      seconds["folds_side_by_side"] = time.time() - t0
+    else:
+      variables = {}
+      for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
+        t0 = time.time()
+        variables[k] = train.train_fold(trainer, workdir, k, train_sources[k], train_indices[k])
+        seconds[f"rat{k}"] = time.time() - t0
+    rows = evaluate_folds(trainer, variables, {k: sources[f"rat{k}"] for k in folds})
+    seconds["total"] = time.time() - t_run
+    info = dict(provenance(trainer.mesh), wall_seconds={k: round(v, 1) for k, v in seconds.items()})
+    results = write_outputs(config, workdir, rows, info)
   log.info(
     "LORO: F1 %.4f, accuracy %.2f%% (%d test images)",
     results["loro"]["f1"],

@@ -25,9 +25,11 @@ Pipeline:
     frame, flushed after every batch, so a crash keeps what was done),
     heat-map PNGs, one p_pain-over-time plot per video, a console summary.
 
-A file that cannot be read or decoded, an empty folder or an unsupported video
-gives a row with the message in the `error` column and a message on stderr;
-the run goes on and exits with status 1 at the end. Nothing here imports
+A file that cannot be read or decoded, an empty folder, an unsupported video or
+an input for which the network's output is not finite gives a row with the
+message in the `error` column and a message on stderr; the run goes on and
+exits with status 1 at the end. No output ever replaces an input, --overwrite
+or not (`_check_not_inputs`, before anything is written). Nothing here imports
 TensorFlow, TFDS or the trainer.
 """
 
@@ -174,12 +176,13 @@ def _kind(path: str) -> str | None:
   return None
 
 
-def collect_inputs(paths: Sequence[str]) -> list[Source]:
+def collect_inputs(paths: Sequence[str], folders: list[str] | None = None) -> list[Source]:
   """Expands files, folders (recursive) and globs into sources, in the given order.
 
   In folders only files with an image or video extension are taken (others
   are skipped); a file named explicitly is tried as an image unless its
-  extension is a video one. Problems become `error` sources.
+  extension is a video one. Problems become `error` sources. The folders read
+  (named or matched by a glob) are appended to `folders` when it is given.
   """
   out: list[Source] = []
   seen: set[str] = set()
@@ -193,6 +196,8 @@ def collect_inputs(paths: Sequence[str]) -> list[Source]:
     out.append(Source(kind, path, error))
 
   def add_folder(folder: str):
+    if folders is not None:
+      folders.append(folder)
     files = [(f, _kind(f)) for f in _walk(folder)]
     files = [(f, k) for f, k in files if k]
     if not files:
@@ -508,8 +513,78 @@ def _background(gen: Iterator, maxsize: int) -> Iterator:
     stop.set()
 
 
-def _check_outputs(opts: Options, sources: list[Source]) -> dict[str, str]:
-  """Refuses existing outputs unless --overwrite; returns the plot path of each video."""
+# The rule for --heatmaps that keeps the inputs safe (`_check_not_inputs`).
+HEATMAPS_RULE = (
+  "the heat-map folder must not be an input folder, lie inside one, or hold input files"
+)
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+  """(device, inode) of the file `path` leads to (symbolic links followed); None if none."""
+  try:
+    st = os.stat(path)
+  except (OSError, ValueError):
+    return None
+  return st.st_dev, st.st_ino
+
+
+def _check_not_inputs(
+  opts: Options, sources: list[Source], folders: list[str], plots: dict[str, str]
+) -> None:
+  """Refuses (UsageError, with or without --overwrite) an output that would replace an
+  input: the CSV or a video's plot being an input file, or a heat-map folder breaking
+  `HEATMAPS_RULE` (heat maps are written directly in that folder, under names made from
+  the inputs' names). Files and folders are compared as the file system sees them
+  (device and inode: symbolic links, hard links, other spellings of a path)."""
+  inputs: dict[tuple[int, int], str] = {}
+  for s in sources:
+    if s.kind in ("image", "video"):
+      key = _file_id(s.path)
+      if key is not None:
+        inputs.setdefault(key, s.path)
+  refuse = "refusing to write over an input (with or without --overwrite)"
+  outputs = [(opts.output, f"--output {opts.output}")]
+  outputs += [(plot, f"{plot} (the time-course plot of {video})") for video, plot in plots.items()]
+  for path, what in outputs:
+    src = inputs.get(_file_id(path))
+    if src is not None:
+      raise UsageError(f"{what} is the input {src}; {refuse}: choose another file")
+  if not opts.heatmaps:
+    return
+  input_folders: dict[tuple[int, int], str] = {}
+  for folder in folders:
+    key = _file_id(folder)
+    if key is not None:
+      input_folders.setdefault(key, folder)
+  heat = os.path.realpath(opts.heatmaps)
+  p = heat
+  while True:  # the folder itself (if it exists), then the folders above it
+    folder = input_folders.get(_file_id(p))
+    if folder is not None:
+      where = "is" if p == heat else "lies inside"
+      raise UsageError(
+        f"--heatmaps {opts.heatmaps} {where} the input folder {folder}; heat maps could "
+        f"replace its files; {refuse}: {HEATMAPS_RULE}"
+      )
+    parent = os.path.dirname(p)
+    if parent == p:
+      break
+    p = parent
+  if os.path.isdir(opts.heatmaps):
+    for name in sorted(os.listdir(opts.heatmaps)):
+      src = inputs.get(_file_id(os.path.join(opts.heatmaps, name)))
+      if src is not None:
+        raise UsageError(
+          f"--heatmaps {opts.heatmaps} holds the input {src} (as {name}); heat maps could "
+          f"replace it; {refuse}: {HEATMAPS_RULE}"
+        )
+
+
+def _check_outputs(opts: Options, sources: list[Source], folders: list[str]) -> dict[str, str]:
+  """Refuses outputs that are inputs (`_check_not_inputs`, always), and existing outputs
+  unless --overwrite; returns the plot path of each video."""
+  plots = predict_report.plot_paths(opts.output, [s.path for s in sources if s.kind == "video"])
+  _check_not_inputs(opts, sources, folders, plots)
   out_dir = os.path.dirname(os.path.abspath(opts.output))
   if os.path.isdir(opts.output):
     raise UsageError(f"--output {opts.output} is a folder; give a CSV file name")
@@ -525,7 +600,6 @@ def _check_outputs(opts: Options, sources: list[Source]) -> dict[str, str]:
         f"{opts.heatmaps} already holds files; use --overwrite to write into it "
         "(files of the same name are replaced) or choose an empty folder"
       )
-  plots = predict_report.plot_paths(opts.output, [s.path for s in sources if s.kind == "video"])
   for video, plot in plots.items():
     if os.path.exists(plot) and not opts.overwrite:
       raise UsageError(
@@ -603,8 +677,9 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
   from painseeker_jax import inference
 
   opts = validate_options(opts)
-  sources = collect_inputs(opts.paths)
-  plots = _check_outputs(opts, sources)
+  folders: list[str] = []
+  sources = collect_inputs(opts.paths, folders)
+  plots = _check_outputs(opts, sources, folders)
   if loaded is None:
     loaded = _load_model(opts.model)
   if opts.heatmaps and loaded.num_regions is None:

@@ -11,6 +11,7 @@ the network or the decoders. No TensorFlow, no JAX.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -187,11 +188,22 @@ class Report:
   def add_scores(self, items: Sequence[Item], p: np.ndarray, beta: np.ndarray | None) -> None:
     """Fills in the rows of a scored batch (p_pain, label, heat map) and counts them.
 
-    `p[j]` and `beta[j]` (None: no heat maps) belong to `items[j]`.
+    `p[j]` and `beta[j]` (None: no heat maps) belong to `items[j]`. A non-finite p_pain
+    (or attention map, for a heat map) makes the row an error: no p_pain, no label, no
+    heat map, not in the video's time course; the run then exits with status 1.
     """
     for j, it in enumerate(items):
       row = it.row
       pj = float(p[j])
+      if not math.isfinite(pj) or (
+        self.heatmaps and beta is not None and not np.isfinite(beta[j]).all()
+      ):
+        where = row["path"] if row["frame"] == "" else f"{row['path']}, frame {row['frame']}"
+        what = f"p_pain = {pj}" if not math.isfinite(pj) else "the attention map holds NaN or inf"
+        row["error"] = (
+          f"{where}: the network's output is not finite ({what}); no score or label given"
+        )
+        continue
       label = self.class_names[int(pj > THRESHOLD)]
       row["p_pain"], row["label"] = f"{pj:.6f}", label
       self.num_scored += 1

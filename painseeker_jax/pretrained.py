@@ -36,7 +36,10 @@ Cache for `pretrained='imagenet'`: `$PAINSEEKER_CACHE` if set, else
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shlex
 import shutil
 import tempfile
 import urllib.request
@@ -74,35 +77,168 @@ class StateDictMismatchError(PretrainedWeightsError, ValueError):
 # Reading state dicts.
 
 
-def _is_safetensors(path: str) -> bool:
+_SAFETENSORS_SUFFIX = ".safetensors"
+_SAFETENSORS_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
+_SNIFF_BYTES = 16
+
+
+def _sniff(head: bytes) -> str | None:
+  """'safetensors', 'torch' or None (neither) from a file's first bytes.
+
+  safetensors: an 8-byte little-endian header length, then the JSON header
+  (`{`). torch.save: a zip archive, or (legacy format) a pickle, protocol 2+.
+  A zip's or pickle's 9th byte is never `{`, so the two cannot be confused.
+  """
+  if len(head) >= 9 and head[8:9] == b"{":
+    n = int.from_bytes(head[:8], "little")
+    if 2 <= n <= _SAFETENSORS_MAX_HEADER:
+      return "safetensors"
+  if head.startswith(_ZIP_MAGIC) or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+    return "torch"
+  return None
+
+
+def _how_to_get_a_good_copy(fmt: str | None) -> str:
+  lines = ["Get a good copy: delete it and download the weights again, e.g."]
+  if fmt in ("safetensors", None):
+    lines.append(
+      f"    hf download {HF_REPO} {HF_FILENAME} --local-dir DIR   (pip install "
+      f"huggingface_hub; the file is DIR/{HF_FILENAME})"
+    )
+  if fmt in ("torch", None):
+    lines.append(f"    curl -L -o DIR/{PTH_NAME} {TORCHVISION_URL}")
+  lines.append(
+    "  or use --config.model.pretrained=imagenet, which downloads them into "
+    f"{cache_dir()} when no weights file is there."
+  )
+  return "\n".join(lines)
+
+
+def _safetensors_problem(path: str, size: int) -> str | None:
+  """Why `path` is not a complete safetensors file, or None if it looks whole."""
+  if size < 8:
+    return (
+      f"it is only {size} bytes long, less than the 8-byte header length a safetensors "
+      "file starts with"
+    )
   with open(path, "rb") as f:
-    head = f.read(9)
-  if len(head) < 9:
-    return False
-  n = int.from_bytes(head[:8], "little")
-  return 0 < n < os.path.getsize(path) and head[8:9] == b"{"
+    n = int.from_bytes(f.read(8), "little")
+    if not 2 <= n <= _SAFETENSORS_MAX_HEADER:
+      return f"its first 8 bytes give a header length of {n}, which no safetensors file has"
+    if 8 + n > size:
+      return (
+        f"its header says {n} bytes of JSON follow, but the file is only {size} bytes long in all"
+      )
+    raw = f.read(n)
+  try:
+    header = json.loads(raw)
+  except ValueError as e:  # UnicodeDecodeError and JSONDecodeError
+    return f"its {n}-byte header is not valid JSON ({e})"
+  if not isinstance(header, dict):
+    return f"its header is a JSON {type(header).__name__}, not an object"
+  data_end = 0
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    try:
+      _, end = info["data_offsets"]
+      data_end = max(data_end, int(end))
+    except (TypeError, KeyError, ValueError):
+      return f"its header entry {name!r} has no valid data_offsets"
+  have = size - 8 - n
+  if data_end > have:
+    return f"its header lists {data_end} bytes of tensor data, but only {have} follow the header"
+  return None
 
 
-def _read_pth(path: str) -> dict[str, np.ndarray]:
+def _read_safetensors(path: str, size: int) -> dict[str, np.ndarray]:
+  problem = _safetensors_problem(path, size)
+  if problem is not None:
+    raise PretrainedWeightsError(
+      f"{path} is not a readable safetensors file: it is empty, truncated or corrupt ({problem}; "
+      f"an interrupted download or copy?).\n{_how_to_get_a_good_copy('safetensors')}"
+    )
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+
+  try:
+    return dict(load_file(path))
+  except Exception as e:  # pylint: disable=broad-except
+    raise PretrainedWeightsError(
+      f"Cannot read safetensors file {path} (is it corrupt?): {type(e).__name__}: {e}\n"
+      f"{_how_to_get_a_good_copy('safetensors')}"
+    ) from e
+
+
+def _converted_path(path: str) -> str:
+  """Where the conversion command writes: never `path` itself."""
+  root, ext = os.path.splitext(path)
+  if ext.lower() == _SAFETENSORS_SUFFIX:
+    return root + ".converted" + _SAFETENSORS_SUFFIX
+  return root + _SAFETENSORS_SUFFIX
+
+
+def _conversion_command(path: str) -> str:
+  """A shell command that converts the torch.save file `path` to safetensors."""
+  src = os.path.abspath(path)
+  # open(): torch.load hands a *path* ending in .safetensors to safetensors itself.
+  code = (
+    "import torch, safetensors.torch as st; st.save_file(torch.load(open("
+    f'{json.dumps(src)}, "rb"), weights_only=True), {json.dumps(_converted_path(src))})'
+  )
+  return "python -c " + shlex.quote(code)
+
+
+def _torch_error(e: Exception) -> str:
+  """The gist of a torch.load exception, on one line."""
+  msg = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+  if "WeightsUnpickler error:" in msg:  # the original error, after torch's advice
+    msg = msg.split("WeightsUnpickler error:", 1)[1]
+  elif msg.startswith("Weights only load failed.") and "\n\n" in msg:
+    msg = msg.split("\n\n", 1)[1]
+  line = next((s.strip() for s in msg.splitlines() if s.strip()), "")
+  if len(line) > 300:
+    line = line[:300] + "..."
+  return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+def _read_pth(path: str, fmt: str | None) -> dict[str, np.ndarray]:
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError as e:
+    if fmt is None:
+      raise PretrainedWeightsError(
+        f"{path} is neither a safetensors file nor a torch.save file (no safetensors header, "
+        "zip archive or pickle at its start): it is truncated, corrupt or not a weights "
+        f"file.\n{_how_to_get_a_good_copy(None)}"
+      ) from e
     raise PretrainedWeightsError(
-      f"{path} is a PyTorch pickle; reading it needs torch (it is loaded "
+      f"{path} is a PyTorch (torch.save) file; reading it needs torch (it is loaded "
       "with torch.load(weights_only=True), which executes no pickled code). "
       "Either install torch (CPU build is enough: pip install torch), or "
       "convert the file once where torch is installed:\n"
-      '  python -c "import torch, safetensors.torch as st; '
-      f"st.save_file(torch.load('{path}', weights_only=True), "
-      f"'{os.path.splitext(path)[0]}.safetensors')\"\n"
+      f"  {_conversion_command(path)}\n"
       "or download the safetensors version (timm/resnet18.tv_in1k, file "
       f"{HF_FILENAME}) instead."
     ) from e
   try:
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if path.lower().endswith(_SAFETENSORS_SUFFIX):
+      # A file object: torch.load reads a *path* ending in .safetensors as safetensors.
+      with open(path, "rb") as f:
+        obj = torch.load(f, map_location="cpu", weights_only=True)
+    else:  # a path gives clearer errors for a truncated zip
+      obj = torch.load(path, map_location="cpu", weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
+    gist = _torch_error(e)
+    if re.search(r"allowed global|[Uu]nsupported global", str(e)):
+      raise PretrainedWeightsError(
+        f"Cannot read {path} with torch.load(weights_only=True), which executes no pickled "
+        f"code: the file holds more than tensors ({gist}). Save the bare state dict "
+        "instead: torch.save(model.state_dict(), path)."
+      ) from e
     raise PretrainedWeightsError(
-      f"Cannot read {path} with torch.load(weights_only=True): {e}"
+      f"Cannot read {path} with torch.load(weights_only=True): it is truncated, corrupt or "
+      f"not a PyTorch state dict ({gist}).\n{_how_to_get_a_good_copy(fmt)}"
     ) from e
   if (
     isinstance(obj, Mapping)
@@ -127,20 +263,40 @@ def _read_pth(path: str) -> dict[str, np.ndarray]:
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
   """Reads a state dict (name -> numpy array) from .safetensors or .pth.
 
-  The format is recognised from the content (safetensors header or not), so
-  the file name does not matter.
+  The format is recognised from the content (safetensors header, or a
+  torch.save zip/pickle), so the file name matters only for a file that is
+  neither: one named `*.safetensors` is reported as a broken safetensors
+  file, any other is handed to torch.load.
+
+  Raises PretrainedWeightsError naming the file when it is missing, a
+  directory, empty, truncated, corrupt, or a torch.save file while torch is
+  not installed (with a command that converts it to safetensors).
   """
   path = os.path.expanduser(os.fspath(path))
+  if os.path.isdir(path):
+    raise PretrainedWeightsError(
+      f"{path} is a directory, not a weights file: give the .safetensors or .pth file in it."
+    )
   if not os.path.isfile(path):
     raise PretrainedWeightsError(f"No such weights file: {path}")
-  if _is_safetensors(path):
-    from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-
-    try:
-      return dict(load_file(path))
-    except Exception as e:  # pylint: disable=broad-except
-      raise PretrainedWeightsError(f"Cannot read safetensors file {path}: {e}") from e
-  return _read_pth(path)
+  try:
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+      head = f.read(_SNIFF_BYTES)
+  except OSError as e:
+    raise PretrainedWeightsError(f"Cannot open weights file {path}: {e.strerror or e}") from e
+  if size == 0:
+    raise PretrainedWeightsError(
+      f"{path} is an empty file (0 bytes), not a weights file (an interrupted download or "
+      f"copy?).\n{_how_to_get_a_good_copy(None)}"
+    )
+  fmt = _sniff(head)
+  try:
+    if fmt == "safetensors" or (fmt is None and path.lower().endswith(_SAFETENSORS_SUFFIX)):
+      return _read_safetensors(path, size)
+    return _read_pth(path, fmt)
+  except OSError as e:
+    raise PretrainedWeightsError(f"Cannot read weights file {path}: {e.strerror or e}") from e
 
 
 # ---------------------------------------------------------------------------
@@ -453,6 +609,11 @@ def resolve_pretrained(spec: str | None) -> str | None:
     found = _cached_file()
     return found if found is not None else _download(cache_dir())
   path = os.path.abspath(os.path.expanduser(spec))
+  if os.path.isdir(path):
+    raise PretrainedWeightsError(
+      f"config.model.pretrained={spec!r} is a directory ({path}), not a weights file: give "
+      "the path of a .safetensors/.pth ResNet-18 state dict in it, 'imagenet' or None."
+    )
   if not os.path.isfile(path):
     raise PretrainedWeightsError(
       f"config.model.pretrained={spec!r}: no such file ({path}). Use a "

@@ -109,6 +109,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def describe(mesh: Mesh, batch_size: int) -> str:
+  """Where a run runs, e.g. "8 cpu devices (cpu), 1 process; mesh data=8; global batch 32 = 4
+  per device"."""
+  devices = mesh.devices.flatten()
+  kind = devices[0].device_kind
+  return (
+    f"{devices.size} {devices[0].platform} device{'s' if devices.size > 1 else ''} ({kind}), "
+    f"{jax.process_count()} process{'es' if jax.process_count() > 1 else ''}; mesh "
+    f"{DATA_AXIS}={mesh.size}; global batch {batch_size} = {batch_size // mesh.size} per device"
+  )
+
+
 def check_divisible(batch_size: int, num_devices: int, name: str = "config.batch_size") -> None:
   """The global batch is split evenly over the devices, or a message says what to change."""
   if batch_size % num_devices:

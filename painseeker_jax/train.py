@@ -122,20 +122,73 @@ class Trainer:
   step: Callable
 
 
+def check_field(config, field: str, ok: Callable[[Any], bool], what: str) -> None:
+  """Raises ValueError naming `config.<field>` (a dotted path) unless `ok(value)`."""
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  try:
+    good = ok(value)
+  except TypeError:
+    good = False
+  if not good:
+    raise ValueError(f"config.{field}={value!r}: must be {what}")
+
+
+def is_int(x) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def is_number(x) -> bool:
+  return isinstance(x, (int, float, np.number)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+# The numeric training fields: (field, test, what it must be).
+_TRAINING_FIELDS = (
+  ("seed", is_int, "an integer"),
+  ("num_epochs", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+  ("batch_size", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+  ("checkpoint_every_epochs", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+  ("image_size", lambda x: is_int(x) and x >= 32, "an integer >= 32 (the trunk downsamples 32x)"),
+  ("resize_size", is_int, "an integer"),
+  ("optimizer.learning_rate", lambda x: is_number(x) and x > 0, "a finite number > 0"),
+  ("optimizer.weight_decay", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
+  ("optimizer.b1", lambda x: is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
+  ("optimizer.b2", lambda x: is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
+  ("optimizer.eps", lambda x: is_number(x) and x > 0, "a finite number > 0"),
+  ("loss.lambda_prsc", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
+  ("loss.delta", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
+  ("loss.k_h", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+  ("input.num_threads", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+  ("input.num_workers", lambda x: is_int(x) and x >= 0, "an integer >= 0"),
+)
+
+
+def check_batch_fits(config, num_train: int, what: str) -> None:
+  """A training set must hold at least one batch (else an epoch has no step)."""
+  if num_train < config.batch_size:
+    raise ValueError(
+      f"config.batch_size={config.batch_size} is larger than the {num_train} labelled training "
+      f"images of {what}; lower --config.batch_size"
+    )
+
+
 def make_trainer(config: ml_collections.ConfigDict, mesh=None) -> Trainer:
   """Checks the training fields of `config` and builds the run's trainer.
 
   Data parallel over `mesh` (default: all devices of all hosts). Nothing is
   compiled until the first call.
   """
-  sharding.maybe_initialize_distributed()  # before JAX touches a device; multi-host only
-  mesh = sharding.make_mesh() if mesh is None else mesh
-  model = inference.make_model(config)
-  tx = make_optimizer(config.optimizer)
+  for field, ok, what in _TRAINING_FIELDS:
+    check_field(config, field, ok, what)
   if config.resize_size < config.image_size:
     raise ValueError(
       f"config.resize_size ({config.resize_size}) < config.image_size ({config.image_size})"
     )
+  sharding.maybe_initialize_distributed()  # before JAX touches a device; multi-host only
+  mesh = sharding.make_mesh() if mesh is None else mesh
+  model = inference.make_model(config)
+  tx = make_optimizer(config.optimizer)
   if str(config.model.pretrained or "none").lower() != "none" and config.model.size != "full":
     raise ValueError("config.model.pretrained needs config.model.size='full' (the ResNet-18 trunk)")
   sharding.check_divisible(config.batch_size, mesh.size, "config.batch_size")
@@ -194,14 +247,10 @@ def start_fold(trainer: Trainer, workdir: str, held_out: int, num_train: int) ->
     state = sharding.replicate(
       state.replace(params=v["params"], batch_stats=v["batch_stats"]), trainer.mesh
     )
-  mngr = layout.checkpoint_manager(workdir, held_out)
-  latest = mngr.latest_step()
   total_steps = steps_per_epoch * config.num_epochs
-  if latest is not None:
-    state = sharding.replicate(
-      mngr.restore(latest, args=ocp.args.StandardRestore(state)), trainer.mesh
-    )
-    log.info("fold rat%d: resumed from step %d of %d", held_out, latest, total_steps)
+  mngr, state = _restore_readable(workdir, held_out, state, trainer.mesh)
+  if mngr.latest_step() is not None:
+    log.info("fold rat%d: resumed from step %d of %d", held_out, int(state.step), total_steps)
   start_step = int(state.step)
   if start_step % steps_per_epoch and start_step != total_steps:
     mngr.close()
@@ -210,6 +259,44 @@ def start_fold(trainer: Trainer, workdir: str, held_out: int, num_train: int) ->
       f"{steps_per_epoch} steps; was config.batch_size changed? Use a new --workdir."
     )
   return Fold(held_out, state, mngr, step_key, steps_per_epoch)
+
+
+def _restore_readable(workdir: str, held_out: int, state, mesh):
+  """(checkpoint manager, state): the fold's newest checkpoint that restores, or `state` if it has
+  none. Unreadable newer checkpoints (a truncated file after a crash) are moved aside with a
+  warning (`layout.set_aside_checkpoint`); when none restores, a ValueError names them and the
+  command that restarts the fold (the other folds are kept)."""
+  mngr = layout.checkpoint_manager(workdir, held_out)
+  broken = []
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      restored = mngr.restore(step, args=ocp.args.StandardRestore(state))
+    except Exception as e:  # orbax, TensorStore and JSON errors: the files are damaged
+      broken.append((step, f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300]}"))
+      continue
+    if broken:
+      mngr.close()
+      for b, why in broken:
+        moved = layout.set_aside_checkpoint(workdir, held_out, b)
+        log.warning(
+          "fold rat%d: checkpoint step %d is unreadable (%s); moved to %s, resuming from step %d",
+          held_out,
+          b,
+          why,
+          moved,
+          step,
+        )
+      mngr = layout.checkpoint_manager(workdir, held_out)
+    return mngr, sharding.replicate(restored, mesh)
+  if broken:
+    mngr.close()
+    ckpt = layout.checkpoint_dir(workdir, held_out)
+    steps = "; ".join(f"step {b}: {why}" for b, why in broken)
+    raise ValueError(
+      f"{ckpt}: no readable checkpoint of fold rat{held_out} ({steps}). To train this fold again "
+      f"from the start (the other folds are kept), remove its checkpoints: rm -r '{ckpt}'"
+    )
+  return mngr, state
 
 
 def epoch_batches(config, held_out: int, epoch: int, source, indices):

@@ -11,6 +11,9 @@ import io
 import os
 import pathlib
 import shutil
+import struct
+import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -357,6 +360,28 @@ def test_conversions_through_data_source(tmp_path):
 CSV_HEADER = "filename,rat_id,pain_level"
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+  crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+  return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+  """A well-formed PNG (valid IHDR, CRCs) claiming width x height RGB, with a tiny IDAT."""
+  ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+  return (
+    b"\x89PNG\r\n\x1a\n"
+    + _png_chunk(b"IHDR", ihdr)
+    + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 7))
+    + _png_chunk(b"IEND", b"")
+  )
+
+
+def _png_header_only_file(path: pathlib.Path, width: int, height: int) -> pathlib.Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(_png_header_only(width, height))
+  return path
+
+
 def _csv_base(md: pathlib.Path, extra_rows=(), header=CSV_HEADER) -> None:
   _write_image(md / "images" / "ok1.jpg")
   _write_image(md / "images" / "ok2.jpg")
@@ -467,6 +492,110 @@ def _case_missing_dir(md):
   return [os.fspath(md)]
 
 
+def _case_csv_surplus_field(md):
+  _write_image(md / "images" / "ok3.jpg")
+  _csv_base(md, ["ok3.jpg,3,2,extra"])
+  return [
+    "line 4",
+    "has 4 field(s) but the header has 3 (filename,rat_id,pain_level)",
+    "remove the surplus fields",
+  ]
+
+
+def _case_csv_missing_field(md):
+  _write_image(md / "images" / "short.jpg")
+  _csv_base(md, ["short.jpg,3"])
+  return [
+    "line 4",
+    "has 2 field(s) but the header has 3 (filename,rat_id,pain_level)",
+    "add the missing ones",
+  ]
+
+
+def _case_csv_missing_field_optional_column(md):
+  _write_image(md / "images" / "short.jpg")
+  _csv_base(md, header=CSV_HEADER + ",confidence")
+  _write_csv(md, CSV_HEADER + ",confidence", ["ok1.jpg,1,0,high", "short.jpg,3,2", "ok2.jpg,2,1,"])
+  return ["line 3", "has 3 field(s) but the header has 4"]
+
+
+def _case_both_layouts(md):
+  _csv_base(md)
+  _write_image(md / "Rat3" / "0" / "tree.jpg")
+  return [os.fspath(md / "labels.csv"), os.fspath(md / "Rat3"), "both layouts", "keep one"]
+
+
+def _outside(md, name="outside") -> pathlib.Path:
+  """A folder next to (not in) the manual directory."""
+  return md.parent / name
+
+
+def _case_csv_symlink_file_outside(md):
+  _csv_base(md, ["link.jpg,3,0"])
+  target = _write_image(_outside(md) / "o.jpg")
+  (md / "images" / "link.jpg").symlink_to(target)
+  return [
+    "line 4",
+    "link.jpg",
+    os.path.realpath(target),
+    "outside the manual directory",
+    "copy it into the manual directory",
+  ]
+
+
+def _case_csv_images_dir_symlink(md):
+  outside = _outside(md, "outside_images")
+  _write_image(outside / "ok1.jpg")
+  _write_image(outside / "ok2.jpg")
+  md.mkdir(parents=True)
+  (md / "images").symlink_to(outside, target_is_directory=True)
+  _write_csv(md, CSV_HEADER, ["ok1.jpg,1,0", "ok2.jpg,2,1"])
+  return ["line 2", "ok1.jpg", os.path.realpath(outside / "ok1.jpg"), "outside the manual"]
+
+
+def _case_tree_symlink_file_outside(md):
+  _tree_base(md)
+  target = _write_image(_outside(md) / "o.jpg")
+  (md / "Rat3" / "0").mkdir(parents=True)
+  (md / "Rat3" / "0" / "link.jpg").symlink_to(target)
+  return ["Rat3/0/link.jpg", os.path.realpath(target), "outside the manual directory"]
+
+
+def _case_tree_symlink_dir_outside(md):
+  _tree_base(md)
+  outside = _outside(md)
+  _write_image(outside / "o.jpg")
+  (md / "Rat3").mkdir(parents=True)
+  (md / "Rat3" / "1").symlink_to(outside, target_is_directory=True)
+  return ["Rat3/1", os.path.realpath(outside), "outside the manual directory"]
+
+
+def _case_tree_symlink_rat_dir_outside(md):
+  _tree_base(md)
+  outside = _outside(md)
+  _write_image(outside / "2" / "o.jpg")
+  (md / "Rat3").symlink_to(outside, target_is_directory=True)
+  return ["Rat3", os.path.realpath(outside), "outside the manual directory"]
+
+
+def _case_tree_symlink_loop(md):
+  _tree_base(md)
+  (md / "Rat1" / "0" / "loop").symlink_to("../0", target_is_directory=True)
+  return ["Rat1/0/loop", "the same folder as", "remove the link"]
+
+
+def _case_csv_huge_png_header(md):
+  _csv_base(md, ["huge.png,3,0"])
+  (md / "images" / "huge.png").write_bytes(_png_header_only(30000, 30000))
+  return ["huge.png", "too large (900,000,000 pixels)", "at most 64,000,000 pixels"]
+
+
+def _case_tree_huge_png_header(md):
+  _tree_base(md)
+  _png_header_only_file(md / "Rat3" / "1" / "big.png", 9000, 8000)
+  return ["Rat3/1/big.png", "too large (9000x8000 = 72,000,000 pixels)"]
+
+
 BAD_CASES = {
   f.__name__[len("_case_") :]: f
   for f in [
@@ -487,6 +616,18 @@ BAD_CASES = {
     _case_empty_dir,
     _case_only_junk_files,
     _case_missing_dir,
+    _case_csv_surplus_field,
+    _case_csv_missing_field,
+    _case_csv_missing_field_optional_column,
+    _case_both_layouts,
+    _case_csv_symlink_file_outside,
+    _case_csv_images_dir_symlink,
+    _case_tree_symlink_file_outside,
+    _case_tree_symlink_dir_outside,
+    _case_tree_symlink_rat_dir_outside,
+    _case_tree_symlink_loop,
+    _case_csv_huge_png_header,
+    _case_tree_huge_png_header,
   ]
 }
 
@@ -608,3 +749,247 @@ def test_hidden_files_ignored_in_csv_layout(tmp_path):
     ("ok1.jpg", "rat1"),
     ("ok2.jpg", "rat2"),
   ]
+
+
+# --------------------------------------------------------------------------
+# 7. Oversized and corrupt images: a ManualDataError naming the file
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+  "size",
+  [(30000, 30000), (10000, 10000), (9000, 8000)],  # PIL's error, PIL's warning, ours
+  ids=lambda s: f"{s[0]}x{s[1]}",
+)
+def test_oversized_png_header_refused(tmp_path, size):
+  width, height = size
+  path = _png_header_only_file(tmp_path / "huge.png", width, height)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", Image.DecompressionBombWarning)  # no PIL warning either
+    with pytest.raises(manual.ManualDataError) as err:
+      manual.load_rgb_jpeg(os.fspath(path))
+  message = str(err.value)
+  assert message.startswith(f"{path}: image too large ("), message
+  assert f"{width * height:,} pixels" in message, message
+  assert f"at most {manual.MAX_IMAGE_PIXELS:,} pixels" in message, message
+  assert "Downscale or crop it" in message, message
+
+
+def test_size_limit_documented_and_below_pil():
+  assert manual.MAX_IMAGE_PIXELS == 64_000_000
+  assert manual.MAX_IMAGE_PIXELS < Image.MAX_IMAGE_PIXELS
+  assert "64,000,000 pixels" in manual.LAYOUTS_HELP
+  assert "MAX_IMAGE_PIXELS" in manual.__doc__
+  readme = pathlib.Path(manual.__file__).with_name("README.md").read_text(encoding="utf-8")
+  assert "64,000,000" in readme
+
+
+def test_image_at_the_size_limit_is_decoded(tmp_path):
+  """8000x8000 passes the size check (then fails decoding: its IDAT is tiny)."""
+  path = _png_header_only_file(tmp_path / "limit.png", 8000, 8000)
+  with pytest.raises(manual.ManualDataError) as err:
+    manual.load_rgb_jpeg(os.fspath(path))
+  message = str(err.value)
+  assert message.startswith(f"{path}: not a decodable image ("), message
+  assert "too large" not in message
+
+
+def test_reencode_oserror_names_the_file(tmp_path, monkeypatch):
+  path = tmp_path / "a.tif"
+  _write_image(path, fmt="TIFF")
+
+  def broken_save(self, fp, format=None, **params):
+    raise OSError("encoder error -2 when writing image file")
+
+  monkeypatch.setattr(Image.Image, "save", broken_save)
+  with pytest.raises(manual.ManualDataError) as err:
+    manual.load_rgb_jpeg(os.fspath(path))
+  message = str(err.value)
+  assert message.startswith(f"{path}: decoded, but cannot be converted to an RGB JPEG"), message
+  assert "OSError: encoder error -2" in message, message
+
+
+def test_conversion_error_names_the_file(tmp_path, monkeypatch):
+  path = _write_image(tmp_path / "a.png")
+
+  def broken_to_rgb(img):
+    raise ValueError("conversion from XYZ to RGB not supported")
+
+  monkeypatch.setattr(manual, "to_rgb", broken_to_rgb)
+  with pytest.raises(manual.ManualDataError) as err:
+    manual.load_rgb_jpeg(os.fspath(path))
+  assert str(err.value).startswith(f"{path}: decoded, but cannot be converted"), str(err.value)
+
+
+def _fuzz_sources(folder: pathlib.Path, fmt: str) -> list[pathlib.Path]:
+  """Small valid images of one format, in a few encodings and modes."""
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(17)  # the same sources whatever ran before
+  rgb = Image.fromarray(rng.integers(0, 256, size=(16, 20, 3), dtype=np.uint8))
+  variants = {
+    "png": [("RGB", {}), ("RGBA", {}), ("P", {}), ("L", {})],
+    "jpg": [("RGB", {"quality": 90}), ("L", {}), ("CMYK", {})],
+    "bmp": [("RGB", {}), ("P", {}), ("L", {})],
+    "gif": [("P", {}), ("L", {})],
+    "tif": [
+      ("RGB", {}),
+      ("RGB", {"compression": "tiff_lzw"}),
+      ("RGB", {"compression": "tiff_deflate"}),
+      ("CMYK", {}),
+      ("L", {"compression": "packbits"}),
+    ],
+    "webp": [("RGB", {"quality": 80}), ("RGBA", {"lossless": True})],
+  }[fmt]
+  pil_format = {"jpg": "JPEG", "tif": "TIFF"}.get(fmt, fmt.upper())
+  out = []
+  for i, (mode, kwargs) in enumerate(variants):
+    path = folder / f"src{i}.{fmt}"
+    rgb.convert(mode).save(path, format=pil_format, **kwargs)
+    out.append(path)
+  return out
+
+
+def _fuzz(data: bytes, rng: np.random.Generator) -> bytes:
+  """Flips 1..6 bytes, half of them in the first 64 bytes (headers)."""
+  out = bytearray(data)
+  for _ in range(int(rng.integers(1, 7))):
+    end = min(len(out), 64) if rng.random() < 0.5 else len(out)
+    out[int(rng.integers(0, end))] ^= int(rng.integers(1, 256))
+  return bytes(out)
+
+
+FUZZ_FORMATS = ("png", "jpg", "bmp", "gif", "tif", "webp")
+FUZZ_PER_SOURCE = 40
+
+
+def _fuzzed_files(folder: pathlib.Path, fmt: str) -> list[pathlib.Path]:
+  rng = np.random.default_rng(1917 + FUZZ_FORMATS.index(fmt))
+  out = []
+  for src in _fuzz_sources(folder / "src", fmt):
+    data = src.read_bytes()
+    for k in range(FUZZ_PER_SOURCE):
+      path = folder / f"{src.stem}_fuzz{k}.{fmt}"
+      path.write_bytes(_fuzz(data, rng))
+      out.append(path)
+  return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # PIL warns on some corrupt metadata
+@pytest.mark.parametrize("fmt", FUZZ_FORMATS)
+def test_fuzzed_images_fail_naming_the_file(tmp_path, fmt):
+  """Each fuzzed file decodes to an RGB JPEG or raises ManualDataError naming it."""
+  failed = 0
+  for path in _fuzzed_files(tmp_path, fmt):
+    try:
+      out = manual.load_rgb_jpeg(os.fspath(path))
+    except manual.ManualDataError as e:
+      assert str(e).startswith(f"{path}: "), str(e)
+      failed += 1
+    else:
+      with Image.open(io.BytesIO(out)) as im:
+        assert im.format == "JPEG" and im.mode == "RGB", path
+  assert failed > 0  # the fuzzing does produce corrupt files
+
+
+def _first_failing_fuzz(folder: pathlib.Path, fmt: str) -> pathlib.Path:
+  for path in _fuzzed_files(folder, fmt):
+    try:
+      manual.load_rgb_jpeg(os.fspath(path))
+    except manual.ManualDataError:
+      return path
+  raise AssertionError(f"no fuzzed {fmt} file fails")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fmt", FUZZ_FORMATS)
+def test_fuzzed_image_in_manual_dir_refused(tmp_path, fmt):
+  """scan and prepare name the corrupt file; nothing is written."""
+  bad = _first_failing_fuzz(tmp_path / "fuzz", fmt)
+  md = tmp_path / "manual"
+  _tree_base(md)
+  # GIF is no accepted extension: GIF content under a .png name is decoded all the same.
+  dest = md / "Rat3" / "2" / f"bad_{fmt}.{'png' if fmt == 'gif' else fmt}"
+  dest.parent.mkdir(parents=True)
+  shutil.copyfile(bad, dest)
+  with pytest.raises(manual.ManualDataError) as err:
+    manual.scan(os.fspath(md))
+  assert str(err.value).startswith(f"{dest}: "), str(err.value)
+  dd = tmp_path / "data"
+  dd.mkdir()
+  with pytest.raises(build.DataError) as build_err:
+    build.prepare("real", data_dir=os.fspath(dd), manual_dir=os.fspath(md))
+  assert os.fspath(dest) in str(build_err.value)
+  _assert_nothing_written(dd)
+
+
+# --------------------------------------------------------------------------
+# 8. Symbolic links that stay inside the manual directory are fine
+# --------------------------------------------------------------------------
+
+
+def test_symlinks_inside_manual_dir_accepted(tmp_path):
+  md = tmp_path / "manual"
+  _csv_base(md, ["alias.jpg,3,2"])
+  target = _write_image(md / "originals" / "a.jpg")
+  (md / "images" / "alias.jpg").symlink_to(os.path.relpath(target, md / "images"))
+  records = {r.filename: r for r in manual.scan(os.fspath(md))}
+  assert set(records) == {"ok1.jpg", "ok2.jpg", "alias.jpg"}
+  assert records["alias.jpg"].split == "rat3"
+
+  # The manual directory itself may be reached through a link.
+  link = tmp_path / "manual_link"
+  link.symlink_to(md, target_is_directory=True)
+  assert len(manual.scan(os.fspath(link))) == 3
+
+  # Layout 2: a level folder linking to a (hidden) folder inside the rat folder.
+  tree = tmp_path / "tree"
+  _tree_base(tree)
+  _write_image(tree / "Rat3" / ".store" / "b.jpg")
+  (tree / "Rat3" / "1").symlink_to(".store", target_is_directory=True)
+  records = {r.filename: r for r in manual.scan(os.fspath(tree))}
+  assert set(records) == {"Rat1/0/ok1.jpg", "Rat2/1/ok2.jpg", "Rat3/1/b.jpg"}
+  assert (records["Rat3/1/b.jpg"].split, records["Rat3/1/b.jpg"].pain_level) == ("rat3", 1)
+
+
+# --------------------------------------------------------------------------
+# 9. Leftovers of a killed build are removed
+# --------------------------------------------------------------------------
+
+
+def test_prepare_removes_stale_incomplete_folders(tmp_path):
+  dd = tmp_path / "data"
+  config_dir = dd / "ratspain" / "synthetic_mini"
+  stale_before = config_dir / "incomplete.ABC123_1.0.0"  # a build killed before the first success
+  (stale_before / "half").mkdir(parents=True)
+  (stale_before / "half" / "ratspain-rat1.array_record-00000-of-00001").write_bytes(b"half")
+
+  path = pathlib.Path(build.prepare("synthetic_mini", data_dir=os.fspath(dd)))
+  assert path == config_dir / "1.0.0" and (path / "dataset_info.json").is_file()
+  assert not stale_before.exists()
+
+  # A build killed later (e.g. an overwrite), next to the finished build: the
+  # next prepare (which reuses the build) removes it, and only it.
+  stale = config_dir / "incomplete.XYZ789_1.0.0"
+  stale.mkdir()
+  (stale / "dataset_info.json").write_text("{}")
+  kept = [
+    config_dir / "incomplete.ABC123_2.0.0",  # a version not built here: maybe still running
+    config_dir / "incomplete.abc123_1.0.0",  # not TFDS's pattern
+    config_dir / "incomplete.ABC1234_1.0.0",
+    config_dir / "incomplete_ABC123_1.0.0",
+    config_dir / "notes",
+    dd / "ratspain" / "real" / "incomplete.ABC123_1.0.0",  # another config
+  ]
+  for d in kept:
+    d.mkdir(parents=True)
+  kept_file = config_dir / "incomplete.QQQ111_1.0.0.txt"
+  kept_file.write_text("a file")
+  finished = sorted(_files_under(path))
+
+  assert build.prepare("synthetic_mini", data_dir=os.fspath(dd)) == os.fspath(path)
+  assert not stale.exists()
+  assert all(d.is_dir() for d in kept), [d for d in kept if not d.is_dir()]
+  assert kept_file.is_file()
+  assert sorted(_files_under(path)) == finished
+  source = tfds.data_source("ratspain/synthetic_mini", data_dir=os.fspath(dd), split="rat1")
+  assert len(source) == 12

@@ -426,3 +426,270 @@ def test_helpers():
   assert predict.smooth([0, 0, 3, 0, 0], 3).tolist() == [0, 1, 1, 1, 0]
   with pytest.raises(ValueError, match="x,y,w,h"):
     predict.parse_crop("1,2,3")
+
+
+# ---------------------------------------------------------------------------
+# Issue #17: never write over an input; unusable model files; non-finite outputs.
+
+
+def _snapshot(folder):
+  """{relative path: bytes} of every file below `folder`."""
+  out = {}
+  for dirpath, _, files in os.walk(folder):
+    for f in files:
+      p = os.path.join(dirpath, f)
+      out[os.path.relpath(p, folder)] = open(p, "rb").read()
+  return out
+
+
+def test_never_writes_over_an_input(final, samples, tmp_path, capsys):
+  before = _snapshot(samples)
+  face = samples / SAMPLES[0]
+  refused = "refusing to write over an input (with or without --overwrite)"
+  cases = [
+    # The heat maps into the input folder itself, or into a folder inside it.
+    (
+      tmp_path / "a.csv",
+      ("--heatmaps", samples, "--overwrite"),
+      [samples],
+      f"--heatmaps {samples} is the input folder {samples}",
+    ),
+    (
+      tmp_path / "b.csv",
+      ("--heatmaps", samples / "sub" / "maps", "--overwrite"),
+      [samples],
+      f"--heatmaps {samples / 'sub' / 'maps'} lies inside the input folder {samples}",
+    ),
+    # The CSV onto an input image (named as such, or through a symbolic link).
+    (face, ("--overwrite",), [face], f"--output {face} is the input {face}"),
+    (tmp_path / "link.csv", ("--overwrite",), [samples], f"is the input {face}"),
+  ]
+  os.symlink(face, tmp_path / "link.csv")
+  for out, extra, inputs, words in cases:
+    assert _predict(out, final["model"], *inputs, extra=extra) == 2, words
+    err = capsys.readouterr().err
+    assert words in err and refused in err, err
+  assert not any((tmp_path / n).exists() for n in ("a.csv", "b.csv"))
+  assert not (samples / "sub" / "maps").exists()
+  # A heat-map folder holding an input file (named explicitly; or a hard link to one).
+  single = tmp_path / "single"
+  single.mkdir()
+  shutil.copy(face, single / "x.png")
+  assert (
+    _predict(tmp_path / "c.csv", final["model"], single / "x.png", extra=("--heatmaps", single))
+    == 2
+  )
+  assert f"--heatmaps {single} holds the input {single / 'x.png'}" in capsys.readouterr().err
+  maps = tmp_path / "maps"
+  maps.mkdir()
+  os.link(face, maps / "old.png")
+  rc = _predict(
+    tmp_path / "d.csv", final["model"], samples, extra=("--heatmaps", maps, "--overwrite")
+  )
+  assert rc == 2
+  assert f"holds the input {face} (as old.png)" in capsys.readouterr().err
+  # A video's time-course plot onto an input image.
+  video = tmp_path / "rat.mp4"
+  _make_video(video, n=3)
+  plot = tmp_path / "e_rat_p_pain.png"
+  Image.open(face).save(plot)
+  plot_bytes = plot.read_bytes()
+  rc = _predict(tmp_path / "e.csv", final["model"], video, plot, extra=("--overwrite",))
+  assert rc == 2
+  assert f"{plot} (the time-course plot of {video}) is the input {plot}" in capsys.readouterr().err
+  assert plot.read_bytes() == plot_bytes and not (tmp_path / "e.csv").exists()
+  assert _snapshot(samples) == before and (maps / "old.png").read_bytes() == face.read_bytes()
+  # Allowed: heat maps in a folder above an input folder that holds no input itself.
+  data = tmp_path / "data"
+  shutil.copytree(samples / "sub", data / "faces")
+  assert (
+    _predict(
+      tmp_path / "f.csv", final["model"], data / "faces", extra=("--heatmaps", data, "--overwrite")
+    )
+    == 0
+  )
+  assert len(_rows(tmp_path / "f.csv")) == 4 and len(os.listdir(data)) == 5
+
+
+def _copy_with_variables(model_dir, dest, change):
+  """A copy of a model directory with its variables changed by `change(variables)`."""
+  from flax import serialization
+
+  d = shutil.copytree(model_dir, dest)
+  v = serialization.msgpack_restore((d / "variables.msgpack").read_bytes())
+  change(v)
+  (d / "variables.msgpack").write_bytes(serialization.msgpack_serialize(v))
+  return d
+
+
+def _copy_with_meta(model_dir, dest, change):
+  """A copy of a model directory with model.json changed by `change(meta)`."""
+  d = shutil.copytree(model_dir, dest)
+  meta = json.load(open(d / "model.json"))
+  change(meta)
+  (d / "model.json").write_text(json.dumps(meta))
+  return d
+
+
+def _first_var_path(variables):
+  """The first BatchNorm running variance of a variables tree, as `batch_stats/.../var`."""
+  import jax
+
+  paths = ["/".join(k.key for k in p) for p, _ in jax.tree_util.tree_leaves_with_path(variables)]
+  return next(p for p in paths if p.startswith("batch_stats/") and p.endswith("/var"))
+
+
+def test_model_with_non_finite_parameters_or_bad_normalization_is_refused(final, tmp_path, capsys):
+  import jax
+
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+
+  def nan_bias(v):
+    v["params"]["fc"]["bias"] = np.array([np.nan, 0.0], np.float32)
+
+  nan_model = _copy_with_variables(final["model"], tmp_path / "nan", nan_bias)
+  assert _predict(tmp_path / "a.csv", nan_model, img) == 2
+  err = capsys.readouterr().err
+  assert f"{nan_model / 'variables.msgpack'}: params/fc/bias holds 1 non-finite value(s)" in err
+  assert not (tmp_path / "a.csv").exists()
+  with pytest.raises(export.ModelLoadError, match="params/fc/bias"):
+    export.load(nan_model)
+
+  loaded = export.load(final["model"])
+  var_path = _first_var_path(loaded.variables[0])
+
+  def negative_var(v):
+    node = v
+    for k in var_path.split("/")[:-1]:
+      node = node[k]
+    node["var"] = -np.abs(np.asarray(node["var"])) - 1
+
+  neg = _copy_with_variables(final["model"], tmp_path / "neg", negative_var)
+  assert _predict(tmp_path / "b.csv", neg, img) == 2
+  assert f"{var_path} holds" in capsys.readouterr().err
+
+  for name, field, value, words in [
+    ("std0", "std_rgb", [0.229, 0.0, 0.225], "must be > 0"),
+    ("stdnan", "std_rgb", [0.229, float("nan"), 0.225], "holds nan"),
+    ("meaninf", "mean_rgb", [0.485, float("inf"), 0.406], "holds inf"),
+    ("meanstr", "mean_rgb", [0.485, "x", 0.406], "holds 'x'"),
+  ]:
+    bad = _copy_with_meta(
+      final["model"],
+      tmp_path / name,
+      lambda m, f=field, x=value: m["normalization"].__setitem__(f, x),
+    )
+    assert _predict(tmp_path / f"{name}.csv", bad, img) == 2, name
+    err = capsys.readouterr().err
+    assert f"{bad / 'model.json'}: normalization.{field}" in err and words in err, err
+    assert not (tmp_path / f"{name}.csv").exists()
+
+  # Export refuses such variables before writing anything.
+  nan_vars = jax.tree.map(np.array, loaded.variables[0])
+  nan_vars["params"]["fc"]["kernel"][0, 0] = np.inf
+  with pytest.raises(export.ModelLoadError, match="the variables to export: params/fc/kernel"):
+    export.save_model(str(tmp_path / "exported"), final["config"], nan_vars)
+  assert not (tmp_path / "exported").exists()
+
+
+def test_loro_fold_with_non_finite_parameters_is_refused(loro, tmp_path, capsys):
+  import jax
+  import orbax.checkpoint as ocp
+
+  from painseeker_jax import layout
+
+  workdir = shutil.copytree(loro["workdir"], tmp_path / "run")
+  mngr = layout.checkpoint_manager(str(workdir), 2)
+  step = mngr.latest_step()
+  restored = mngr.restore(step, args=ocp.args.StandardRestore())
+  params = jax.tree.map(np.array, restored["params"])
+  params["region_score"]["kernel"][:] = np.nan
+  state = {"params": params, "batch_stats": restored["batch_stats"]}
+  mngr.save(step + 1, args=ocp.args.StandardSave(state), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+  assert _predict(tmp_path / "a.csv", workdir, img) == 2
+  err = capsys.readouterr().err
+  where = f"{layout.checkpoint_dir(str(workdir), 2)}/{step + 1}"
+  assert f"{where}: params/region_score/kernel holds" in err and "non-finite" in err, err
+  assert not (tmp_path / "a.csv").exists()
+
+
+def test_non_finite_outputs_are_row_errors(final, samples, tmp_path, capsys, monkeypatch):
+  # Finite parameters whose logits overflow: both logits +inf, softmax NaN for every input.
+  big = np.finfo(np.float32).max
+
+  def overflow(v):
+    v["params"]["fc"]["kernel"] = np.full_like(np.asarray(v["params"]["fc"]["kernel"]), big)
+    v["params"]["fc"]["bias"] = np.full_like(np.asarray(v["params"]["fc"]["bias"]), big)
+
+  model = _copy_with_variables(final["model"], tmp_path / "overflow", overflow)
+  video = tmp_path / "rat.mp4"
+  _make_video(video, n=3)
+  out, maps = tmp_path / "a.csv", tmp_path / "maps"
+  rc = _predict(out, model, samples, video, extra=("--heatmaps", maps, "--every-frames", 1))
+  assert rc == 1
+  rows = _rows(out)
+  assert len(rows) == 9 + 3
+  for r in rows:
+    where = r["path"] if r["frame"] == "" else f"{r['path']}, frame {r['frame']}"
+    assert r["error"] == (
+      f"{where}: the network's output is not finite (p_pain = nan); no score or label given"
+    )
+    assert r["p_pain"] == r["label"] == r["heatmap"] == ""
+  assert os.listdir(maps) == [] and not (tmp_path / "a_rat_p_pain.png").exists()
+  captured = capsys.readouterr()
+  assert "12 input(s) failed" in captured.err and "scored 0 image(s)" in captured.out
+
+  # One bad row in a batch: only that row is an error.
+  real = predict.make_predict_fn
+
+  def one_nan(loaded):
+    fn = real(loaded)
+
+    def wrapped(*a):
+      p, p_F, beta = fn(*a)
+      return np.asarray(p).copy() * np.array([np.nan] + [1.0] * (len(p) - 1)), p_F, beta
+
+    return wrapped
+
+  monkeypatch.setattr(predict, "make_predict_fn", one_nan)
+  out2 = tmp_path / "b.csv"
+  assert _predict(out2, final["model"], samples, extra=("--batch-size", 4)) == 1
+  rows = _rows(out2)
+  bad = [r for r in rows if r["error"]]
+  assert len(bad) == 3  # the first image of each batch (4 + 4 + 1)
+  assert all("not finite (p_pain = nan)" in r["error"] and r["label"] == "" for r in bad)
+  assert all(r["label"] in ("pain", "no_pain") and r["p_pain"] for r in rows if not r["error"])
+  assert "3 input(s) failed" in capsys.readouterr().err
+
+
+def test_tampered_image_size_is_refused(final, tmp_path, capsys):
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+  cases = [
+    (0, None, "image_size 0 is outside 16..4096 pixels"),
+    (-64, None, "image_size -64 is outside 16..4096 pixels"),
+    (100000, None, "image_size 100000 is outside 16..4096 pixels"),
+    (64.5, None, "image_size 64.5 is not an integer"),
+    ("64", None, "image_size '64' is not an integer"),
+    (96, None, "image_size 96 differs from the training config's config.image_size 64"),
+    # The training config edited to match: the number of attention regions gives it away.
+    (96, 96, "image_size 96 gives K = 9 attention regions but num_regions is 4"),
+  ]
+  for i, (size, config_size, words) in enumerate(cases):
+
+    def change(meta, size=size, config_size=config_size):
+      meta["image_size"] = size
+      if config_size is not None:
+        meta["config"]["image_size"] = config_size
+
+    bad = _copy_with_meta(final["model"], tmp_path / f"m{i}", change)
+    assert _predict(tmp_path / f"{i}.csv", bad, img) == 2, words
+    err = capsys.readouterr().err
+    assert f"{bad / 'model.json'}: {words}" in err, err
+    assert not (tmp_path / f"{i}.csv").exists()
+  # The exported model itself passes (and so does every size the configs train at).
+  assert export.load(final["model"]).num_regions == 4
+  for size in (64, 96, 160, 224):
+    assert export.check_image_size(size, "x") == size

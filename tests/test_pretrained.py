@@ -21,7 +21,9 @@ import pytest
 from benchmarks import torch_reference
 from painseeker_jax import models, pretrained
 
-ATOL = 1e-4
+# Flax (XLA) vs. torch float32 through ResNet-18: measured up to 1.1e-4 on an AVX2-only AMD EPYC
+# (under 1e-4 on the machines before it); summation order differs by CPU.
+ATOL = 2e-4
 
 
 # ---------------------------------------------------------------------------
@@ -150,6 +152,207 @@ def test_pth_without_torch_says_how_to_convert(tmp_path, monkeypatch):
   with pytest.raises(pretrained.PretrainedWeightsError, match="needs torch") as e:
     pretrained.read_state_dict(str(path))
   assert "safetensors" in str(e.value) and "pip install torch" in str(e.value)
+
+
+# ---------------------------------------------------------------------------
+# Broken weights files: always a PretrainedWeightsError naming the file.
+
+
+@pytest.fixture(params=["with_torch", "without_torch"])
+def torch_or_not(request, monkeypatch):
+  """Runs a test as is and with `import torch` failing (as where it is not installed)."""
+  if request.param == "without_torch":
+    monkeypatch.setitem(sys.modules, "torch", None)
+  return request.param
+
+
+def _tiny_safetensors_bytes(tmp_path):
+  from safetensors.numpy import save_file
+
+  path = tmp_path / "whole.safetensors"
+  save_file(
+    {"a.weight": np.arange(64, dtype=np.float32), "b.bias": np.ones(3, np.float32)}, str(path)
+  )
+  return path.read_bytes()
+
+
+def _read_error(path) -> str:
+  with pytest.raises(pretrained.PretrainedWeightsError) as e:
+    pretrained.read_state_dict(str(path))
+  assert type(e.value) is pretrained.PretrainedWeightsError  # not a shape mismatch
+  msg = str(e.value)
+  assert str(path) in msg, msg
+  return msg
+
+
+@pytest.mark.parametrize("name", ["w.safetensors", "w.pth", "w.bin"])
+def test_empty_file_says_empty(tmp_path, torch_or_not, name):
+  path = tmp_path / name
+  path.write_bytes(b"")
+  msg = _read_error(path)
+  assert "is an empty file (0 bytes)" in msg, msg
+  assert "needs torch" not in msg and "torch.load" not in msg, msg
+  assert f"hf download {pretrained.HF_REPO}" in msg and pretrained.TORCHVISION_URL in msg, msg
+  with pytest.raises(pretrained.PretrainedWeightsError, match="empty file"):
+    pretrained.init_from_pretrained(str(path), {"params": {}, "batch_stats": {}})
+
+
+@pytest.mark.parametrize(
+  "name,cut,problem",
+  [
+    ("w.safetensors", 5, "it is only 5 bytes long"),
+    ("w.safetensors", 20, "but the file is only 20 bytes long in all"),
+    ("w.bin", 20, "but the file is only 20 bytes long in all"),  # recognised by its header
+    ("w.safetensors", -100, "bytes of tensor data, but only"),
+    ("w.bin", -1, "bytes of tensor data, but only"),
+  ],
+)
+def test_truncated_safetensors(tmp_path, torch_or_not, name, cut, problem):
+  data = _tiny_safetensors_bytes(tmp_path)
+  path = tmp_path / name
+  path.write_bytes(data[:cut])
+  msg = _read_error(path)
+  for s in [
+    "is not a readable safetensors file: it is empty, truncated or corrupt",
+    problem,
+    "Get a good copy",
+    f"hf download {pretrained.HF_REPO} {pretrained.HF_FILENAME}",
+    "--config.model.pretrained=imagenet",
+  ]:
+    assert s in msg, (s, msg)
+  assert "needs torch" not in msg and "torch.load" not in msg, msg  # not taken for a .pth
+
+
+def test_corrupt_safetensors(tmp_path, torch_or_not):
+  data = _tiny_safetensors_bytes(tmp_path)
+  n = int.from_bytes(data[:8], "little")
+  bad_json = tmp_path / "json.safetensors"
+  bad_json.write_bytes(data[:8] + b"{" + b"x" * (n - 1) + data[8 + n :])
+  assert "header is not valid JSON" in _read_error(bad_json)
+  noise = tmp_path / "noise.safetensors"
+  noise.write_bytes(bytes(range(1, 200)) * 10)  # neither safetensors nor torch.save
+  msg = _read_error(noise)
+  assert "not a readable safetensors file: it is empty, truncated or corrupt" in msg, msg
+  assert "no safetensors file has" in msg, msg
+
+
+def _conversion(msg: str) -> tuple[list[str], str, str]:
+  """The conversion command in `msg`: (argv, its input file, its output file)."""
+  import ast
+  import shlex
+
+  lines = [s.strip() for s in msg.splitlines() if s.strip().startswith("python -c ")]
+  assert len(lines) == 1, msg
+  argv = shlex.split(lines[0])
+  assert argv[:2] == ["python", "-c"] and len(argv) == 3, argv
+  (save,) = [
+    n
+    for n in ast.walk(ast.parse(argv[2]))
+    if isinstance(n, ast.Call) and getattr(n.func, "attr", None) == "save_file"
+  ]
+  src = next(
+    n.value
+    for n in ast.walk(save.args[0])
+    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+  )
+  return argv, src, ast.literal_eval(save.args[1])
+
+
+@pytest.mark.parametrize(
+  "name,want",
+  [
+    ("resnet18-f37072fd.pth", "resnet18-f37072fd.safetensors"),
+    ("renamed.safetensors", "renamed.converted.safetensors"),  # a .pth under the wrong name
+    ("Renamed.SAFETENSORS", "Renamed.converted.safetensors"),
+    ("weights", "weights.safetensors"),
+    ("it's $HOME.pth", "it's $HOME.safetensors"),  # quoted for the shell
+  ],
+)
+def test_conversion_command_writes_another_file(tmp_path, monkeypatch, name, want):
+  path = tmp_path / name
+  path.write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a zip, as torch.save writes
+  monkeypatch.setitem(sys.modules, "torch", None)
+  msg = _read_error(path)
+  assert "needs torch" in msg, msg
+  _, src, dst = _conversion(msg)
+  assert src == str(path)
+  assert dst == str(tmp_path / want) != src
+
+
+@pytest.mark.parametrize("name", ["w.pth", "w.safetensors"])
+def test_conversion_command_runs(tmp_path, monkeypatch, name):
+  torch = pytest.importorskip("torch")
+  sd = {"conv1.weight": torch.randn(4, 3, 3, 3), "bn1.num_batches_tracked": torch.tensor(5)}
+  path = tmp_path / name
+  torch.save(sd, str(tmp_path / "tmp.pth"))
+  os.replace(tmp_path / "tmp.pth", path)
+  original = path.read_bytes()
+  with monkeypatch.context() as m:
+    m.setitem(sys.modules, "torch", None)
+    argv, _, dst = _conversion(_read_error(path))
+  subprocess.run([sys.executable, *argv[1:]], check=True, cwd=tmp_path)
+  assert path.read_bytes() == original
+  got = pretrained.read_state_dict(dst)
+  assert sorted(got) == sorted(sd)
+  for k, v in sd.items():
+    np.testing.assert_array_equal(got[k], v.numpy())
+  # With torch, the file under the .safetensors name is read as the .pth it is.
+  np.testing.assert_array_equal(
+    pretrained.read_state_dict(str(path))["conv1.weight"], sd["conv1.weight"].numpy()
+  )
+
+
+def test_truncated_pth(tmp_path):
+  torch = pytest.importorskip("torch")
+  whole = tmp_path / "whole.pth"
+  torch.save({"conv1.weight": torch.randn(8, 3, 7, 7)}, str(whole))
+  data = whole.read_bytes()
+  path = tmp_path / "resnet18-f37072fd.pth"
+  path.write_bytes(data[: len(data) // 2])
+  msg = _read_error(path)
+  for s in [
+    "Cannot read",
+    "with torch.load(weights_only=True): it is truncated, corrupt or not a PyTorch state dict",
+    "Get a good copy",
+    pretrained.TORCHVISION_URL,
+  ]:
+    assert s in msg, (s, msg)
+
+
+def test_random_bytes_named_pth(tmp_path, torch_or_not):
+  path = tmp_path / "w.pth"
+  path.write_bytes(b"\x01" + np.random.default_rng(0).bytes(4095))
+  msg = _read_error(path)
+  if torch_or_not == "with_torch":
+    assert "it is truncated, corrupt or not a PyTorch state dict" in msg, msg
+  else:
+    assert "is neither a safetensors file nor a torch.save file" in msg, msg
+    assert "needs torch" not in msg, msg
+  assert "weights_only=False" not in msg, msg  # torch's advice is wrong for a broken file
+  assert "\n\n" not in msg and len(msg) < 1500, msg
+
+
+def test_pth_with_objects_weights_only_refuses(tmp_path):
+  torch = pytest.importorskip("torch")
+  import argparse
+
+  path = tmp_path / "checkpoint.pth"
+  torch.save({"conv1.weight": torch.zeros(2), "args": argparse.Namespace(lr=0.1)}, str(path))
+  msg = _read_error(path)
+  assert "the file holds more than tensors" in msg and "argparse" in msg, msg
+  assert "truncated" not in msg, msg
+
+
+def test_directory_as_weights_path(tmp_path, torch_or_not):
+  d = tmp_path / "weights"
+  d.mkdir()
+  for read in (pretrained.read_state_dict, pretrained.load_resnet18):
+    with pytest.raises(pretrained.PretrainedWeightsError, match="is a directory") as e:
+      read(str(d))
+    assert str(d) in str(e.value)
+  with pytest.raises(pretrained.PretrainedWeightsError, match="is a directory") as e:
+    pretrained.resolve_pretrained(str(d))
+  assert str(d) in str(e.value)
 
 
 def test_copy_trunk_keeps_head_and_checks_shapes():
@@ -417,6 +620,12 @@ def test_torch_reference_painseeker_is_the_same_network():
   flat, flat_t = jax.tree.leaves_with_path(grads), dict(jax.tree.leaves_with_path(grads_t))
   assert len(flat) == len(flat_t) == 64  # 20 convs, 20 BN x 2, region_score and fc x 2
   for path, g in flat:
-    np.testing.assert_allclose(
-      g, flat_t[path], rtol=2e-3, atol=2e-5, err_msg=jax.tree_util.keystr(path)
-    )
+    name = jax.tree_util.keystr(path)
+    if "layer" not in name and ("['conv1']" in name or "['bn1']" in name):
+      # Below the stem's max pooling: where a window holds equal maxima (zeros after the ReLU),
+      # which element gets the gradient is the implementation's choice, so these two only agree
+      # as a whole (measured: 2% of the norm on an AVX2-only AMD EPYC, far less elsewhere).
+      err = np.linalg.norm(np.asarray(g) - flat_t[path]) / np.linalg.norm(flat_t[path])
+      assert err < 0.05, (name, err)
+    else:
+      np.testing.assert_allclose(g, flat_t[path], rtol=2e-3, atol=2e-5, err_msg=name)

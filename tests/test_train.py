@@ -4,6 +4,7 @@ import csv
 import functools
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -139,6 +140,11 @@ def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
     md[2].startswith("| PainSeeker |") and f"{pooled['f1']:.4f}/{pooled['accuracy']:.2f}" in md[2]
   )
   assert os.listdir(os.path.join(workdir, "fold_rat1", "tb"))  # TensorBoard event file
+  prov = saved["provenance"]  # what a reader needs to trust the number
+  assert prov["versions"]["jax"] == jax.__version__ and prov["versions"]["flax"]
+  assert prov["devices"] == {"kind": jax.devices()[0].device_kind, "count": jax.device_count()}
+  assert set(prov["wall_seconds"]) == {f"rat{k}" for k in range(1, 7)} | {"total"}
+  assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
   # Rerunning a finished run retrains nothing and gives the same files.
   before = _read(workdir, "predictions.csv")
   loro.run_loro(mini_config(mini_data_dir), workdir)
@@ -174,7 +180,12 @@ def test_resume_after_interruption_gives_identical_results(mini_data_dir, tmp_pa
   loro.run_loro(config(), resumed)
   assert calls == [input_pipeline.epoch_seed(0, 2, 1)]  # only fold 2's last epoch was trained again
   assert _read(resumed, "predictions.csv") == _read(clean, "predictions.csv")
-  assert json.loads(_read(resumed, "results.json")) == json.loads(_read(clean, "results.json"))
+  without_provenance = lambda d: {
+    k: v
+    for k, v in json.loads(_read(d, "results.json")).items()  # noqa: E731
+    if k != "provenance"
+  }
+  assert without_provenance(resumed) == without_provenance(clean)
 
 
 def test_same_seed_same_results_other_seed_differs(mini_data_dir, tmp_path):
@@ -198,6 +209,7 @@ def test_workdir_refuses_another_config(mini_data_dir, tmp_path):
       folds=(4,),
       checkpoint_every_epochs=7,
       multi_run="vmap",
+      eval_batch_size=32,
       **{"input.num_threads": 3},
     ),
     workdir,
@@ -244,3 +256,134 @@ def test_training_path_never_imports_tensorflow(mini_data_dir, tmp_path):
   )
   assert "NO_TF_OK" in proc.stdout, proc.stderr[-3000:]
   assert os.path.exists(tmp_path / "w" / "results.json")
+
+
+# ---------------------------------------------------------------------------
+# Bad input: clear errors before anything is written (issue #17).
+
+BAD_FIELDS = [
+  ("num_epochs", 0),
+  ("num_epochs", -1),
+  ("batch_size", -8),
+  ("batch_size", 0),
+  ("eval_batch_size", 0),
+  ("image_size", 0),
+  ("resize_size", 32),  # smaller than image_size (64)
+  ("checkpoint_every_epochs", 0),
+  ("optimizer.learning_rate", 0.0),
+  ("optimizer.learning_rate", float("nan")),
+  ("optimizer.weight_decay", -0.1),
+  ("optimizer.b2", 1.0),
+  ("loss.lambda_prsc", -1.0),
+  ("loss.delta", -0.5),
+  ("loss.k_h", 0),
+  ("input.num_threads", 0),
+  ("input.num_workers", -1),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD_FIELDS)
+def test_numeric_fields_are_checked_before_anything_is_written(
+  mini_data_dir, tmp_path, field, value
+):
+  workdir = tmp_path / "w"
+  with pytest.raises(ValueError, match=re.escape(f"config.{field}")):
+    loro.run_loro(mini_config(mini_data_dir, **{field: value}), str(workdir))
+  assert not workdir.exists()
+
+
+def test_cli_reports_bad_config_without_traceback(mini_data_dir, tmp_path, capsys):
+  from painseeker_jax import cli
+
+  common = ["--config=configs/loro.py:synthetic_mini", f"--config.data_dir={mini_data_dir}"]
+  rc = cli.main(["run", *common, "--config.num_epochs=0", f"--workdir={tmp_path / 'w'}"])
+  err = capsys.readouterr().err
+  assert (
+    rc == 2 and "config.num_epochs=0: must be an integer >= 1" in err and "Traceback" not in err
+  )
+  assert not (tmp_path / "w").exists()
+  rc = cli.main(
+    [
+      "train-final",
+      *common,
+      "--config.batch_size=-8",
+      f"--output={tmp_path / 'm'}",
+      f"--workdir={tmp_path / 'w'}",
+    ]
+  )
+  err = capsys.readouterr().err
+  assert rc == 2 and "config.batch_size=-8" in err
+  assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()
+
+
+def test_batch_larger_than_a_training_set_fails_before_writing(mini_data_dir, tmp_path):
+  workdir = tmp_path / "w"
+  with pytest.raises(
+    ValueError,
+    match=r"config.batch_size=1000 is larger than the \d+ labelled "
+    "training images of fold rat1",
+  ):
+    loro.run_loro(mini_config(mini_data_dir, batch_size=1000, eval_batch_size=16), str(workdir))
+  assert not workdir.exists()
+
+
+def test_second_process_on_a_workdir_is_refused_naming_the_holder(mini_data_dir, tmp_path):
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      "import sys, time; sys.path.insert(0, sys.argv[2]); "
+      "from painseeker_jax import layout\n"
+      "with layout.claim(sys.argv[1], wait=False) as mine:\n"
+      "  print('held' if mine else 'free', flush=True); time.sleep(120)",
+      str(workdir),
+      ROOT,
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ValueError, match=f"in use by another run \\(pid {holder.pid} on "):
+      loro.run_loro(mini_config(mini_data_dir, folds=(1,)), str(workdir))
+    assert not (workdir / "config.json").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def _latest_step_dir(workdir, k):
+  ckpt = os.path.join(workdir, f"fold_rat{k}", "checkpoints")
+  steps = sorted((int(s) for s in os.listdir(ckpt) if s.isdigit()), reverse=True)
+  return [os.path.join(ckpt, str(s)) for s in steps]
+
+
+def _truncate(path, keep):
+  with open(path, "r+b") as f:
+    f.truncate(keep)
+
+
+def test_truncated_checkpoint_resumes_from_the_previous_one(mini_data_dir, tmp_path):
+  config = lambda: mini_config(mini_data_dir, folds=(2,), num_epochs=2)  # noqa: E731
+  workdir = str(tmp_path / "w")
+  loro.run_loro(config(), workdir)
+  before = _read(workdir, "predictions.csv")
+  steps = _latest_step_dir(workdir, 2)
+  assert len(steps) == 2  # the two latest are kept
+  # The newest checkpoint's largest data file cut in half (a crash mid-write).
+  files = [os.path.join(d, f) for d, _, fs in os.walk(steps[0]) for f in fs]
+  biggest = max(files, key=os.path.getsize)
+  _truncate(biggest, os.path.getsize(biggest) // 2)
+  loro.run_loro(config(), workdir)  # falls back one epoch, retrains it, same results
+  assert _read(workdir, "predictions.csv") == before
+  assert os.listdir(os.path.join(workdir, "fold_rat2", "broken_checkpoints"))
+  # Every checkpoint's metadata damaged: a clear error naming the fold and the fix.
+  for d in _latest_step_dir(workdir, 2):
+    for root, _, fs in os.walk(d):
+      for f in fs:
+        _truncate(os.path.join(root, f), 5)
+  with pytest.raises(ValueError, match=r"(?s)no readable checkpoint of fold rat2.*rm -r"):
+    loro.run_loro(config(), workdir)
+  assert _read(workdir, "predictions.csv") == before  # nothing finished is lost

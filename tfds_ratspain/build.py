@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import constants
 
 from tfds_ratspain.ratspain import manual
 from tfds_ratspain.ratspain import ratspain_dataset_builder as rb
 
 CONFIG_NAMES = tuple(c.name for c in rb.Builder.BUILDER_CONFIGS)
 ARRAY_RECORD = tfds.core.FileFormat.ARRAY_RECORD
+# TFDS builds <data_dir>/ratspain/<config>/<version> in a sibling folder
+# `incomplete.XXXXXX_<version>` (6 random upper-case letters or digits) that it
+# renames when done; a killed build (kill -9, power loss) leaves it behind.
+INCOMPLETE_DIR = re.compile(
+  rf"^{re.escape(constants.INCOMPLETE_PREFIX)}[A-Z0-9]{{6}}_(?P<version>\d+\.\d+\.\d+)$"
+)
 
 
 class DataError(RuntimeError):
@@ -55,6 +63,31 @@ def _check_format(b: tfds.core.DatasetBuilder, config: str, manual_dir: str | No
   )
 
 
+def remove_stale_incomplete(b: tfds.core.DatasetBuilder) -> list[str]:
+  """Deletes the `incomplete.XXXXXX_<version>` folders a killed build of this config left.
+
+  Only folders matching TFDS's pattern whose finished `<version>` folder exists
+  are removed: TFDS can never rename them into place (the target is there), so
+  they are stale, and no running build can still finish them. The finished
+  folder itself and anything else are never touched. Returns the removed paths.
+  """
+  config_dir = os.path.dirname(os.fspath(b.data_dir).rstrip(os.sep))
+  if not os.path.isdir(config_dir):
+    return []
+  removed = []
+  for name in sorted(os.listdir(config_dir)):
+    m = INCOMPLETE_DIR.match(name)
+    path = os.path.join(config_dir, name)
+    if not m or os.path.islink(path) or not os.path.isdir(path):
+      continue
+    if not os.path.isfile(os.path.join(config_dir, m.group("version"), "dataset_info.json")):
+      continue  # nothing finished yet: it may belong to a build still running
+    shutil.rmtree(path, ignore_errors=True)  # best effort: never fails a finished build
+    if not os.path.exists(path):
+      removed.append(path)
+  return removed
+
+
 def builder(
   config: str, data_dir: str | None = None, manual_dir: str | None = None
 ) -> tfds.core.DatasetBuilder:
@@ -73,13 +106,16 @@ def prepare(
   Raises DataError with instructions when the real set is missing or invalid,
   or when a finished build is not array_record (`overwrite` rebuilds it).
   TFDS writes into a temporary directory and renames it when complete, so a
-  failed build leaves nothing behind.
+  failed build leaves nothing behind; the temporary `incomplete.*` folders a
+  killed build (kill -9) leaves are removed once this config's build is
+  finished (see `remove_stale_incomplete`).
   """
   b = _open(config, data_dir)
   if overwrite and os.path.isdir(b.data_dir):
     shutil.rmtree(b.data_dir)
     b = _open(config, data_dir)
   if b.is_prepared():
+    remove_stale_incomplete(b)
     _check_format(b, config, manual_dir)
     return os.fspath(b.data_dir)
   if config == "real":
@@ -105,4 +141,5 @@ def prepare(
     )
   except manual.ManualDataError as e:
     raise DataError(f"invalid RatsPain manual directory: {e}") from None
+  remove_stale_incomplete(b)
   return os.fspath(b.data_dir)

@@ -2,8 +2,24 @@
 
 Two layouts are accepted (see `LAYOUTS_HELP`); `scan(manual_dir)` detects which
 one it is given, checks every row and every image *before* anything is
-written, and returns one `Record` per image. Every error names the offending
-file or CSV row and says what is expected.
+written, and returns one `Record` per image. Every error is a ManualDataError
+that names the offending file or CSV line and says what is expected.
+
+Rules beyond the layout itself:
+  * A directory holding both layouts (labels.csv and Rat<k>/ or
+    low_confidence/ folders) is refused; keep one of them.
+  * A CSV row must have exactly as many fields as the header (empty fields
+    keep their commas).
+  * Symbolic links are followed, but every image (and every folder walked in
+    layout 2) must really lie inside the manual directory: its real path
+    (os.path.realpath) may not leave it. Copy outside images in instead.
+  * Images may have at most MAX_IMAGE_PIXELS (64,000,000) pixels, e.g. 8000x8000:
+    far above a face crop (a few hundred pixels a side) or a camera frame (8K
+    UHD is 33 MP), and below PIL's own decompression-bomb limit, whose warning
+    or error it replaces. The limit is checked on the header, before decoding.
+  * Every per-image failure (reading, decoding, size, colour conversion,
+    re-encoding to JPEG), whatever PIL raises, is a ManualDataError naming the
+    file.
 """
 
 from __future__ import annotations
@@ -14,9 +30,10 @@ import hashlib
 import io
 import os
 import re
+import warnings
 from collections.abc import Iterable
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from painseeker_jax.images import IMAGE_EXTENSIONS, to_rgb  # noqa: F401  (re-exported)
 
@@ -27,6 +44,9 @@ REQUIRED_COLUMNS = ("filename", "rat_id", "pain_level")
 OPTIONAL_COLUMNS = ("confidence",) + AU_COLUMNS
 # Files that file managers leave behind; never treated as images.
 _IGNORED_FILES = ("thumbs.db", "desktop.ini")
+# Largest accepted image (width * height): 8000x8000. Below PIL's
+# Image.MAX_IMAGE_PIXELS (89,478,485), so PIL never warns on an accepted image.
+MAX_IMAGE_PIXELS = 64_000_000
 
 LAYOUTS_HELP = """\
 Accepted layouts of the manual directory:
@@ -43,8 +63,11 @@ Accepted layouts of the manual directory:
      0, 1, 2, no_pain, moderate, severe (case-insensitive), plus optionally
      low_confidence/<anything>/<image> for images without an image-level label.
 
-Images may be JPEG, PNG, BMP, TIFF or WebP, in colour or grayscale; they are
-stored as RGB JPEG (EXIF rotation applied, alpha composited on white).
+Images may be JPEG, PNG, BMP, TIFF or WebP, in colour or grayscale, of at most
+64,000,000 pixels (e.g. 8000x8000); they are stored as RGB JPEG (EXIF rotation
+applied, alpha composited on white). Use one layout only (not labels.csv and
+Rat<k>/ folders together). Symbolic links may not lead out of the manual
+directory.
 """
 
 
@@ -99,13 +122,37 @@ def _parse_au(value: str | None, column: str, where: str) -> int:
   return int(v)
 
 
+_REPLACE_HINT = (
+  "Replace it with a JPEG/PNG/BMP/TIFF/WebP image or remove it (and its labels.csv row)."
+)
+
+
+def _too_large(path: str, pixels: str) -> ManualDataError:
+  return ManualDataError(
+    f"{path}: image too large ({pixels}); at most {MAX_IMAGE_PIXELS:,} pixels (e.g. "
+    "8000x8000) are accepted. Downscale or crop it, or remove it (and its labels.csv row)."
+  )
+
+
+def _bomb_pixels(e: Exception) -> str:
+  """'N pixels' from PIL's DecompressionBomb message, else the message itself."""
+  m = re.search(r"\((\d+) pixels\)", str(e))
+  return f"{int(m.group(1)):,} pixels" if m else str(e)
+
+
+def _describe(e: BaseException) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def load_rgb_jpeg(path: str) -> bytes:
   """Decodes any supported image and returns RGB JPEG bytes.
 
   Baseline RGB JPEGs without an EXIF rotation are returned unchanged (no
   re-compression); everything else (PNG, grayscale, RGBA, CMYK, 16-bit,
   EXIF-rotated) is converted. Raises ManualDataError naming the file if it
-  cannot be read or decoded.
+  cannot be read, decoded, converted or re-encoded (whatever PIL raises), or
+  if it has more than MAX_IMAGE_PIXELS pixels (checked before decoding).
   """
   try:
     with open(path, "rb") as f:
@@ -113,20 +160,39 @@ def load_rgb_jpeg(path: str) -> bytes:
   except OSError as e:
     raise ManualDataError(f"{path}: cannot read the file ({e.strerror}).") from None
   try:
-    img = Image.open(io.BytesIO(raw))
-    img.load()
-  except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    with warnings.catch_warnings():
+      # PIL warns above Image.MAX_IMAGE_PIXELS (and raises above twice that):
+      # both become the size error below, never a bare warning.
+      warnings.simplefilter("error", Image.DecompressionBombWarning)
+      img = Image.open(io.BytesIO(raw))
+  except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+    raise _too_large(path, _bomb_pixels(e)) from None
+  except Exception as e:  # corrupt files make PIL raise almost any type
     raise ManualDataError(
-      f"{path}: not a decodable image ({e}). Replace it with a JPEG/PNG/BMP/"
-      "TIFF/WebP image or remove it (and its labels.csv row)."
+      f"{path}: not a decodable image ({_describe(e)}). {_REPLACE_HINT}"
     ) from None
-  orientation = img.getexif().get(0x0112, 1)
+  width, height = img.size
+  if width * height > MAX_IMAGE_PIXELS:
+    raise _too_large(path, f"{width}x{height} = {width * height:,} pixels")
+  try:
+    img.load()
+    orientation = img.getexif().get(0x0112, 1)
+  except Exception as e:
+    raise ManualDataError(
+      f"{path}: not a decodable image ({_describe(e)}). {_REPLACE_HINT}"
+    ) from None
   if img.format == "JPEG" and img.mode == "RGB" and orientation == 1:
     return raw
-  img = ImageOps.exif_transpose(img)
-  img = to_rgb(img)
-  out = io.BytesIO()
-  img.save(out, format="JPEG", quality=95)
+  try:
+    img = ImageOps.exif_transpose(img)
+    img = to_rgb(img)
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=95)
+  except Exception as e:
+    raise ManualDataError(
+      f"{path}: decoded, but cannot be converted to an RGB JPEG ({_describe(e)}). "
+      "Re-save it as a plain RGB JPEG or PNG, or remove it (and its labels.csv row)."
+    ) from None
   return out.getvalue()
 
 
@@ -134,11 +200,41 @@ def _is_candidate_file(name: str) -> bool:
   return not name.startswith(".") and name.lower() not in _IGNORED_FILES
 
 
-def _walk_files(root: str) -> list[str]:
+def _is_inside(real: str, manual_real: str) -> bool:
+  return real == manual_real or real.startswith(manual_real.rstrip(os.sep) + os.sep)
+
+
+def _check_inside(path: str, manual_real: str, where: str, subject: str) -> None:
+  """Refuses `path` if its real path (links resolved) leaves the manual directory."""
+  real = os.path.realpath(path)
+  if not _is_inside(real, manual_real):
+    raise _error(
+      where,
+      f"{subject} is a symbolic link (or lies under one) to {real}, outside the manual "
+      f"directory {manual_real}; copy it into the manual directory instead of linking to it",
+    )
+
+
+def _walk_files(root: str, manual_real: str) -> list[str]:
+  """Candidate files under `root`, following links that stay inside the manual directory."""
   out = []
-  for dirpath, dirnames, filenames in os.walk(root):
+  seen: dict[str, str] = {}  # real path -> first folder read there
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    _check_inside(dirpath, manual_real, dirpath, "this folder")
+    real = os.path.realpath(dirpath)
+    if real in seen:
+      raise _error(
+        dirpath,
+        f"the same folder as {seen[real]} (through a symbolic link); each image may appear "
+        "once, remove the link",
+      )
+    seen[real] = dirpath
     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    out.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_candidate_file(f))
+    for f in sorted(filenames):
+      if _is_candidate_file(f):
+        path = os.path.join(dirpath, f)
+        _check_inside(path, manual_real, path, "this image")
+        out.append(path)
   return out
 
 
@@ -146,13 +242,13 @@ def _rel(path: str, root: str) -> str:
   return os.path.relpath(path, root).replace(os.sep, "/")
 
 
-def _scan_csv(manual_dir: str) -> list[Record]:
+def _scan_csv(manual_dir: str, manual_real: str) -> list[Record]:
   csv_path = os.path.join(manual_dir, "labels.csv")
   image_root = os.path.join(manual_dir, "images")
   try:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
-      reader = csv.DictReader(f)
-      header = [h.strip() for h in (reader.fieldnames or [])]
+      reader = csv.reader(f)
+      header = [h.strip() for h in next(reader, [])]
       missing = [c for c in REQUIRED_COLUMNS if c not in header]
       if missing:
         raise _error(
@@ -167,7 +263,25 @@ def _scan_csv(manual_dir: str) -> list[Record]:
           f"unknown column(s) {', '.join(unknown)}; allowed: "
           f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}",
         )
-      rows = [({(k or "").strip(): v for k, v in row.items()}, reader.line_num) for row in reader]
+      rows = []
+      for fields in reader:
+        if not fields:  # a blank line
+          continue
+        where = f"{csv_path}, line {reader.line_num}"
+        if len(fields) != len(header):
+          more = len(fields) > len(header)
+          raise _error(
+            where,
+            f"has {len(fields)} field(s) but the header has {len(header)} "
+            f"({','.join(header)}); expected exactly {len(header)} comma-separated "
+            "fields per row: "
+            + (
+              "remove the surplus fields (quote a value that holds a comma)"
+              if more
+              else "add the missing ones (an empty value keeps its comma, e.g. a.jpg,1,)"
+            ),
+          )
+        rows.append((dict(zip(header, fields)), reader.line_num))
   except UnicodeDecodeError as e:
     raise _error(csv_path, f"not a UTF-8 text file ({e})") from None
   if not rows:
@@ -177,8 +291,6 @@ def _scan_csv(manual_dir: str) -> list[Record]:
   records = []
   for row, line in rows:
     where = f"{csv_path}, line {line}"
-    if None in row:  # more fields than header columns
-      raise _error(where, "has more fields than the header")
     filename = (row.get("filename") or "").strip().replace("\\", "/")
     if not filename:
       raise _error(where, "empty filename")
@@ -201,6 +313,7 @@ def _scan_csv(manual_dir: str) -> list[Record]:
       raise _error(where, f"filename {filename!r} points outside images/")
     if not os.path.isfile(path):
       raise ManualDataError(f"{where}: image {filename!r} not found (looked for {path}).")
+    _check_inside(path, manual_real, where, f"image {filename!r} ({path})")
     split = "low_confidence" if unlabelled else f"rat{rat}"
     records.append(Record(split, filename, path, rat, -1 if unlabelled else level, aus))
   return records
@@ -209,7 +322,7 @@ def _scan_csv(manual_dir: str) -> list[Record]:
 _RAT_DIR = re.compile(r"^rat[ _-]?(\d+)$", re.IGNORECASE)
 
 
-def _scan_tree(manual_dir: str, top: list[str]) -> list[Record]:
+def _scan_tree(manual_dir: str, manual_real: str, top: list[str]) -> list[Record]:
   records = []
   for name in top:
     full = os.path.join(manual_dir, name)
@@ -226,7 +339,7 @@ def _scan_tree(manual_dir: str, top: list[str]) -> list[Record]:
       rat = _parse_rat(m.group(1), full)
     else:
       raise _error(full, "unknown folder; expected Rat1..Rat6 or low_confidence")
-    for path in _walk_files(full):
+    for path in _walk_files(full, manual_real):
       rel = _rel(path, full)
       parts = rel.split("/")
       if len(parts) < 2:
@@ -249,9 +362,12 @@ def _scan_tree(manual_dir: str, top: list[str]) -> list[Record]:
 def scan(manual_dir: str) -> list[Record]:
   """Detects the layout, validates everything and returns the records.
 
-  Raises ManualDataError (naming the file or CSV row) on any problem: missing
-  or unreadable directory, empty directory, missing column, unknown rat or
-  level, missing image, non-image file, duplicate filename or duplicate image.
+  Raises ManualDataError (naming the file or CSV line) on any problem: missing
+  or unreadable directory, empty directory, both layouts at once, missing
+  column, a row with too many or too few fields, unknown rat or level, missing
+  image, an image outside the manual directory (symbolic link), non-image or
+  corrupt file, an image over MAX_IMAGE_PIXELS, duplicate filename or
+  duplicate image.
   Every image is decoded once here, so no bad file can surface mid-build.
   """
   if not manual_dir or not os.path.isdir(manual_dir):
@@ -259,10 +375,24 @@ def scan(manual_dir: str) -> list[Record]:
   top = sorted(n for n in os.listdir(manual_dir) if _is_candidate_file(n))
   if not top:
     raise _error(manual_dir, "the manual directory is empty")
+  manual_real = os.path.realpath(manual_dir)
   if "labels.csv" in top:
-    records = _scan_csv(manual_dir)
+    tree = [
+      os.path.join(manual_dir, n)
+      for n in top
+      if (_RAT_DIR.match(n) or n.lower() == "low_confidence")
+      and os.path.isdir(os.path.join(manual_dir, n))
+    ]
+    if tree:
+      raise _error(
+        manual_dir,
+        f"holds both layouts: {os.path.join(manual_dir, 'labels.csv')} (layout 1) and the "
+        f"folder(s) {', '.join(tree)} (layout 2); keep one: move either labels.csv and "
+        "images/ or the Rat<k>/low_confidence folders out of the manual directory",
+      )
+    records = _scan_csv(manual_dir, manual_real)
   else:
-    records = _scan_tree(manual_dir, top)
+    records = _scan_tree(manual_dir, manual_real, top)
   if not records:
     raise _error(manual_dir, "no images found")
   _check_unique(records)
