@@ -111,6 +111,8 @@ def get_config(arg: str = "real") -> ml_collections.ConfigDict:
   c.optimizer.b1 = 0.9
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
+  c.optimizer.schedule = "constant"  # constant | cosine (per fold, to 0 after the last step)
+  c.optimizer.wd_params = "all"  # all (PyTorch's default) | kernels (no BatchNorm, no biases)
 
   c.input = ml_collections.ConfigDict()
   c.input.num_threads = 4  # decoding threads

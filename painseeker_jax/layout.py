@@ -46,7 +46,11 @@ RUN_LOCK = "run.lock"
 _IGNORED_FIELDS = ("progress", "input", "multi_run", "checkpoint_every_epochs", "eval_batch_size")
 _IGNORED_MODEL_FIELDS = ("conv",)
 # Config fields added after work directories were written; their absence means these values.
-_ADDED_DEFAULTS = {"dtype": "float32"}
+_ADDED_DEFAULTS = {
+  "dtype": "float32",
+  "optimizer.schedule": "constant",
+  "optimizer.wd_params": "all",
+}
 
 
 def fold_dir(workdir: str, held_out: int) -> str:
@@ -61,6 +65,11 @@ def checkpoint_dir(workdir: str, held_out: int) -> str:
 
 def tensorboard_dir(workdir: str, held_out: int) -> str:
   return os.path.join(fold_dir(workdir, held_out), "tb")
+
+
+def metrics_path(workdir: str, held_out: int) -> str:
+  """`<fold dir>/metrics.jsonl`: the per-epoch training metrics (the training curves)."""
+  return os.path.join(fold_dir(workdir, held_out), "metrics.jsonl")
 
 
 def run_dir(workdir: str, name: str, seed: int) -> str:
@@ -162,8 +171,15 @@ def check_config(config, workdir: str) -> None:
   if os.path.exists(config_path(workdir)):
     saved = read_config(workdir)
     for key, value in _ADDED_DEFAULTS.items():  # fields added later: absent means the default
-      if key in current:
-        saved.setdefault(key, value)
+      *parents, name = key.split(".")
+      cur, old = current, saved
+      for p in parents:
+        cur, old = cur.get(p), old.get(p)
+        if not isinstance(cur, dict) or not isinstance(old, dict):
+          break
+      else:
+        if name in cur:
+          old.setdefault(name, value)
     if _comparable(saved) != _comparable(current):
       diff = sorted(
         k

@@ -39,22 +39,26 @@ def resolve_multi_run(name: str) -> str:
 def make_stacked_step(trainer: train.Trainer):
   """jit(vmap(train_step)) over runs stacked on a leading axis, with a per-run `active` flag.
 
-  fn(state_R, batch_RxB, rng_R, active_R) -> (state_R, metrics_R). A run whose flag
+  fn(state_R, batch_RxB, rng_R, lr_scale_R, active_R) -> (state_R, metrics_R). A run whose flag
   is False keeps its state unchanged (its batch is padding): folds with fewer
   steps per epoch, or already further along after a resume, wait for the others.
   The batch axis B is sharded along `data`, the run axis and the states are whole.
   """
   loss_cfg = trainer.config.loss
 
-  def masked_step(state, batch, rng, active):
-    new_state, out = train.train_step(state, batch, rng, model=trainer.model, loss_cfg=loss_cfg)
+  scheduled = train.is_scheduled(trainer.config)
+
+  def masked_step(state, batch, rng, lr_scale, active):
+    new_state, out = train.train_step(
+      state, batch, rng, lr_scale, model=trainer.model, loss_cfg=loss_cfg, scheduled=scheduled
+    )
     return jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state), out
 
   repl = sharding.replicated(trainer.mesh)
   return jax.jit(
     jax.vmap(masked_step),
     donate_argnums=0,
-    in_shardings=(repl, sharding.fold_batch_sharding(trainer.mesh), repl, repl),
+    in_shardings=(repl, sharding.fold_batch_sharding(trainer.mesh), repl, repl, repl),
     out_shardings=(repl, repl),
   )
 
@@ -99,7 +103,10 @@ def train_folds_stacked(
   start_epoch = {k: started[k].start_epoch for k in folds}
   stacked = sharding.replicate(inference.stack_variables([started[k].state for k in todo]), mesh)
   keys = jnp.stack([started[k].step_key for k in todo])
-  writer = {k: writers.MetricWriter(layout.tensorboard_dir(workdir, k)) for k in todo}
+  writer = {
+    k: writers.MetricWriter(layout.tensorboard_dir(workdir, k), layout.metrics_path(workdir, k))
+    for k in todo
+  }
   first = min(start_epoch[k] for k in todo)
   total = sum(
     max(steps[k] for k in todo if e >= start_epoch[k]) for e in range(first, config.num_epochs)
@@ -133,7 +140,10 @@ def train_folds_stacked(
         stacked_batch = sharding.shard_fold_batch(
           {n: np.stack([b[n] for b in batch]) for n in ("image", "label")}, mesh
         )
-        stacked, out = step_fn(stacked, stacked_batch, rngs, jnp.asarray(active))
+        lr_R = [
+          train.step_lr_scale(config, s, steps[k] * config.num_epochs) for k, s in zip(todo, step_R)
+        ]
+        stacked, out = step_fn(stacked, stacked_batch, rngs, jnp.asarray(lr_R), jnp.asarray(active))
         if pending is not None:
           _accumulate_stacked(sums, pending, todo, bar)
         pending = (step_R, active, out)

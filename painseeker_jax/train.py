@@ -4,7 +4,7 @@
     model, the optimizer, the device mesh and the jit-compiled init and step.
     It also checks the training fields of the config (before any data is
     built or anything written).
-  * `train_step` is pure (state, batch, rng) -> (state, metrics), compiled with
+  * `train_step` is pure (state, batch, rng, lr_scale) -> (state, metrics), compiled with
     the state donated; randomness only from explicit keys folded with the step.
   * `train_fold` trains one held-out-rat fold, checkpointing with orbax every
     `config.checkpoint_every_epochs` epochs (paths: `layout`); a rerun resumes
@@ -57,30 +57,69 @@ class NonFiniteError(FloatingPointError):
   """Loss or gradients became NaN/inf."""
 
 
+SCHEDULES = ("constant", "cosine")
+WD_PARAMS = ("all", "kernels")
+
+
+def _decay_mask(wd_params: str):
+  """None (decay every parameter, PyTorch's default) or a mask that decays only the
+  kernels of convolutions and dense layers (no BatchNorm scales/biases, no biases)."""
+  if wd_params == "all":
+    return None
+  if wd_params == "kernels":
+    return lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  raise ValueError(f"config.optimizer.wd_params={wd_params!r}; use one of {', '.join(WD_PARAMS)}")
+
+
 def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
   """`adam_l2`: PyTorch's Adam(weight_decay=wd), i.e. wd * param added to the
   gradient before the Adam moments (the paper's setting). `adamw`: decoupled
-  weight decay (Loshchilov & Hutter). Both decay every parameter, as PyTorch
-  does by default."""
+  weight decay (Loshchilov & Hutter). `opt.wd_params`: "all" decays every
+  parameter, as PyTorch does by default; "kernels" only conv/dense kernels.
+
+  The learning rate here is the base rate; a schedule (`opt.schedule`) scales
+  the whole update per step (`lr_multiplier`, passed to `train_step`)."""
+  mask = _decay_mask(opt.get("wd_params", "all"))
   if opt.name == "adam_l2":
     return optax.chain(
-      optax.add_decayed_weights(opt.weight_decay),
+      optax.add_decayed_weights(opt.weight_decay, mask=mask),
       optax.adam(opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps),
     )
   if opt.name == "adamw":
     return optax.adamw(
-      opt.learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay
+      opt.learning_rate,
+      b1=opt.b1,
+      b2=opt.b2,
+      eps=opt.eps,
+      weight_decay=opt.weight_decay,
+      mask=mask,
     )
   raise ValueError(f"config.optimizer.name={opt.name!r}; use adam_l2 or adamw")
 
 
+def lr_multiplier(schedule: str, step, total_steps: int):
+  """The factor of the base learning rate at `step` of `total_steps` (host side or traced).
+
+  constant: 1. cosine: 0.5 * (1 + cos(pi * step / total_steps)), from 1 at the
+  first step to 0 after the last (no warm-up). Per fold, as each fold has its own
+  number of steps."""
+  if schedule == "constant":
+    return 1.0
+  if schedule == "cosine":
+    return 0.5 * (1.0 + np.cos(np.pi * np.minimum(step, total_steps) / total_steps))
+  raise ValueError(f"config.optimizer.schedule={schedule!r}; use one of {', '.join(SCHEDULES)}")
+
+
 def train_step(
-  state: TrainState, batch: dict, rng: jax.Array, *, model, loss_cfg
+  state: TrainState, batch: dict, rng: jax.Array, lr_scale=1.0, *, model, loss_cfg, scheduled=False
 ) -> tuple[TrainState, dict]:
   """One optimisation step on `batch` (uint8 images, int labels). Pure.
 
   `rng` is unused by the current models (no dropout) but is part of the
   signature so that stochastic layers get their key folded in with the step.
+  `lr_scale`: the schedule's factor of the base learning rate for this step
+  (`lr_multiplier`); applied to the update when `scheduled` (static), so a
+  constant schedule runs exactly the unscheduled program.
   """
   images = inference.normalize(batch["image"])
   labels = batch["label"]
@@ -96,7 +135,17 @@ def train_step(
     return loss, (parts, logits, new_bs)
 
   (loss, (parts, logits, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=new_bs)
+  if scheduled:
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: u * lr_scale, updates)
+    state = state.replace(
+      step=state.step + 1,
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      batch_stats=new_bs,
+    )
+  else:
+    state = state.apply_gradients(grads=grads, batch_stats=new_bs)
   out = {
     "loss": loss,
     "ce": parts["ce"],
@@ -112,7 +161,8 @@ class Trainer:
   """What every fold of a run shares; built once per run by `make_trainer`.
 
   `init(rng)` -> a fresh TrainState (replicated over `mesh`); `step(state,
-  batch, rng)` -> (state, metrics), the batch sharded along `data`.
+  batch, rng, lr_scale=1)` -> (state, metrics), the batch sharded along `data`,
+  `lr_scale` the schedule's factor for the step (`step_lr_scale`).
   """
 
   config: ml_collections.ConfigDict
@@ -156,6 +206,8 @@ _TRAINING_FIELDS = (
   ("optimizer.b1", lambda x: is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
   ("optimizer.b2", lambda x: is_number(x) and 0 <= x < 1, "a number in [0, 1)"),
   ("optimizer.eps", lambda x: is_number(x) and x > 0, "a finite number > 0"),
+  ("optimizer.schedule", lambda x: x in SCHEDULES, f"one of {', '.join(SCHEDULES)}"),
+  ("optimizer.wd_params", lambda x: x in WD_PARAMS, f"one of {', '.join(WD_PARAMS)}"),
   ("loss.lambda_prsc", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
   ("loss.delta", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
   ("loss.k_h", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
@@ -207,13 +259,26 @@ def make_trainer(config: ml_collections.ConfigDict, mesh=None) -> Trainer:
     )
 
   loss_cfg = ml_collections.FrozenConfigDict(config.loss)
-  step = jax.jit(
-    functools.partial(train_step, model=model, loss_cfg=loss_cfg),
+  compiled_step = jax.jit(
+    functools.partial(train_step, model=model, loss_cfg=loss_cfg, scheduled=is_scheduled(config)),
     donate_argnums=0,
-    in_shardings=(repl, data, repl),
+    in_shardings=(repl, data, repl, repl),
     out_shardings=(repl, repl),
   )
+
+  def step(state, batch, rng, lr_scale=1.0):
+    return compiled_step(state, batch, rng, np.float32(lr_scale))
+
   return Trainer(config=config, model=model, mesh=mesh, init=init, step=step)
+
+
+def is_scheduled(config) -> bool:
+  return config.optimizer.schedule != "constant"
+
+
+def step_lr_scale(config, step: int, total_steps: int) -> np.float32:
+  """This step's learning-rate factor, as the array `Trainer.step` takes."""
+  return np.float32(lr_multiplier(config.optimizer.schedule, step, total_steps))
 
 
 def state_variables(state: TrainState) -> dict:
@@ -366,7 +431,9 @@ def train_fold(trainer: Trainer, workdir: str, held_out: int, source, indices) -
     fold.manager.close()
     return state_variables(state)
 
-  writer = writers.MetricWriter(layout.tensorboard_dir(workdir, held_out))
+  writer = writers.MetricWriter(
+    layout.tensorboard_dir(workdir, held_out), layout.metrics_path(workdir, held_out)
+  )
   bar = tqdm(
     total=total_steps,
     initial=int(state.step),
@@ -387,7 +454,12 @@ def train_fold(trainer: Trainer, workdir: str, held_out: int, source, indices) -
         batch = sharding.shard_batch(
           {"image": batch["image"], "label": batch["label"]}, trainer.mesh
         )
-        state, out = trainer.step(state, batch, jax.random.fold_in(fold.step_key, step))
+        state, out = trainer.step(
+          state,
+          batch,
+          jax.random.fold_in(fold.step_key, step),
+          step_lr_scale(config, step, total_steps),
+        )
         if pending is not None:  # read the previous step's metrics while this one runs
           _accumulate(sums, pending, held_out, bar)
         pending = (step, out)

@@ -9,6 +9,7 @@ written with tensorboardX instead and read by the stock `tensorboard`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 
@@ -46,14 +47,33 @@ def console_logging(quiet_libraries: bool = True) -> logging.Logger:
 
 
 class MetricWriter:
-  """Writes scalars to `<logdir>` (TensorBoard event files)."""
+  """Writes scalars to `<logdir>` (TensorBoard event files) and, when `jsonl` is given, one
+  JSON line per call to that file (`{"step": ..., name: value, ...}`, appended: a resumed fold
+  may repeat the steps after its last checkpoint; the last line of a step is the one that holds).
+  """
 
-  def __init__(self, logdir: str):
+  def __init__(self, logdir: str, jsonl: str | None = None):
     self._tb = SummaryWriter(logdir)
+    self._jsonl = jsonl
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     for name, value in scalars.items():
       self._tb.add_scalar(name, float(value), global_step=step)
+    if self._jsonl:
+      line = json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
+      with open(self._jsonl, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
 
   def close(self) -> None:
     self._tb.close()
+
+
+def read_jsonl_metrics(path: str) -> list[dict]:
+  """The records of a `MetricWriter` JSON-lines file, one per step (the last written), by step."""
+  by_step = {}
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.strip():
+        record = json.loads(line)
+        by_step[record["step"]] = record
+  return [by_step[s] for s in sorted(by_step)]

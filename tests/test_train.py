@@ -15,7 +15,7 @@ import optax
 import pytest
 from conftest import ROOT, mini_config
 
-from painseeker_jax import inference, input_pipeline, layout, loro, train
+from painseeker_jax import inference, input_pipeline, layout, loro, train, writers
 
 
 def _batch(n=4, size=64, seed=0):
@@ -387,3 +387,80 @@ def test_truncated_checkpoint_resumes_from_the_previous_one(mini_data_dir, tmp_p
   with pytest.raises(ValueError, match=r"(?s)no readable checkpoint of fold rat2.*rm -r"):
     loro.run_loro(config(), workdir)
   assert _read(workdir, "predictions.csv") == before  # nothing finished is lost
+
+
+def test_lr_multiplier():
+  assert train.lr_multiplier("constant", 7, 10) == 1.0
+  np.testing.assert_allclose(
+    [train.lr_multiplier("cosine", s, 8) for s in (0, 2, 4, 6, 8, 9)],
+    [1.0, 0.5 + 0.5 * np.cos(np.pi / 4), 0.5, 0.5 - 0.5 * np.cos(np.pi / 4), 0.0, 0.0],
+    atol=1e-12,
+  )
+  with pytest.raises(ValueError, match="config.optimizer.schedule"):
+    train.lr_multiplier("step", 0, 8)
+
+
+@pytest.mark.parametrize("name", ["adam_l2", "adamw"])
+def test_wd_params_kernels_decays_only_kernels(name):
+  """With zero gradients the update is the weight decay alone: present for a kernel (ndim > 1),
+  absent for a bias or a BatchNorm scale with wd_params='kernels', present with 'all'."""
+  from configs import loro as loro_configs
+
+  opt = loro_configs.get_config("synthetic").optimizer
+  opt.name = name
+  params = {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3), "scale": jnp.ones(3)}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for wd_params, decayed in (("all", {"kernel", "bias", "scale"}), ("kernels", {"kernel"})):
+    opt.wd_params = wd_params
+    tx = train.make_optimizer(opt)
+    upd, _ = tx.update(zeros, tx.init(params), params)
+    assert {k for k, u in upd.items() if np.any(np.asarray(u) != 0)} == decayed
+  opt.wd_params = "biases"
+  with pytest.raises(ValueError, match="config.optimizer.wd_params"):
+    train.make_optimizer(opt)
+
+
+def test_scheduled_step_scales_the_update(mini_data_dir):
+  """A cosine-scheduled trainer at lr_scale 1 takes the constant trainer's step; at 0.5 it
+  moves the parameters half as far (Adam's first step is lr * sign-like, so the update is
+  linear in the scale); at 0 they stay."""
+  batch = _batch()
+  moved = {}
+  for schedule, scale in (("constant", 1.0), ("cosine", 1.0), ("cosine", 0.5), ("cosine", 0.0)):
+    trainer = train.make_trainer(mini_config(mini_data_dir, **{"optimizer.schedule": schedule}))
+    state0 = trainer.init(jax.random.key(0))
+    before = jax.device_get(state0.params)
+    state, _ = trainer.step(state0, batch, jax.random.key(1), scale)
+    moved[schedule, scale] = jax.tree.map(lambda a, b: a - b, jax.device_get(state.params), before)
+  flat = {k: np.concatenate([x.ravel() for x in jax.tree.leaves(v)]) for k, v in moved.items()}
+  np.testing.assert_allclose(flat["cosine", 1.0], flat["constant", 1.0], atol=2e-7)
+  np.testing.assert_allclose(flat["cosine", 0.5], 0.5 * flat["constant", 1.0], atol=2e-7)
+  assert np.all(flat["cosine", 0.0] == 0) and np.any(flat["constant", 1.0] != 0)
+
+
+def test_metrics_jsonl_is_the_training_curve(mini_data_dir, tmp_path):
+  """Every epoch of a fold is one line of <fold>/metrics.jsonl; a repeated step keeps the last."""
+  workdir = str(tmp_path / "w")
+  loro.run_loro(mini_config(mini_data_dir, folds=(2,), num_epochs=2), workdir)
+  records = writers.read_jsonl_metrics(layout.metrics_path(workdir, 2))
+  assert [r["step"] for r in records] == [7, 14]  # 60 training images // batch 8 = 7 steps
+  assert {"accuracy", "ce", "prsc", "loss", "grad_norm"} <= set(records[0])
+  with open(layout.metrics_path(workdir, 2), "a") as f:
+    f.write(json.dumps({"step": 7, "accuracy": 0.25}) + "\n")
+  assert writers.read_jsonl_metrics(layout.metrics_path(workdir, 2))[0] == {
+    "step": 7,
+    "accuracy": 0.25,
+  }
+
+
+def test_workdir_from_before_the_schedule_fields_is_the_same_config(mini_data_dir, tmp_path):
+  """A config.json written before optimizer.schedule / wd_params existed means their defaults."""
+  workdir = str(tmp_path / "w")
+  config = mini_config(mini_data_dir)
+  layout.check_config(config, workdir)
+  saved = layout.read_config(workdir)
+  del saved["optimizer"]["schedule"], saved["optimizer"]["wd_params"]
+  layout.write_json(layout.config_path(workdir), saved)
+  layout.write_json(layout.config_path(workdir), saved)
+  with pytest.raises(ValueError, match="another configuration.*optimizer"):
+    layout.check_config(mini_config(mini_data_dir, **{"optimizer.schedule": "cosine"}), workdir)

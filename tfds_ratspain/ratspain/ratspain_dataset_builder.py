@@ -7,6 +7,10 @@ Builder configs (same schema):
     label counts (1,138 labelled + 157 low-confidence images, 256x256).
   * `synthetic_mini`: the first 12 images of each split of the twin, for
     smoke runs and tests (seconds to build).
+  * `synthetic_dev`: the same generator with another seed (1): other faces,
+    poses and labels drawn from the same distributions, with the same per-rat
+    label counts. For tuning recipes (docs/results.md "Recipe study"), so that
+    nothing is tuned on the `synthetic` folds that are reported.
 
 Splits are `rat1` ... `rat6` (one per animal: a leave-one-rat-out fold is a
 split expression such as `rat1+rat2+rat3+rat4+rat5`) and `low_confidence`
@@ -84,6 +88,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       synthetic=True,
       max_per_split=MINI_PER_SPLIT,
       description=f"At most {MINI_PER_SPLIT} images per split of the twin.",
+    ),
+    RatsPainConfig(
+      name="synthetic_dev",
+      synthetic=True,
+      seed=1,
+      description="The twin's generator with seed 1, for tuning (never for reported results).",
     ),
   ]
   DEFAULT_CONFIG_NAME = "real"
