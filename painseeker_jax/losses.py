@@ -41,6 +41,22 @@ def cross_entropy(
   return _masked_mean(per_example_B, mask_B)
 
 
+def au_cross_entropy(au_logits_BxAx3: jax.Array, au_labels_BxA: jax.Array) -> jax.Array:
+  """Mean cross-entropy of the action-unit (AU) heads over the AU scores that are known.
+
+  `L_au = (1 / sum_{b,a} m_ba) * sum_{b,a} m_ba * (-log softmax(z_ba)[y_ba])`, with
+  `m_ba = 1` where `y_ba` is a score 0/1/2 and 0 where it is -1 ("not scorable", or an image
+  without AU scores, or batch padding). Every known (image, AU) pair weighs the same; 0 when
+  nothing is known. `au_logits_BxAx3`: unnormalised scores of the three levels of each AU.
+  """
+  labels_BxA = jnp.asarray(au_labels_BxA)
+  known_BxA = labels_BxA >= 0
+  per_entry_BxA = optax.softmax_cross_entropy_with_integer_labels(
+    jnp.asarray(au_logits_BxAx3, jnp.float32), jnp.where(known_BxA, labels_BxA, 0)
+  )
+  return _masked_mean(per_entry_BxA.reshape(-1), known_BxA.reshape(-1))
+
+
 def _check_k_h(k_h, num_regions: int) -> None:
   if isinstance(k_h, bool) or not isinstance(k_h, numbers.Integral):
     raise ValueError(f"config.loss.k_h must be an integer, got {k_h!r}")

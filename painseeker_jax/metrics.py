@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
+
+AU_LEVELS = (0, 1, 2)
 
 
 def _as_binary(name: str, y) -> np.ndarray:
@@ -105,3 +107,58 @@ def loro_metrics(y_true, y_pred, groups: Sequence[Any]) -> dict[str, Any]:
     for k in pooled:
       pooled[k] += counts[k]
   return {"per_group": per_group, "pooled": {**pooled, **scores_from_confusion(**pooled)}}
+
+
+def au_metrics(y_true, y_pred, expected, names: Sequence[str]) -> dict[str, Any]:
+  """Per action unit (AU) and for the mean grimace score: how the AU heads score the images.
+
+  `y_true` (N x A): the raters' scores 0/1/2, -1 where not scorable (left out of that AU's
+  figures); `y_pred` (N x A): the predicted level (argmax); `expected` (N x A): the expected
+  score `sum_l l * p_l` of each AU (0..2); `names`: the A AU names.
+
+  Per AU, over its known scores: `n`, `accuracy` (%), `macro_f1` (F1 averaged over the levels
+  present in the labels or predictions), `qwk` (Cohen's kappa with quadratic weights over the
+  levels 0, 1, 2; 0 when the labels and predictions are each one single level, as sklearn's
+  undefined case is), `mae` (mean |expected - label|).
+  `grimace_score`: per image with at least one known AU, the mean of the known AU labels
+  (the RGS/MGS score) against the mean of the same AUs' expected scores: `n`, `mae`.
+  Returns plain floats/ints (JSON-friendly); an AU without known scores gets `{"n": 0}`.
+  """
+  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+  expected = np.asarray(expected, np.float64)
+  if not (y_true.shape == y_pred.shape == expected.shape) or y_true.ndim != 2:
+    raise ValueError(
+      f"AU labels, predictions and expected scores must be N x A of one shape, got "
+      f"{y_true.shape}, {y_pred.shape}, {expected.shape}"
+    )
+  if y_true.shape[1] != len(names):
+    raise ValueError(f"{y_true.shape[1]} AU columns but {len(names)} names {list(names)}")
+  if not np.isin(y_true, (-1, *AU_LEVELS)).all() or not np.isin(y_pred, AU_LEVELS).all():
+    raise ValueError("AU labels must be -1, 0, 1 or 2 and predictions 0, 1 or 2")
+  out: dict[str, Any] = {}
+  for a, name in enumerate(names):
+    known = y_true[:, a] >= 0
+    t, p, e = y_true[known, a], y_pred[known, a], expected[known, a]
+    if not known.any():
+      out[name] = {"n": 0}
+      continue
+    single = len(np.unique(t)) == 1 and len(np.unique(p)) == 1
+    out[name] = {
+      "n": int(known.sum()),
+      "accuracy": float(100.0 * np.mean(t == p)),
+      "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
+      "qwk": 0.0
+      if single
+      else float(cohen_kappa_score(t, p, labels=list(AU_LEVELS), weights="quadratic")),
+      "mae": float(np.mean(np.abs(e - t))),
+    }
+  known = y_true >= 0
+  rows = known.any(axis=1)
+  counts = known[rows].sum(axis=1)
+  true_score = np.where(known, y_true, 0)[rows].sum(axis=1) / counts
+  pred_score = np.where(known, expected, 0.0)[rows].sum(axis=1) / counts
+  out["grimace_score"] = {
+    "n": int(rows.sum()),
+    **({"mae": float(np.mean(np.abs(pred_score - true_score)))} if rows.any() else {}),
+  }
+  return out

@@ -204,3 +204,25 @@ def test_total_loss_grad_under_jit():
   gz, gb = jax.grad(f, argnums=(0, 1))(logits, beta)
   assert np.all(np.isfinite(gz)) and np.all(np.isfinite(gb))
   assert np.any(gb != 0)
+
+
+def test_au_cross_entropy_matches_masked_reference():
+  """Mean CE over the known (image, AU) pairs; -1 entries are left out."""
+  rng = np.random.default_rng(3)
+  logits = rng.normal(size=(5, 4, 3)).astype(np.float32)
+  labels = rng.integers(-1, 3, (5, 4))
+  labels[0] = -1  # an image without AU scores
+  known = labels >= 0
+  ref = ce_reference(logits[known], labels[known])
+  np.testing.assert_allclose(losses.au_cross_entropy(logits, labels), ref, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(losses.au_cross_entropy)(logits, labels), ref, rtol=1e-6)
+  assert float(losses.au_cross_entropy(logits, -np.ones((5, 4), int))) == 0.0
+
+
+def test_au_cross_entropy_grads():
+  rng = np.random.default_rng(4)
+  logits = jnp.asarray(rng.normal(size=(3, 5, 3)))
+  labels = jnp.asarray(rng.integers(-1, 3, (3, 5)))
+  check_grads(lambda z: losses.au_cross_entropy(z, labels), (logits,), order=2, modes=["rev"])
+  g = jax.grad(losses.au_cross_entropy)(logits, labels)
+  assert np.all(np.asarray(g)[np.asarray(labels) < 0] == 0)  # unknown scores pull nothing

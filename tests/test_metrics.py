@@ -116,3 +116,30 @@ def test_loro_group_order_and_numpy_keys():
 def test_loro_length_mismatch_raises():
   with pytest.raises(ValueError, match="length"):
     metrics.loro_metrics([0, 1], [0, 1], ["rat1"])
+
+
+def test_au_metrics_hand_computed():
+  y_true = [[0, -1], [1, 0], [2, 0], [2, 1]]
+  y_pred = [[0, 0], [2, 0], [2, 1], [1, 1]]
+  expected = [[0.2, 0.0], [1.5, 0.3], [1.8, 0.9], [1.0, 1.2]]
+  m = metrics.au_metrics(y_true, y_pred, expected, ["au_orbital", "au_ear"])
+  orb = m["au_orbital"]
+  assert orb["n"] == 4 and orb["accuracy"] == pytest.approx(50.0)
+  # F1 per level: 0 -> 1, 1 -> 0, 2 -> 2/(2+1+1); kappa with weights (i-j)^2/4 = 1 - 0.5/1.375.
+  assert orb["macro_f1"] == pytest.approx((1 + 0 + 0.5) / 3)
+  assert orb["qwk"] == pytest.approx(7 / 11)
+  assert orb["mae"] == pytest.approx((0.2 + 0.5 + 0.2 + 1.0) / 4)
+  ear = m["au_ear"]  # the -1 of the first image is left out
+  assert ear["n"] == 3 and ear["accuracy"] == pytest.approx(200 / 3)
+  assert ear["mae"] == pytest.approx((0.3 + 0.9 + 0.2) / 3)
+  # Mean grimace score per image over its known AUs: |0.2-0| |0.9-0.5| |1.35-1| |1.1-1.5|.
+  assert m["grimace_score"] == {"n": 4, "mae": pytest.approx((0.2 + 0.4 + 0.35 + 0.4) / 4)}
+
+
+def test_au_metrics_unknown_and_single_level_and_bad_input():
+  m = metrics.au_metrics([[-1, 1], [-1, 1]], [[0, 1], [1, 1]], [[0, 1], [1, 1]], ["a", "b"])
+  assert m["a"] == {"n": 0} and m["b"]["qwk"] == 0.0 and m["b"]["accuracy"] == 100.0
+  with pytest.raises(ValueError, match="-1, 0, 1 or 2"):
+    metrics.au_metrics([[3]], [[0]], [[0.0]], ["a"])
+  with pytest.raises(ValueError, match="names"):
+    metrics.au_metrics([[0]], [[0]], [[0.0]], ["a", "b"])
