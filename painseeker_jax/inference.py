@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from painseeker_jax import models
+from painseeker_jax.scales import SCALES
 
 CLASS_NAMES = ("no_pain", "pain")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -19,6 +20,17 @@ NUM_CLASSES = len(CLASS_NAMES)
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def au_names(config) -> tuple[str, ...]:
+  """The AUs the config's model has heads for: those of `config.scale` when
+  `config.loss.lambda_au` > 0, else none (the paper's model)."""
+  if not config.loss.get("lambda_au", 0):
+    return ()
+  scale = config.get("scale", "rgs")
+  if scale not in SCALES:
+    raise ValueError(f"config.scale={scale!r}; use one of {', '.join(SCALES)}")
+  return SCALES[scale]
 
 
 def normalize(images_uint8, mean_rgb=MEAN_RGB, std_rgb=STD_RGB):
@@ -35,7 +47,12 @@ def make_model(config, dtype: str | None = None):
     raise ValueError(f"config.dtype={name!r}; use float32 or bfloat16")
   conv = models.resolve_conv(config.model.get("conv", "auto"), DTYPES[name])
   return models.create_model(
-    config.model.name, NUM_CLASSES, size=config.model.size, dtype=DTYPES[name], conv=conv
+    config.model.name,
+    NUM_CLASSES,
+    size=config.model.size,
+    dtype=DTYPES[name],
+    conv=conv,
+    num_aus=len(au_names(config)),
   )
 
 
@@ -54,11 +71,18 @@ def num_regions(model, image_size: int) -> int | None:
   return None if out[1] is None else int(out[1].shape[-1])
 
 
+def outputs(model, variables, images_uint8, mean_rgb=MEAN_RGB, std_rgb=STD_RGB):
+  """(p_pain_B, beta_BxK or None, au_probs_BxAx3 or None): the softmax probability of `pain`,
+  the attention, and the softmax over the levels 0/1/2 of each AU (models with AU heads)."""
+  x = normalize(images_uint8, mean_rgb, std_rgb)
+  logits, beta, au_logits, _ = models.forward(model, variables, x, train=False)
+  p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+  return p, beta, None if au_logits is None else jax.nn.softmax(au_logits, axis=-1)
+
+
 def p_pain(model, variables, images_uint8, mean_rgb=MEAN_RGB, std_rgb=STD_RGB):
   """(p_pain_B, beta_BxK or None): the softmax probability of `pain` and the attention."""
-  x = normalize(images_uint8, mean_rgb, std_rgb)
-  logits, beta, _ = models.forward(model, variables, x, train=False)
-  return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1], beta
+  return outputs(model, variables, images_uint8, mean_rgb, std_rgb)[:2]
 
 
 def stack_variables(trees: list):

@@ -50,6 +50,8 @@ _ADDED_DEFAULTS = {
   "dtype": "float32",
   "optimizer.schedule": "constant",
   "optimizer.wd_params": "all",
+  "scale": "rgs",
+  "loss.lambda_au": 0.0,
 }
 
 
@@ -141,10 +143,15 @@ def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) 
   write_json(results_path(workdir), results)
   write_atomic(os.path.join(workdir, RESULTS_MD), markdown)
   buf = io.StringIO()
-  w = csv.DictWriter(buf, fieldnames=PREDICTION_FIELDS, extrasaction="ignore", lineterminator="\n")
+  # Models with AU heads add their AU columns (loro.au_columns) after the pain columns.
+  au = [k for k in rows[0] if k.startswith("au_") or k == "grimace_score"] if rows else []
+  w = csv.DictWriter(
+    buf, fieldnames=PREDICTION_FIELDS + au, extrasaction="ignore", lineterminator="\n"
+  )
   w.writeheader()
+  floats = [k for k in au if isinstance(rows[0][k], float)]
   for r in rows:
-    w.writerow(dict(r, p_pain=f"{r['p_pain']:.6f}"))
+    w.writerow(dict(r, p_pain=f"{r['p_pain']:.6f}", **{k: f"{r[k]:.4f}" for k in floats}))
   write_atomic(os.path.join(workdir, PREDICTIONS_CSV), buf.getvalue())
   if rows and rows[0].get("beta") is not None:  # PainSeeker's attention, for the analyses
     tmp = os.path.join(workdir, f"attention.tmp{os.getpid()}.npz")

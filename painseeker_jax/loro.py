@@ -46,12 +46,19 @@ def validate_config(config, num_devices: int) -> None:
     raise ValueError(
       f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap"
     )
+  train.check_field(config, "scale", lambda x: x in inference.SCALES, "rgs or mgs")
+  if inference.au_names(config) and config.scale != "rgs":
+    raise ValueError(
+      f"config.scale={config.scale!r}: the ratspain data sets hold Rat Grimace Scale AU scores "
+      "(au_orbital, au_ear, au_nose, au_whisker); use --config.scale=rgs"
+    )
   multi_run.resolve_multi_run(config.get("multi_run", "sequential"))
   sharding.check_divisible(config.eval_batch_size, num_devices, "config.eval_batch_size")
 
 
 def make_fold_eval(model, strategy: str, mesh=None):
-  """jit fn(variables_F, images_FxBxHxWx3) -> (p_pain_FxB, beta_FxBxK or None).
+  """jit fn(variables_F, images_FxBxHxWx3) -> (p_pain_FxB, beta_FxBxK or None, au_probs_FxBxAx3
+  or None).
 
   `vmap` batches the fold axis (on CPU XLA turns it into grouped convolutions,
   much slower: benchmarks/eval_strategy.py); `map` runs the folds one after
@@ -64,7 +71,7 @@ def make_fold_eval(model, strategy: str, mesh=None):
     strategy = "map" if jax.default_backend() == "cpu" else "vmap"
   mesh = sharding.make_mesh() if mesh is None else mesh
   fold_data, repl = sharding.fold_batch_sharding(mesh), sharding.replicated(mesh)
-  one = functools.partial(inference.p_pain, model)
+  one = functools.partial(inference.outputs, model)
   jit = functools.partial(jax.jit, in_shardings=(repl, fold_data), out_shardings=repl)
   if strategy == "vmap":
     return jit(jax.vmap(one))
@@ -77,8 +84,25 @@ def _text(x) -> str:
   return x.decode("utf-8") if isinstance(x, bytes) else str(x)
 
 
-def prediction_row(record, p_pain: float, pred: int, held_out: int, beta=None) -> dict:
-  """One row of predictions.csv (plus the held-out rat and the attention, if any)."""
+def au_columns(names, au_scores, au_probs) -> dict:
+  """The AU columns of a prediction row: per AU `<name>` the expected score (0..2, from the
+  head's softmax), `<name>_pred` the most probable level and `<name>_label` the raters' score
+  (-1 unknown); and `grimace_score`, the mean expected score over the AUs (the RGS/MGS
+  convention)."""
+  probs = np.asarray(au_probs, np.float64)
+  expected = probs @ np.arange(3.0)
+  out = {}
+  for a, name in enumerate(names):
+    out[name] = float(expected[a])
+    out[f"{name}_pred"] = int(np.argmax(probs[a]))
+    out[f"{name}_label"] = int(au_scores[a])
+  out["grimace_score"] = float(expected.mean())
+  return out
+
+
+def prediction_row(record, p_pain: float, pred: int, held_out: int, beta=None, au=None) -> dict:
+  """One row of predictions.csv (plus the held-out rat and the attention, if any; `au`: the
+  AU columns, `au_columns`)."""
   return {
     "filename": _text(record["filename"]),
     "rat_id": int(record["rat_id"]),
@@ -88,6 +112,7 @@ def prediction_row(record, p_pain: float, pred: int, held_out: int, beta=None) -
     "pred": pred,
     "held_out": held_out,
     "beta": beta,
+    **(au or {}),
   }
 
 
@@ -100,6 +125,7 @@ def evaluate_folds(
   batch axis is sharded over the trainer's mesh, the fold axis is not.
   """
   config, mesh = trainer.config, trainer.mesh
+  au_names = inference.au_names(config)
   folds = list(variables_by_fold)
   fold_eval = make_fold_eval(trainer.model, config.eval.fold_strategy, mesh)
   variables_F = sharding.replicate(
@@ -128,18 +154,23 @@ def evaluate_folds(
         empty = empty or {n: np.zeros_like(a) for n, a in batches[folds[0]][0].items()}
         batch_by_fold.append(empty)
     images = sharding.shard_fold_batch(np.stack([x["image"] for x in batch_by_fold]), mesh)
-    p_pain, beta = jax.device_get(fold_eval(variables_F, images))
+    p_pain, beta, au_probs = jax.device_get(fold_eval(variables_F, images))
     for f, k in enumerate(folds):
       x = batch_by_fold[f]
       for i in np.flatnonzero(x["mask"]):
         p = float(p_pain[f, i])
+        record = test_sources[k][int(x["index"][i])]
+        au = None
+        if au_probs is not None:
+          au = au_columns(au_names, record["au_scores"], au_probs[f, i])
         rows.append(
           prediction_row(
-            test_sources[k][int(x["index"][i])],
+            record,
             p,
             int(p > 0.5),
             k,
             None if beta is None else np.asarray(beta[f, i], np.float32),
+            au,
           )
         )
   return rows
@@ -179,6 +210,11 @@ def write_outputs(config, workdir: str, rows: list[dict], provenance_info: dict)
     [r["pain"] for r in rows], [r["pred"] for r in rows], [f"rat{r['held_out']}" for r in rows]
   )
   per_rat = {k: m["per_group"][k] for k in sorted(m["per_group"], key=lambda s: int(s[3:]))}
+  names = inference.au_names(config)
+  if names and rows and names[0] in rows[0]:  # AU heads: per-AU scores beside the pain scores
+    for k in per_rat:
+      per_rat[k]["au"] = au_block(names, [r for r in rows if f"rat{r['held_out']}" == k])
+    m["pooled"]["au"] = au_block(names, rows)
   results = {
     "config": json.loads(config.to_json_best_effort()),
     "per_rat": per_rat,
@@ -187,6 +223,14 @@ def write_outputs(config, workdir: str, rows: list[dict], provenance_info: dict)
   }
   layout.write_results(workdir, results, results_markdown(results, method_title(config)), rows)
   return results
+
+
+def au_block(names, rows: list[dict]) -> dict:
+  """Per-AU accuracy, macro-F1, QWK and MAE, and the grimace-score MAE, of prediction rows."""
+  expected = np.array([[r[n] for n in names] for r in rows], np.float64).reshape(-1, len(names))
+  labels = np.array([[r[f"{n}_label"] for n in names] for r in rows]).reshape(-1, len(names))
+  pred = np.array([[r[f"{n}_pred"] for n in names] for r in rows]).reshape(-1, len(names))
+  return metrics_lib.au_metrics(labels, pred, expected, names)
 
 
 def provenance(mesh=None) -> dict:

@@ -182,6 +182,7 @@ class ResNet(nn.Module):
   num_filters: int = 64
   dtype: Any = jnp.float32
   conv: str = "xla"
+  num_aus: int = 0  # > 0: AU heads on the pooled feature (`au_heads`)
 
   @nn.compact
   def __call__(self, images_BxHxWx3, train: bool = True):
@@ -192,7 +193,10 @@ class ResNet(nn.Module):
     logits_BxC = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_dense_init, name="fc")(
       pooled_BxD
     )
-    return jnp.asarray(logits_BxC, jnp.float32)
+    logits_BxC = jnp.asarray(logits_BxC, jnp.float32)
+    if self.num_aus:
+      return logits_BxC, au_heads(self, pooled_BxD)
+    return logits_BxC
 
 
 class PainSeeker(nn.Module):
@@ -206,6 +210,8 @@ class PainSeeker(nn.Module):
   with g = Dense(1) (`region_score`) and h = Dense(num_classes) (`fc`).
   Returns `(logits_BxC, beta_BxK)`; K follows the feature map (49 at 224).
   Attention weights and the fused feature are computed in float32.
+  With `num_aus` > 0 it also returns the AU heads' logits on the fused
+  feature, `(logits_BxC, beta_BxK, au_logits_BxAx3)` (`au_heads`).
   """
 
   stage_sizes: Sequence[int]
@@ -213,6 +219,7 @@ class PainSeeker(nn.Module):
   num_filters: int = 64
   dtype: Any = jnp.float32
   conv: str = "xla"
+  num_aus: int = 0
 
   @nn.compact
   def __call__(self, images_BxHxWx3, train: bool = True):
@@ -230,7 +237,19 @@ class PainSeeker(nn.Module):
     logits_BxC = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_dense_init, name="fc")(
       fused_BxD
     )  # Eq. 3
+    if self.num_aus:
+      return jnp.asarray(logits_BxC, jnp.float32), beta_BxK, au_heads(self, fused_BxD)
     return jnp.asarray(logits_BxC, jnp.float32), beta_BxK
+
+
+def au_heads(module: nn.Module, feature_BxD: jax.Array) -> jax.Array:
+  """The grimace-scale action-unit heads: for each of `module.num_aus` AUs, logits of the
+  levels 0/1/2 from the image's feature (one Dense(3 A), `au_fc`), float32 `B x A x 3`.
+  Called inside `module`'s compact `__call__`."""
+  out_BxA3 = nn.Dense(
+    3 * module.num_aus, dtype=module.dtype, kernel_init=_dense_init, name="au_fc"
+  )(feature_BxD)
+  return jnp.asarray(out_BxA3, jnp.float32).reshape(feature_BxD.shape[0], module.num_aus, 3)
 
 
 ResNet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2))
@@ -267,16 +286,17 @@ def create_model(name: str, num_classes: int, *, size: str = "full", **kw) -> nn
 
 def forward(
   model: nn.Module, variables, images_BxHxWx3, train: bool, rngs=None
-) -> tuple[jax.Array, jax.Array | None, Any | None]:
-  """Applies either model and returns `(logits, beta_or_None, batch_stats)`.
+) -> tuple[jax.Array, jax.Array | None, jax.Array | None, Any | None]:
+  """Applies either model and returns `(logits, beta_or_None, au_logits_or_None, batch_stats)`.
 
   `model` is a `ResNet` or `PainSeeker` module, `variables` its
   `{'params': ..., 'batch_stats': ...}` and `images_BxHxWx3` the input images
   (NHWC). When `train` is True, BatchNorm uses batch statistics and updates
   the running ones. `rngs` is an optional PRNG dict passed to `apply`.
 
-  The three results are `logits_BxC`; `beta_BxK` (`None` for `ResNet`); and
-  the updated `batch_stats` collection (`None` when nothing was mutable).
+  The four results are `logits_BxC`; `beta_BxK` (`None` for `ResNet`);
+  `au_logits_BxAx3` (`None` without AU heads, `num_aus` 0); and the updated
+  `batch_stats` collection (`None` when nothing was mutable).
   """
   mutable = ["batch_stats"] if train else False
   out = model.apply(variables, images_BxHxWx3, train=train, mutable=mutable, rngs=rngs)
@@ -284,8 +304,9 @@ def forward(
   if mutable:
     out, updates = out
     new_batch_stats = updates.get("batch_stats")
-  if isinstance(out, tuple):
-    logits_BxC, beta_BxK = out
-  else:
-    logits_BxC, beta_BxK = out, None
-  return logits_BxC, beta_BxK, new_batch_stats
+  out = out if isinstance(out, tuple) else (out,)
+  au_logits = out[-1] if getattr(model, "num_aus", 0) else None
+  if au_logits is not None:
+    out = out[:-1]
+  logits_BxC, beta_BxK = (out[0], out[1]) if len(out) == 2 else (out[0], None)
+  return logits_BxC, beta_BxK, au_logits, new_batch_stats

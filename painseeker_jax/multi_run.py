@@ -131,14 +131,13 @@ def train_folds_stacked(
       for i in range(max(steps[k] for k in live)):
         active = [k in its and i < steps[k] for k in todo]
         real = {k: next(its[k]) for k, a in zip(todo, active) if a}
-        padding = padding or {
-          n: np.zeros_like(next(iter(real.values()))[n]) for n in ("image", "label")
-        }
+        real = {k: train.step_inputs(config, b) for k, b in real.items()}
+        padding = padding or {n: np.zeros_like(a) for n, a in next(iter(real.values())).items()}
         batch = [real.get(k, padding) for k in todo]
         step_R = [epoch * steps[k] + i for k in todo]  # = the fold's state.step where active
         rngs = jax.vmap(jax.random.fold_in)(keys, jnp.asarray(step_R, jnp.uint32))
         stacked_batch = sharding.shard_fold_batch(
-          {n: np.stack([b[n] for b in batch]) for n in ("image", "label")}, mesh
+          {n: np.stack([b[n] for b in batch]) for n in padding}, mesh
         )
         lr_R = [
           train.step_lr_scale(config, s, steps[k] * config.num_epochs) for k, s in zip(todo, step_R)

@@ -126,12 +126,15 @@ def train_step(
 
   def loss_fn(params):
     variables = {"params": params, "batch_stats": state.batch_stats}
-    logits, beta, new_bs = models.forward(
+    logits, beta, au_logits, new_bs = models.forward(
       model, variables, images, train=True, rngs={"dropout": rng}
     )
     loss, parts = losses.total_loss(
       logits, labels, beta, loss_cfg.lambda_prsc, loss_cfg.k_h, loss_cfg.delta
     )
+    if au_logits is not None:  # the AU heads (config.loss.lambda_au > 0)
+      parts["au"] = losses.au_cross_entropy(au_logits, batch["au"])
+      loss = loss + loss_cfg.lambda_au * parts["au"]
     return loss, (parts, logits, new_bs)
 
   (loss, (parts, logits, new_bs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -150,6 +153,7 @@ def train_step(
     "loss": loss,
     "ce": parts["ce"],
     "prsc": parts["prsc"],
+    **({"au": parts["au"]} if "au" in parts else {}),
     "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
     "grad_norm": optax.tree.norm(grads),
   }
@@ -211,6 +215,7 @@ _TRAINING_FIELDS = (
   ("loss.lambda_prsc", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
   ("loss.delta", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
   ("loss.k_h", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
+  ("loss.lambda_au", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
   ("input.num_threads", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
   ("input.num_workers", lambda x: is_int(x) and x >= 0, "an integer >= 0"),
 )
@@ -270,6 +275,12 @@ def make_trainer(config: ml_collections.ConfigDict, mesh=None) -> Trainer:
     return compiled_step(state, batch, rng, np.float32(lr_scale))
 
   return Trainer(config=config, model=model, mesh=mesh, init=init, step=step)
+
+
+def step_inputs(config, batch: dict) -> dict:
+  """What `train_step` reads of a batch: images, labels and, for AU heads, the AU scores."""
+  keys = ("image", "label", "au") if inference.au_names(config) else ("image", "label")
+  return {k: batch["au_scores" if k == "au" else k] for k in keys}
 
 
 def is_scheduled(config) -> bool:
@@ -451,9 +462,7 @@ def train_fold(trainer: Trainer, workdir: str, held_out: int, source, indices) -
       sums, pending = {}, None
       for batch in epoch_batches(config, held_out, epoch, source, indices):
         step = int(state.step)
-        batch = sharding.shard_batch(
-          {"image": batch["image"], "label": batch["label"]}, trainer.mesh
-        )
+        batch = sharding.shard_batch(step_inputs(config, batch), trainer.mesh)
         state, out = trainer.step(
           state,
           batch,

@@ -108,7 +108,7 @@ def test_tiny_resnet_logits():
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
   assert logits.shape == (2, 3)
   assert np.all(np.isfinite(logits))
-  logits2, beta, stats = models.forward(model, variables, x, train=False)
+  logits2, beta, _, stats = models.forward(model, variables, x, train=False)
   assert beta is None and stats is None
   np.testing.assert_allclose(logits, logits2, rtol=1e-6)
 
@@ -116,7 +116,7 @@ def test_tiny_resnet_logits():
 def test_painseeker_beta_is_distribution(tiny_painseeker):
   model, variables, x = tiny_painseeker
   fwd = jax.jit(lambda v, x: models.forward(model, v, x, train=False))
-  logits, beta, stats = fwd(variables, x)
+  logits, beta, _, stats = fwd(variables, x)
   assert logits.shape == (3, 2)
   assert beta.shape == (3, 4)
   assert stats is None
@@ -128,7 +128,7 @@ def test_painseeker_beta_is_distribution(tiny_painseeker):
 def test_train_mode_updates_batch_stats(tiny_painseeker):
   model, variables, x = tiny_painseeker
   fwd = jax.jit(lambda v, x: models.forward(model, v, x, train=True))
-  logits, beta, new_stats = fwd(variables, x)
+  logits, beta, _, new_stats = fwd(variables, x)
   assert np.all(np.isfinite(logits))
   np.testing.assert_allclose(beta.sum(-1), 1.0, rtol=1e-6)
   old = variables["batch_stats"]
@@ -166,3 +166,23 @@ def test_create_model_errors_and_overrides():
   m = models.create_model("resnet18", 5)
   assert isinstance(m, models.ResNet)
   assert tuple(m.stage_sizes) == (2, 2, 2, 2) and m.num_filters == 64
+
+
+@pytest.mark.parametrize("name", ["painseeker", "resnet18"])
+def test_au_heads(name):
+  """num_aus > 0 adds `au_fc` on the fused (PainSeeker) or pooled (ResNet) feature: logits of the
+  levels 0/1/2 per AU; the pain logits and attention do not depend on it."""
+  plain = models.create_model(name, 2, size="tiny")
+  heads = models.create_model(name, 2, size="tiny", num_aus=5)
+  x = _images(3, 64)
+  v = jax.jit(lambda x: _init(heads, x))(x)
+  logits, beta, au, _ = models.forward(heads, v, x, train=False)
+  assert au.shape == (3, 5, 3) and au.dtype == jnp.float32 and np.all(np.isfinite(au))
+  assert v["params"]["au_fc"]["kernel"].shape[-1] == 15
+  without = {"params": {k: p for k, p in v["params"].items() if k != "au_fc"}}
+  logits0, beta0, au0, _ = models.forward(plain, dict(v, **without), x, train=False)
+  assert au0 is None
+  np.testing.assert_allclose(logits, logits0, rtol=1e-6)
+  assert (beta is None) == (name == "resnet18")
+  if beta is not None:
+    np.testing.assert_allclose(beta, beta0, rtol=1e-6)

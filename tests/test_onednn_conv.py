@@ -152,7 +152,7 @@ def test_painseeker_training_step_equals_xla():
     variables = model.init(jax.random.key(0), x[:1], train=False)
 
     def loss_fn(params, model=model, variables=variables):
-      logits, beta, bs = models.forward(model, dict(variables, params=params), x, train=True)
+      logits, beta, _, bs = models.forward(model, dict(variables, params=params), x, train=True)
       return losses.total_loss(logits, y, beta, 0.1, 2, 0.2)[0], bs
 
     (loss, bs), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(variables["params"])

@@ -600,7 +600,7 @@ def test_torch_reference_painseeker_is_the_same_network():
   y = np.array([0, 1, 1, 0])
 
   def loss_fn(params):
-    logits, beta, _ = models.forward(
+    logits, beta, _, _ = models.forward(
       model, dict(variables, params=params), jnp.asarray(x), train=True
     )
     return losses.total_loss(logits, y, beta, 0.1, 2, 0.2)[0]

@@ -464,3 +464,45 @@ def test_workdir_from_before_the_schedule_fields_is_the_same_config(mini_data_di
   layout.write_json(layout.config_path(workdir), saved)
   with pytest.raises(ValueError, match="another configuration.*optimizer"):
     layout.check_config(mini_config(mini_data_dir, **{"optimizer.schedule": "cosine"}), workdir)
+
+
+@pytest.mark.parametrize("multi_run", ["sequential", "vmap"])
+def test_loro_with_au_heads(mini_data_dir, tmp_path, multi_run):
+  """lambda_au > 0: the AU loss is trained and logged, predictions.csv gains the AU columns and
+  results.json per-AU scores per rat and pooled, consistent with the rows."""
+  workdir = str(tmp_path / "w")
+  config = mini_config(mini_data_dir, folds=(1, 2), multi_run=multi_run, **{"loss.lambda_au": 0.5})
+  results = loro.run_loro(config, workdir)
+  curve = writers.read_jsonl_metrics(layout.metrics_path(workdir, 1))
+  assert curve[0]["au"] > 0
+  np.testing.assert_allclose(
+    curve[0]["loss"], curve[0]["ce"] + 0.1 * curve[0]["prsc"] + 0.5 * curve[0]["au"], rtol=1e-5
+  )
+  rows = layout.read_predictions(workdir)
+  names = inference.SCALES["rgs"]
+  with open(os.path.join(workdir, "predictions.csv")) as f:
+    header = f.readline().strip().split(",")
+  assert header == layout.PREDICTION_FIELDS + [
+    c for n in names for c in (n, f"{n}_pred", f"{n}_label")
+  ] + ["grimace_score"]
+  for r in rows:
+    expected = [float(r[n]) for n in names]
+    assert all(0 <= e <= 2 for e in expected)
+    assert float(r["grimace_score"]) == pytest.approx(np.mean(expected), abs=1e-3)
+  pooled = results["loro"]["au"]
+  assert set(pooled) == {*names, "grimace_score"} and pooled["au_ear"]["n"] == len(rows)
+  hits = sum(int(r["au_ear_pred"]) == int(r["au_ear_label"]) for r in rows)
+  assert pooled["au_ear"]["accuracy"] == pytest.approx(100 * hits / len(rows))
+  assert set(results["per_rat"]["rat2"]["au"]) == set(pooled)
+
+
+def test_paper_model_has_no_au_columns(mini_data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  results = loro.run_loro(mini_config(mini_data_dir, folds=(1,)), workdir)
+  with open(os.path.join(workdir, "predictions.csv")) as f:
+    assert f.readline().strip().split(",") == layout.PREDICTION_FIELDS
+  assert "au" not in results["loro"] and "au" not in results["per_rat"]["rat1"]
+  with pytest.raises(ValueError, match="config.scale"):
+    loro.run_loro(
+      mini_config(mini_data_dir, folds=(1,), scale="mgs", **{"loss.lambda_au": 1.0}), workdir
+    )

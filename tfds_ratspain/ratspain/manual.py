@@ -31,7 +31,7 @@ import io
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from PIL import Image, ImageOps
 
@@ -87,19 +87,25 @@ class Record:
   au_scores: tuple[int, int, int, int]  # 0..2 or -1
 
 
-def _error(where: str, problem: str) -> ManualDataError:
-  return ManualDataError(f"{where}: {problem}\n\n{LAYOUTS_HELP}")
+def _error(where: str, problem: str, help_text: str = LAYOUTS_HELP) -> ManualDataError:
+  return ManualDataError(f"{where}: {problem}\n\n{help_text}")
 
 
-def parse_level(value: str, where: str) -> int:
-  """'0'/'1'/'2' or a level name (case-insensitive) -> 0..2."""
+def parse_level(value: str, where: str, help_text: str = LAYOUTS_HELP) -> int:
+  """'0'/'1'/'2' or a level name (case-insensitive) -> 0..2.
+
+  Raises ManualDataError naming `where`, followed by `help_text` (the layout
+  help of the data set being read).
+  """
   v = value.strip().lower().replace(" ", "_").replace("-", "_")
   if v in ("0", "1", "2"):
     return int(v)
   if v in LEVEL_NAMES:
     return LEVEL_NAMES.index(v)
   raise _error(
-    where, f"unknown pain level {value!r}; expected 0, 1, 2, no_pain, moderate or severe"
+    where,
+    f"unknown pain level {value!r}; expected 0, 1, 2, no_pain, moderate or severe",
+    help_text,
   )
 
 
@@ -200,14 +206,15 @@ def _is_candidate_file(name: str) -> bool:
   return not name.startswith(".") and name.lower() not in _IGNORED_FILES
 
 
-def _is_inside(real: str, manual_real: str) -> bool:
-  return real == manual_real or real.startswith(manual_real.rstrip(os.sep) + os.sep)
+def is_inside(real: str, root_real: str) -> bool:
+  """Whether the real path `real` is `root_real` or lies under it (both from os.path.realpath)."""
+  return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
 
 
 def _check_inside(path: str, manual_real: str, where: str, subject: str) -> None:
   """Refuses `path` if its real path (links resolved) leaves the manual directory."""
   real = os.path.realpath(path)
-  if not _is_inside(real, manual_real):
+  if not is_inside(real, manual_real):
     raise _error(
       where,
       f"{subject} is a symbolic link (or lies under one) to {real}, outside the manual "
@@ -242,27 +249,22 @@ def _rel(path: str, root: str) -> str:
   return os.path.relpath(path, root).replace(os.sep, "/")
 
 
-def _scan_csv(manual_dir: str, manual_real: str) -> list[Record]:
-  csv_path = os.path.join(manual_dir, "labels.csv")
-  image_root = os.path.join(manual_dir, "images")
+def read_csv(
+  csv_path: str, check_header: Callable[[list[str]], None], help_text: str = LAYOUTS_HELP
+) -> list[tuple[dict[str, str], int]]:
+  """The rows of a UTF-8 CSV file as (column -> value, 1-based line number) pairs.
+
+  `check_header(header)` is called with the stripped header fields before any
+  row is read (it raises on a missing or unknown column). Blank lines are
+  skipped. Raises ManualDataError (followed by `help_text`) for a row with
+  more or fewer fields than the header, a file that is not UTF-8, or a file
+  without rows.
+  """
   try:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
       reader = csv.reader(f)
       header = [h.strip() for h in next(reader, [])]
-      missing = [c for c in REQUIRED_COLUMNS if c not in header]
-      if missing:
-        raise _error(
-          csv_path,
-          f"missing column(s) {', '.join(missing)} in the header "
-          f"{','.join(header) or '(empty file)'}",
-        )
-      unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-      if unknown:
-        raise _error(
-          csv_path,
-          f"unknown column(s) {', '.join(unknown)}; allowed: "
-          f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}",
-        )
+      check_header(header)
       rows = []
       for fields in reader:
         if not fields:  # a blank line
@@ -280,12 +282,36 @@ def _scan_csv(manual_dir: str, manual_real: str) -> list[Record]:
               if more
               else "add the missing ones (an empty value keeps its comma, e.g. a.jpg,1,)"
             ),
+            help_text,
           )
         rows.append((dict(zip(header, fields)), reader.line_num))
   except UnicodeDecodeError as e:
-    raise _error(csv_path, f"not a UTF-8 text file ({e})") from None
+    raise _error(csv_path, f"not a UTF-8 text file ({e})", help_text) from None
   if not rows:
-    raise _error(csv_path, "has a header but no rows")
+    raise _error(csv_path, "has a header but no rows", help_text)
+  return rows
+
+
+def _check_csv_header(csv_path: str, header: list[str]) -> None:
+  missing = [c for c in REQUIRED_COLUMNS if c not in header]
+  if missing:
+    raise _error(
+      csv_path,
+      f"missing column(s) {', '.join(missing)} in the header {','.join(header) or '(empty file)'}",
+    )
+  unknown = [c for c in header if c not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+  if unknown:
+    raise _error(
+      csv_path,
+      f"unknown column(s) {', '.join(unknown)}; allowed: "
+      f"{', '.join(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)}",
+    )
+
+
+def _scan_csv(manual_dir: str, manual_real: str) -> list[Record]:
+  csv_path = os.path.join(manual_dir, "labels.csv")
+  image_root = os.path.join(manual_dir, "images")
+  rows = read_csv(csv_path, lambda header: _check_csv_header(csv_path, header))
   if not os.path.isdir(image_root):
     raise _error(image_root, "folder missing; layout 1 keeps the images under images/")
   records = []
