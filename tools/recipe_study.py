@@ -13,6 +13,10 @@ variant, the training curves (training accuracy and cross-entropy per epoch, mea
 folds, from each fold's `metrics.jsonl`) and the F1/accuracy pooled over the held-out rats of
 the development twin.
 Measured: docs/results.md "Recipe study".
+
+Decision rule (fixed before the cosine variant finished): the quick start takes the variant with
+the highest pooled accuracy on the development twin; a variant within 2 points of a simpler one
+(fewer changes from adam_l2) does not replace it.
 """
 
 from __future__ import annotations
