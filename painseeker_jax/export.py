@@ -9,15 +9,22 @@ set. It holds two files:
                      training config), "model": {"name", "size"},
                      "image_size", "normalization": {"scale", "mean_rgb",
                      "std_rgb"}, "class_names": ["no_pain", "pain"],
-                     "num_regions", "training": {...}}
+                     "num_regions", "scale", "au_names", "training": {...}}
   variables.msgpack  {"params", "batch_stats"} (flax.serialization msgpack)
+
+`scale` is the grimace scale of the config (`rgs`, `mgs`) and `au_names` the
+action units the model has heads for (`inference.au_names`: the scale's AUs when
+`config.loss.lambda_au` > 0, else an empty list); model directories written before
+these fields existed hold no AU heads. Both are checked against the stored config on
+loading.
 
 It is written to a temporary directory next to the target and renamed into
 place, so a model directory is either complete or absent.
 
 A LORO work directory (`run.py`) can be used for prediction too: its fold
 models (orbax checkpoints, `layout.checkpoint_dir`) are loaded and form an
-ensemble whose probabilities are averaged.
+ensemble whose probabilities are averaged (p_pain, and for models with AU
+heads the probabilities of each AU's levels).
 
 Loading refuses (ModelLoadError, naming the file and the field or variable) what
 would score every input wrongly: non-finite parameters or negative BatchNorm
@@ -69,7 +76,8 @@ class LoadedModel:
 
   `variables` is a list of `{"params", "batch_stats"}` trees, one per member
   of the ensemble (one for a model directory, one per fold for a LORO work
-  directory); `members` names them.
+  directory); `members` names them. `au_names` are the grimace-scale action
+  units the model has heads for (`inference.au_names`; empty: none).
   """
 
   model: Any
@@ -83,17 +91,28 @@ class LoadedModel:
   kind: str  # "model" (model directory) or "loro" (work directory ensemble)
   source: str  # the directory it was loaded from
   config: ml_collections.ConfigDict
+  au_names: tuple[str, ...] = ()
 
   @property
   def is_ensemble(self) -> bool:
     return len(self.variables) > 1
 
+  @property
+  def scale(self) -> str | None:
+    """The grimace scale of the AU heads (`rgs`, `mgs`); None without AU heads."""
+    return self.config.get("scale", "rgs") if self.au_names else None
+
   def describe(self) -> str:
     name = f"{self.config.model.name} ({self.config.model.size}), {self.image_size} px input"
+    if self.au_names:
+      name += f"; {self.scale.upper()} AU heads ({', '.join(self.au_names)})"
     if self.kind == "loro":
+      means = "p_pain is the mean of their probabilities"
+      if self.au_names:
+        means = "p_pain and the AU level probabilities are the means of theirs"
       return (
         f"ensemble of {len(self.variables)} LORO fold models ({', '.join(self.members)}) from "
-        f"{self.source}; p_pain is the mean of their probabilities; {name}"
+        f"{self.source}; {means}; {name}"
       )
     return f"model directory {self.source}; {name}"
 
@@ -229,6 +248,8 @@ def save_model(
     },
     "class_names": list(CLASS_NAMES),
     "num_regions": inference.num_regions(model, config.image_size),
+    "scale": config.get("scale", "rgs"),
+    "au_names": list(inference.au_names(config)),
     "training": training or {},
   }
   parent = os.path.dirname(directory)
@@ -296,6 +317,25 @@ def _check_model_image_size(meta: dict, config, model, meta_path: str) -> tuple[
   return image_size, k
 
 
+def _check_au_names(meta: dict, config, meta_path: str) -> tuple[str, ...]:
+  """The AU names of a model directory: those the stored config gives its model heads for
+  (`inference.au_names`, which `create_model` builds). model.json's `scale` and `au_names`
+  (absent in model directories written before them: no AU heads) must agree with the config;
+  else ModelLoadError."""
+  names = inference.au_names(config)
+  if "au_names" in meta and meta["au_names"] != list(names):
+    raise ModelLoadError(
+      f"{meta_path}: au_names {meta['au_names']!r} differ from the AU heads of the training "
+      f"config ({list(names)}); the file was edited or damaged"
+    )
+  if names and "scale" in meta and meta["scale"] != config.get("scale", "rgs"):
+    raise ModelLoadError(
+      f"{meta_path}: scale {meta['scale']!r} differs from the training config's config.scale "
+      f"{config.get('scale', 'rgs')!r}; the file was edited or damaged"
+    )
+  return names
+
+
 def load_model_dir(directory: str) -> LoadedModel:
   """Loads a model directory written by `save_model`."""
   meta_path = os.path.join(directory, MODEL_JSON)
@@ -334,6 +374,7 @@ def load_model_dir(directory: str) -> LoadedModel:
   except (ValueError, AttributeError, KeyError) as e:
     raise ModelLoadError(f"{meta_path}: cannot build the model ({e})") from None
   image_size, num_regions = _check_model_image_size(meta, config, model, meta_path)
+  names = _check_au_names(meta, config, meta_path)
   var_path = os.path.join(directory, VARIABLES_FILE)
   try:
     with open(var_path, "rb") as f:
@@ -360,6 +401,7 @@ def load_model_dir(directory: str) -> LoadedModel:
     kind="model",
     source=os.path.abspath(directory),
     config=config,
+    au_names=names,
   )
 
 
@@ -434,6 +476,7 @@ def load_loro_workdir(workdir: str) -> LoadedModel:
     kind="loro",
     source=os.path.abspath(workdir),
     config=config,
+    au_names=inference.au_names(config),
   )
 
 

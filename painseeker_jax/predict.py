@@ -14,15 +14,18 @@ Pipeline:
     frames. Decoding runs in background threads while the network runs;
   * inference (`make_predict_fn`): one jit-compiled function with a fixed
     batch shape (the last batch padded with zeros) around the shared
-    inference core (`inference.p_pain`: the model's normalisation, the
-    network, the softmax). An ensemble (the fold models of a LORO work
+    inference core (`inference.outputs`: the model's normalisation, the
+    network, the softmaxes). An ensemble (the fold models of a LORO work
     directory) runs its members one after another inside that function
-    (`lax.map`) and averages their probabilities (and their attention maps,
-    for the heat maps);
+    (`lax.map`) and averages their probabilities (p_pain, the probabilities
+    of each AU's levels for models with AU heads, and their attention maps,
+    for the heat maps); an AU's score is the expectation of the averaged
+    level probabilities (0..2);
   * the loop (`run`): decoded images are batched and scored, and their rows
     handed in input order to the report;
   * outputs (`predict_report.Report`): the CSV (one row per image or sampled
-    frame, flushed after every batch, so a crash keeps what was done),
+    frame, flushed after every batch, so a crash keeps what was done; with AU
+    heads also the expected score of each AU and their mean, `grimace_score`),
     heat-map PNGs, one p_pain-over-time plot per video, a console summary.
 
 A file that cannot be read or decoded, an empty folder, an unsupported video or
@@ -401,12 +404,15 @@ def iter_video(
 
 
 def make_predict_fn(loaded):
-  """jit fn(stacked_variables, images_BxHxWx3 uint8) -> (p_B, p_FxB, beta_BxK or None).
+  """jit fn(stacked_variables, images_BxHxWx3 uint8) -> (p_B, p_FxB, beta_BxK or None,
+  au_BxA or None).
 
   `stacked_variables` has a leading member axis F (1 for a model directory,
   `inference.stack_variables`); the members run one after another
-  (`lax.map`, the fast choice on CPU), each through `inference.p_pain` with
-  the loaded model's normalisation, and p_B / beta are their means.
+  (`lax.map`, the fast choice on CPU), each through `inference.outputs` with
+  the loaded model's normalisation, and p_B / beta are their means. `au_BxA`
+  (models with AU heads) is each AU's expected score `sum_l l * q_l` (0..2),
+  q the members' mean probabilities of the levels 0/1/2.
   """
   import jax
   import jax.numpy as jnp
@@ -417,9 +423,15 @@ def make_predict_fn(loaded):
 
   @jax.jit
   def fn(stacked, images):
-    p_F, beta_F = jax.lax.map(lambda v: inference.p_pain(model, v, images, mean, std), stacked)
+    p_F, beta_F, au_F = jax.lax.map(
+      lambda v: inference.outputs(model, v, images, mean, std), stacked
+    )
     beta = None if beta_F is None else jnp.mean(beta_F, axis=0)
-    return jnp.mean(p_F, axis=0), p_F, beta
+    au = None
+    if au_F is not None:  # F x B x A x 3 -> B x A; a sum, not a matmul (TF32 on GPUs)
+      q = jnp.mean(jnp.asarray(au_F, jnp.float32), axis=0)
+      au = jnp.sum(q * jnp.arange(3, dtype=jnp.float32), axis=-1)
+    return jnp.mean(p_F, axis=0), p_F, beta, au
 
   return fn
 
@@ -637,8 +649,13 @@ def _score_batch(
   images = np.zeros((batch_size, size, size, 3), np.uint8)
   for j, it in enumerate(batch):
     images[j] = it.image
-  p, _, beta = fn(stacked, images)
-  report.add_scores(batch, np.asarray(p), None if beta is None else np.asarray(beta))
+  p, _, beta, au = fn(stacked, images)
+  report.add_scores(
+    batch,
+    np.asarray(p),
+    None if beta is None else np.asarray(beta),
+    None if au is None else np.asarray(au),
+  )
   for it in batch:
     it.image = None
 
@@ -706,6 +723,7 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
     plots=plots,
     class_names=loaded.class_names,
     ensemble=loaded.is_ensemble,
+    au_names=loaded.au_names,
     total=total,
     progress=opts.progress,
     out=out,

@@ -4,8 +4,11 @@
 predict.py: one per image or sampled frame, error rows, end-of-video markers),
 writes them to the CSV (flushed after every batch, so a crash keeps what was
 done), draws a heat-map PNG per scored image when asked, a p_pain-over-time
-plot at the end of each video, and prints the console summary. It never sees
-the network or the decoders. No TensorFlow, no JAX.
+plot at the end of each video, and prints the console summary. For a model with
+grimace-scale AU heads each row also gets, after the other columns, the expected
+score (0..2) of each AU (`au_orbital`, ...: the AU names) and `grimace_score`,
+their mean (the RGS/MGS convention); the summary gives its mean over the run. It
+never sees the network or the decoders. No TensorFlow, no JAX.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 CSV_FIELDS = ["path", "frame", "time_s", "p_pain", "label", "error"]
+GRIMACE_FIELD = "grimace_score"
 HEATMAP_DISPLAY_SIZE = 224
 THRESHOLD = 0.5
 
@@ -141,8 +145,9 @@ class Report:
 
   Opening creates the CSV (refusing an existing file unless `overwrite`) and
   writes its header. `plots` maps each video to its time-course PNG;
-  `class_names` gives the label of p_pain <= / > `THRESHOLD`; `total` sizes
-  the progress bar (`progress`: None shows it only on a terminal).
+  `class_names` gives the label of p_pain <= / > `THRESHOLD`; `au_names` the
+  AU columns (empty: none, and no `grimace_score`); `total` sizes the progress
+  bar (`progress`: None shows it only on a terminal).
   """
 
   def __init__(
@@ -158,15 +163,19 @@ class Report:
     progress: bool | None,
     out,
     err,
+    au_names: Sequence[str] = (),
   ):
     from tqdm.auto import tqdm
 
     self.output, self.heatmaps, self.plots = output, heatmaps, plots
     self.class_names, self.ensemble = class_names, ensemble
     self.out, self.err = out, err
+    self.au_names = tuple(au_names)
     self.fields = CSV_FIELDS + (["heatmap"] if heatmaps else [])
+    if self.au_names:
+      self.fields += [*self.au_names, GRIMACE_FIELD]
     self.num_scored = self.num_frames = self.num_errors = self.num_pain = 0
-    self.sum_p = 0.0
+    self.sum_p = self.sum_grimace = 0.0
     self.series: dict[str, tuple[list[float], list[float]]] = {}  # video -> (times, p_pain)
     self._heat_names: set[str] = set()
     if heatmaps:
@@ -185,21 +194,32 @@ class Report:
       disable=None if progress is None else not progress,
     )
 
-  def add_scores(self, items: Sequence[Item], p: np.ndarray, beta: np.ndarray | None) -> None:
-    """Fills in the rows of a scored batch (p_pain, label, heat map) and counts them.
+  def add_scores(
+    self,
+    items: Sequence[Item],
+    p: np.ndarray,
+    beta: np.ndarray | None,
+    au: np.ndarray | None = None,
+  ) -> None:
+    """Fills in the rows of a scored batch (p_pain, label, heat map, AU scores) and counts
+    them.
 
-    `p[j]` and `beta[j]` (None: no heat maps) belong to `items[j]`. A non-finite p_pain
-    (or attention map, for a heat map) makes the row an error: no p_pain, no label, no
-    heat map, not in the video's time course; the run then exits with status 1.
+    `p[j]`, `beta[j]` (None: no heat maps) and `au[j]` (the expected score of each AU;
+    None: no AU heads) belong to `items[j]`. A non-finite p_pain (or attention map, for a
+    heat map, or AU score) makes the row an error: no p_pain, no label, no heat map, no AU
+    scores, not in the video's time course; the run then exits with status 1.
     """
     for j, it in enumerate(items):
       row = it.row
       pj = float(p[j])
-      if not math.isfinite(pj) or (
-        self.heatmaps and beta is not None and not np.isfinite(beta[j]).all()
-      ):
+      au_j = None if au is None or not self.au_names else np.asarray(au[j], np.float64)
+      bad_beta = self.heatmaps and beta is not None and not np.isfinite(beta[j]).all()
+      bad_au = au_j is not None and not np.isfinite(au_j).all()
+      if not math.isfinite(pj) or bad_beta or bad_au:
         where = row["path"] if row["frame"] == "" else f"{row['path']}, frame {row['frame']}"
-        what = f"p_pain = {pj}" if not math.isfinite(pj) else "the attention map holds NaN or inf"
+        what = f"p_pain = {pj}"
+        if math.isfinite(pj):
+          what = "the attention map holds NaN or inf" if bad_beta else "an AU score is NaN or inf"
         row["error"] = (
           f"{where}: the network's output is not finite ({what}); no score or label given"
         )
@@ -209,6 +229,12 @@ class Report:
       self.num_scored += 1
       self.sum_p += pj
       self.num_pain += int(pj > THRESHOLD)
+      if au_j is not None:
+        for name, score in zip(self.au_names, au_j):
+          row[name] = f"{score:.4f}"
+        grimace = float(au_j.mean())
+        row[GRIMACE_FIELD] = f"{grimace:.4f}"
+        self.sum_grimace += grimace
       if row["frame"] != "":
         self.num_frames += 1
         times, ps = self.series.setdefault(row["path"], ([], []))
@@ -263,6 +289,12 @@ class Report:
         f"({100.0 * self.num_pain / n:.1f}%), threshold {THRESHOLD}",
         file=out,
       )
+      if self.au_names:
+        print(
+          f"  mean {GRIMACE_FIELD} {self.sum_grimace / n:.4f} (0..2, the mean expected score "
+          f"of {len(self.au_names)} AUs: {', '.join(self.au_names)})",
+          file=out,
+        )
     print(f"  results: {self.output}", file=out)
     if self.heatmaps:
       print(f"  heat maps: {self.heatmaps}", file=out)

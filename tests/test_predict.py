@@ -13,8 +13,9 @@ import pytest
 from conftest import REAL_SAMPLES, ROOT, mini_config
 from PIL import Image
 
-from painseeker_jax import cli, export, inference, input_pipeline, predict, train
+from painseeker_jax import cli, export, inference, input_pipeline, layout, predict, train
 from painseeker_jax import loro as loro_lib
+from painseeker_jax.scales import SCALES
 
 SAMPLES = sorted(f for f in os.listdir(REAL_SAMPLES) if f.endswith(".jpg"))
 CONFIG_FILE = os.path.join(ROOT, "configs", "loro.py")
@@ -649,8 +650,8 @@ def test_non_finite_outputs_are_row_errors(final, samples, tmp_path, capsys, mon
     fn = real(loaded)
 
     def wrapped(*a):
-      p, p_F, beta = fn(*a)
-      return np.asarray(p).copy() * np.array([np.nan] + [1.0] * (len(p) - 1)), p_F, beta
+      p, p_F, beta, au = fn(*a)
+      return np.asarray(p).copy() * np.array([np.nan] + [1.0] * (len(p) - 1)), p_F, beta, au
 
     return wrapped
 
@@ -693,3 +694,173 @@ def test_tampered_image_size_is_refused(final, tmp_path, capsys):
   assert export.load(final["model"]).num_regions == 4
   for size in (64, 96, 160, 224):
     assert export.check_image_size(size, "x") == size
+
+
+# ---------------------------------------------------------------------------
+# Issue #19: models with grimace-scale AU heads; models without them unchanged.
+# Untrained tiny models (random AU heads), exported with export.save_model: no data set needed.
+
+RGS = SCALES["rgs"]
+PLAIN_HEADER = "path,frame,time_s,p_pain,label,error\n"
+
+
+def _tiny_config(**overrides):
+  return mini_config("unused", **overrides)
+
+
+def _init_variables(config, seed=0, au_bias_scale=0.0):
+  """Initial variables of the config's model; the AU heads' biases drawn from N(0, scale)
+  so that models (ensemble members) differ clearly in their AU scores."""
+  import jax
+
+  model = inference.make_model(config)
+  x = np.zeros((1, config.image_size, config.image_size, 3), np.float32)
+  v = model.init(jax.random.key(seed), x, train=False)
+  v = jax.tree.map(np.array, {"params": v["params"], "batch_stats": v["batch_stats"]})
+  if au_bias_scale:
+    bias = v["params"]["au_fc"]["bias"]
+    bias[:] = np.random.default_rng(seed).normal(0.0, au_bias_scale, bias.shape)
+  return v
+
+
+def _reference_outputs(config, variables, paths):
+  """(p_pain_B, expected AU scores BxA) of one model, from `inference.outputs` directly."""
+  model = inference.make_model(config)
+  images = np.stack([predict.load_image(str(p), config.image_size) for p in paths])
+  p, _, au_probs = inference.outputs(model, variables, images)
+  return np.asarray(p), np.asarray(au_probs, np.float64) @ np.arange(3.0)
+
+
+def _au_values(rows, names=RGS):
+  return np.array([[float(r[n]) for n in names] for r in rows])
+
+
+def test_au_heads_model_directory_and_csv_columns(tmp_path, capsys):
+  config = _tiny_config(**{"loss.lambda_au": 1.0})
+  variables = _init_variables(config, au_bias_scale=1.0)
+  model_dir = export.save_model(str(tmp_path / "au_model"), config, variables)
+  meta = json.load(open(os.path.join(model_dir, "model.json")))
+  assert meta["scale"] == "rgs" and meta["au_names"] == list(RGS)
+  loaded = export.load(model_dir)
+  assert loaded.au_names == RGS and loaded.scale == "rgs"
+  assert "RGS AU heads (au_orbital, au_ear, au_nose, au_whisker)" in loaded.describe()
+
+  images = [os.path.join(REAL_SAMPLES, n) for n in SAMPLES[:5]]
+  out, maps = tmp_path / "au.csv", tmp_path / "maps"
+  assert _predict(out, model_dir, *images, extra=("--batch-size", 2, "--heatmaps", maps)) == 0
+  rows = _rows(out)
+  assert list(rows[0]) == [*predict.CSV_FIELDS, "heatmap", *RGS, "grimace_score"]
+  au = _au_values(rows)
+  assert all(len(r[n].split(".")[1]) == 4 for r in rows for n in [*RGS, "grimace_score"])
+  assert ((au >= 0) & (au <= 2)).all() and au.std() > 0.05
+  grimace = np.array([float(r["grimace_score"]) for r in rows])
+  np.testing.assert_allclose(grimace, au.mean(1), atol=1e-4)
+  ref_p, ref_au = _reference_outputs(config, loaded.variables[0], images)
+  np.testing.assert_allclose([float(r["p_pain"]) for r in rows], ref_p, atol=2e-6)
+  np.testing.assert_allclose(au, ref_au, atol=6e-5)
+  np.testing.assert_allclose(grimace, ref_au.mean(1), atol=6e-5)
+  console = capsys.readouterr().out
+  assert f"mean grimace_score {ref_au.mean():.4f} (0..2, the mean expected score of 4 AUs" in (
+    console
+  )
+
+  # model.json's AU fields must agree with the stored config.
+  for name, field, value, words in [
+    ("names", "au_names", ["au_orbital"], "au_names ['au_orbital'] differ from the AU heads"),
+    ("scale", "scale", "mgs", "scale 'mgs' differs from the training config's config.scale"),
+  ]:
+    bad = _copy_with_meta(
+      model_dir, tmp_path / name, lambda m, f=field, x=value: m.__setitem__(f, x)
+    )
+    with pytest.raises(export.ModelLoadError, match="the file was edited or damaged") as e:
+      export.load(str(bad))
+    assert f"{bad / 'model.json'}: {words}" in str(e.value)
+
+  # A non-finite AU score makes its row an error, like a non-finite p_pain.
+  def overflow(v):
+    v["params"]["au_fc"]["bias"] = np.full_like(
+      np.asarray(v["params"]["au_fc"]["bias"]), np.finfo(np.float32).max
+    )
+    v["params"]["au_fc"]["kernel"] = np.full_like(
+      np.asarray(v["params"]["au_fc"]["kernel"]), np.finfo(np.float32).max
+    )
+
+  nan_au = _copy_with_variables(model_dir, tmp_path / "nan_au", overflow)
+  assert _predict(tmp_path / "nan.csv", nan_au, images[0]) == 1
+  (row,) = _rows(tmp_path / "nan.csv")
+  assert "not finite (an AU score is NaN or inf)" in row["error"]
+  assert row["p_pain"] == row["label"] == row["grimace_score"] == row["au_orbital"] == ""
+
+
+def _fake_loro_workdir(workdir, config, fold_variables):
+  """A finished LORO work directory holding the given fold variables (orbax checkpoints)."""
+  import orbax.checkpoint as ocp
+
+  layout.check_config(config, workdir)  # writes config.json
+  for k, v in zip(config.folds, fold_variables):
+    mngr = layout.checkpoint_manager(workdir, k)
+    mngr.save(1, args=ocp.args.StandardSave(v))
+    mngr.wait_until_finished()
+    mngr.close()
+  layout.write_json(layout.results_path(workdir), {})
+
+
+def test_au_heads_ensemble_averages_the_level_probabilities(tmp_path, capsys):
+  config = _tiny_config(**{"loss.lambda_au": 1.0, "folds": (1, 2)})
+  members = [_init_variables(config, seed, au_bias_scale=1.5) for seed in (1, 2)]
+  workdir = str(tmp_path / "run")
+  _fake_loro_workdir(workdir, config, members)
+  loaded = export.load(workdir)
+  assert loaded.is_ensemble and loaded.au_names == RGS and loaded.members == ["rat1", "rat2"]
+  images = [os.path.join(REAL_SAMPLES, n) for n in SAMPLES[3:7]]
+  out = tmp_path / "ens.csv"
+  assert _predict(out, workdir, *images) == 0
+  console = capsys.readouterr().out
+  assert "p_pain and the AU level probabilities are the means of theirs" in console
+  rows = _rows(out)
+  assert list(rows[0]) == [*predict.CSV_FIELDS, *RGS, "grimace_score"]
+  per_model = [_reference_outputs(config, v, images) for v in members]
+  assert np.abs(per_model[0][1] - per_model[1][1]).max() > 0.1  # two different models
+  # The expectation of the mean level probabilities = the mean of the members' expectations.
+  mean_au = np.mean([au for _, au in per_model], 0)
+  np.testing.assert_allclose(_au_values(rows), mean_au, atol=6e-5)
+  np.testing.assert_allclose([float(r["grimace_score"]) for r in rows], mean_au.mean(1), atol=6e-5)
+  np.testing.assert_allclose(
+    [float(r["p_pain"]) for r in rows], np.mean([p for p, _ in per_model], 0), atol=2e-6
+  )
+
+
+def test_plain_model_csv_and_summary_are_unchanged(tmp_path, capsys):
+  """Without AU heads the CSV and console are exactly those of before the AU heads: a model
+  whose classifier is zeroed (p_pain exactly 0.5), exported now and as an older model
+  directory without `scale` / `au_names`."""
+  config = _tiny_config()
+  variables = _init_variables(config)
+  for k in ("kernel", "bias"):
+    variables["params"]["fc"][k][...] = 0.0
+  model_dir = export.save_model(str(tmp_path / "plain"), config, variables)
+  meta = json.load(open(os.path.join(model_dir, "model.json")))
+  assert meta["scale"] == "rgs" and meta["au_names"] == []
+  old = _copy_with_meta(model_dir, tmp_path / "old", lambda m: [m.pop("scale"), m.pop("au_names")])
+  assert "au_names" not in json.load(open(old / "model.json"))
+  video = tmp_path / "rat.mp4"
+  _make_video(video, n=3)
+  images = [os.path.join(REAL_SAMPLES, n) for n in SAMPLES[:2]]
+  missing = str(tmp_path / "missing.png")
+  expected = PLAIN_HEADER + "".join(f"{p},,,0.500000,no_pain,\n" for p in images)
+  expected += f"{video},0,0.000000,0.500000,no_pain,\n{video},2,0.400000,0.500000,no_pain,\n"
+  expected += f"{missing},,,,,{missing}: no such file or folder\n"
+  for directory in (model_dir, old):
+    loaded = export.load(str(directory))
+    assert loaded.au_names == () and loaded.scale is None
+    assert loaded.describe() == f"model directory {loaded.source}; painseeker (tiny), 64 px input"
+    out = tmp_path / f"{os.path.basename(directory)}.csv"
+    assert _predict(out, directory, *images, video, missing, extra=("--every-frames", 2)) == 1
+    assert out.read_text() == expected
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("painseeker predict: scored 2 image(s), 2 frame(s) of 1 video(s)")
+    assert lines[2:] == [
+      "  mean p_pain 0.5000; predicted pain: 0 of 4 (0.0%), threshold 0.5",
+      f"  results: {out}",
+      f"  time course of {video}: {tmp_path / os.path.basename(directory)}_rat_p_pain.png",
+    ]
