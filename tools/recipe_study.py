@@ -102,7 +102,7 @@ def curves(run: str, folds=FOLDS) -> dict[str, np.ndarray] | None:
 def report(workdir: str) -> str:
   lines = [
     "| variant | overrides | train acc. per epoch (%, mean of the folds) | last train CE | "
-    "last PRSC | LORO F1 | LORO acc. (%) | wall (min) |",
+    "last PRSC | pooled F1 | pooled acc. (%) | top-5 attention share |",
     "|---|---|---|---|---|---|---|---|",
   ]
   for name, overrides in VARIANTS.items():
@@ -112,11 +112,12 @@ def report(workdir: str) -> str:
     res = layout.read_results(run)
     c = curves(run)
     acc = " ".join(f"{100 * a:.0f}" for a in c["accuracy"])
-    wall = res["provenance"]["wall_seconds"]["total"] / 60
+    beta = layout.read_attention(run)["beta"]  # the share of the K_h = 5 most attended regions
+    top5 = float(np.mean(np.sort(beta, axis=1)[:, -5:].sum(axis=1)))
     lines.append(
       f"| {name} | {' '.join(o.removeprefix('--config.') for o in overrides)} | {acc} | "
       f"{c['ce'][-1]:.3f} | {c['prsc'][-1]:.3f} | {res['loro']['f1']:.4f} | "
-      f"{res['loro']['accuracy']:.2f} | {wall:.1f} |"
+      f"{res['loro']['accuracy']:.2f} | {top5:.3f} |"
     )
   return "\n".join(lines) + "\n"
 
