@@ -19,7 +19,8 @@ import sys
 
 COMMANDS = {
   "run": "run the experiment of a config (LORO, Table 3 or sensitivity) in a work directory",
-  "train-final": "train on all six rats (no held-out rat) and export a model directory",
+  "train-final": "train on every rat (or every animal of a lab's set; nothing held out) and "
+  "export a model directory",
   "predict": "score face images, folders or videos with a model directory or a LORO work directory",
 }
 
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument(
     "--workdir",
     metavar="DIR",
-    help="training work directory (default runs/<config name>, the LORO run's; the "
+    help="training work directory (default runs/<config name>, the LORO or LOAO run's; the "
     "checkpoints go to <workdir>/final and a rerun resumes)",
   )
   t.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -181,9 +182,10 @@ def train_final(args, overrides: list[str]) -> int:
 
   trainer = train.make_trainer(config)  # validates the config before anything is written
   workdir = args.workdir or os.path.join("runs", config.name)
-  train_split = input_pipeline.fold_splits(0)[0]
+  groups = input_pipeline.get_groups(config)  # a lab's set: built on first use
+  train_split = groups.fold_splits(0)[0]  # every rat, or every animal with labelled images
   sources = input_pipeline.get_sources(
-    config.dataset, [train_split], config.data_dir, config.manual_dir
+    config.dataset, [train_split], config.data_dir, config.manual_dir, config.scale
   )
   indices = input_pipeline.labelled_indices(sources[train_split])
   train.check_batch_fits(config, len(indices), train_split)
@@ -194,7 +196,7 @@ def train_final(args, overrides: list[str]) -> int:
         f"{final_dir} is in use by another train-final "
         f"({layout.lock_holder(final_dir) or 'unknown process'}); wait for it to finish"
       )
-    layout.check_config(config, workdir)  # the final model shares its LORO run's config
+    layout.check_config(config, workdir)  # the final model shares its LORO/LOAO run's config
     logging.getLogger("painseeker").info("%s", sharding.describe(trainer.mesh, config.batch_size))
     variables = train.train_fold(trainer, workdir, 0, sources[train_split], indices)
   training = {
@@ -204,8 +206,8 @@ def train_final(args, overrides: list[str]) -> int:
     "steps": len(indices) // config.batch_size * config.num_epochs,
     "workdir": os.path.abspath(workdir),
   }
-  if layout.is_finished(workdir):  # the LORO estimate of how well this configuration generalises
-    training["loro_estimate"] = layout.read_results(workdir).get("loro")
+  if layout.is_finished(workdir):  # the LORO (LOAO) estimate of how well the config generalises
+    training[f"{groups.pooled}_estimate"] = layout.read_results(workdir).get(groups.pooled)
   path = export.save_model(
     args.output, config, variables, overwrite=args.overwrite, training=training
   )

@@ -55,6 +55,11 @@ _EXPERIMENT_KEYS = ("experiment", "methods", "seeds", "bootstrap", "sweep", "att
 
 def run(config: ml_collections.ConfigDict, workdir: str):
   kind = config.get("experiment", "loro")
+  if config.dataset == input_pipeline.GRIMACE and kind != "loro":
+    raise ValueError(
+      f"config.experiment={kind!r} needs RatsPain (rat ids, head pose, landmarks); a lab's "
+      "grimace set (config.dataset='grimace') runs leave-one-animal-out: configs/loao.py"
+    )
   if kind == "loro":
     return run_method(config, workdir)
   if kind == "table3":
@@ -70,6 +75,11 @@ def run_method(config, workdir: str) -> dict:
     layout.check_config(config, workdir)
     return layout.read_results(workdir)
   if config.model.name == "lbp_svm":
+    if config.dataset == input_pipeline.GRIMACE:
+      raise ValueError(
+        "config.model.name='lbp_svm' runs on RatsPain only; use painseeker or resnet18 on a "
+        "lab's grimace set"
+      )
     from painseeker_jax import lbp_svm  # noqa: PLC0415  (scikit-image only where needed)
 
     return lbp_svm.run_lbp_svm(config, workdir)

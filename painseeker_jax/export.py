@@ -446,7 +446,6 @@ def load_loro_workdir(workdir: str) -> LoadedModel:
   try:
     model = create_model(config)
     image_size = int(config.image_size)
-    folds = [int(k) for k in config.folds]
   except (ValueError, AttributeError, KeyError, TypeError) as e:
     raise ModelLoadError(f"{config_path}: not a LORO configuration ({e})") from None
   if not layout.is_finished(workdir):
@@ -454,16 +453,23 @@ def load_loro_workdir(workdir: str) -> LoadedModel:
       f"{workdir}: the LORO run has not finished (no {layout.RESULTS_JSON}); rerun "
       "`python run.py` with the same --config and --workdir to finish it"
     )
+  # A lab's LOAO run lists its folds (split names) in results.json; RatsPain's are the rats.
+  saved = layout.read_results(workdir).get("fold_splits")
+  try:
+    folds = [str(k) for k in saved] if saved else [int(k) for k in config.folds]
+  except (ValueError, TypeError) as e:
+    raise ModelLoadError(f"{config_path}: not a LORO configuration ({e})") from None
   template = inference.variables_template(model, image_size)
   variables, members = [], []
   for k in folds:
     if not os.path.isdir(layout.checkpoint_dir(workdir, k)):
       raise ModelLoadError(
-        f"{layout.fold_dir(workdir, k)}: no checkpoints of fold rat{k} (listed in {config_path})"
+        f"{layout.fold_dir(workdir, k)}: no checkpoints of fold {layout.fold_label(k)} "
+        f"(listed in {config_path})"
       )
     v, _ = _restore_checkpoint(workdir, k, template)
     variables.append(v)
-    members.append(f"rat{k}")
+    members.append(layout.fold_label(k))
   return LoadedModel(
     model=model,
     variables=variables,

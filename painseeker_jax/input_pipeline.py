@@ -1,4 +1,5 @@
-"""Input pipeline: RatsPain (real or synthetic) through `tfds.data_source` + grain.
+"""Input pipeline: RatsPain (real or synthetic) or a lab's grimace set through
+`tfds.data_source` + grain.
 
 No TensorFlow: images are stored as JPEG in array_record files, read with
 `tfds.data_source` (image decoding skipped) and decoded with PIL in grain
@@ -15,11 +16,18 @@ Batches are dicts of numpy arrays: `image` (uint8, B x H x W x 3; normalised
 on the device by `inference.normalize`), `label` (the binary `pain` target), `mask`,
 `index` (position in the source, to recover the filename), and the
 analysis features `pain_level`, `rat_id`, `au_scores`, `head_pose`,
-`landmarks`, `landmark_visible`.
+`landmarks`, `landmark_visible` (those the data set has: a lab's grimace set
+has `pain_level` and `au_scores`).
+
+The held-out groups of a run (`Groups`, `get_groups`): the six rats of
+RatsPain (leave-one-rat-out, LORO) or the animals of a lab's grimace set, one
+split each (leave-one-animal-out, LOAO).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 from collections.abc import Iterator, Sequence
 
@@ -31,8 +39,10 @@ from PIL import Image
 
 from painseeker_jax import images
 from tfds_ratspain import build
+from tfds_ratspain.grimace import build as grimace_build
 
 NUM_RATS = 6
+GRIMACE = "grimace"  # config.dataset of a lab's own images (builder grimace/<config.scale>)
 _ANALYSIS_KEYS = ("pain_level", "rat_id", "au_scores", "head_pose", "landmarks", "landmark_visible")
 
 
@@ -52,13 +62,128 @@ def fold_splits(
 
 
 def get_sources(
-  dataset: str, splits: Sequence[str], data_dir: str | None = None, manual_dir: str | None = None
+  dataset: str,
+  splits: Sequence[str],
+  data_dir: str | None = None,
+  manual_dir: str | None = None,
+  scale: str = "rgs",
 ) -> dict:
-  """Prepares `ratspain/<dataset>` if needed and opens one data source per split."""
-  build.prepare(dataset, data_dir=data_dir, manual_dir=manual_dir)
-  b = build.builder(dataset, data_dir)
+  """Prepares the data set if needed and opens one data source per split.
+
+  `dataset`: a `ratspain/<dataset>` config, or `grimace` (a lab's set in `manual_dir`, builder
+  `grimace/<scale>`)."""
+  if dataset == GRIMACE:
+    grimace_build.prepare(scale, manual_dir, data_dir=data_dir)
+    b = grimace_build.builder(scale, data_dir)
+  else:
+    build.prepare(dataset, data_dir=data_dir, manual_dir=manual_dir)
+    b = build.builder(dataset, data_dir)
   decoders = {"image": tfds.decode.SkipDecoding()}
   return {s: b.as_data_source(split=s, decoders=decoders) for s in splits}
+
+
+@dataclasses.dataclass(frozen=True)
+class Groups:
+  """The groups of a leave-one-group-out run, one fold holding out one group.
+
+  A fold is keyed by `held_out`: the rat number (1..6) for RatsPain, the split name
+  (`animal_<id>`) of the animal for a lab's grimace set; 0 is the final model (nothing held
+  out). `splits` maps every group of the data to its split, in the data's order (rats 1..6;
+  the animals in order of first appearance in labels.csv); `names` to its name in the results
+  (`rat3`; the animal id as in labels.csv). `unit` is "rat" (results keys `per_rat` and
+  `loro`) or "animal" (`per_animal` and `loao`).
+  """
+
+  unit: str
+  splits: dict
+  names: dict
+
+  @property
+  def per_group(self) -> str:
+    """results.json key of the per-group scores."""
+    return f"per_{self.unit}"
+
+  @property
+  def pooled(self) -> str:
+    """results.json key of the pooled scores (confusion matrices summed over the folds)."""
+    return "loro" if self.unit == "rat" else "loao"
+
+  def fold_splits(self, held_out) -> tuple[str, str | None]:
+    """(train split over the other groups, test split); held_out 0: every group, no test."""
+    if held_out == 0:
+      return "+".join(self.splits.values()), None
+    if held_out not in self.splits:
+      raise ValueError(f"held-out {self.unit} {held_out!r} is not among {list(self.splits)}")
+    train = "+".join(s for k, s in self.splits.items() if k != held_out)
+    return train, self.splits[held_out]
+
+  def held_out(self, folds) -> list:
+    """The fold keys of `config.folds`: rat numbers (RatsPain, checked by `loro.check_folds`)
+    or animal ids as in labels.csv (a lab's set; empty or None = every animal; an element
+    `R01,R03` is split at commas, as `--config.folds=R01,R03` gives it). ValueError naming
+    the known ids for an unknown one."""
+    if self.unit == "rat":
+      return list(folds)
+    if not folds:
+      return list(self.splits)
+    by_name = {n: k for k, n in self.names.items()}
+    out = []
+    for f in folds:
+      f = str(f).strip()
+      for name in [f] if f in by_name else [x.strip() for x in f.split(",") if x.strip()]:
+        if name not in by_name:
+          raise ValueError(
+            f"config.folds: unknown animal id {name!r}; the animals of the data set are "
+            f"{', '.join(self.names.values())} (or leave config.folds empty for every animal)"
+          )
+        if by_name[name] not in out:
+          out.append(by_name[name])
+    return out
+
+
+RATSPAIN_GROUPS = Groups(
+  unit="rat",
+  splits={r: f"rat{r}" for r in range(1, NUM_RATS + 1)},
+  names={r: f"rat{r}" for r in range(1, NUM_RATS + 1)},
+)
+
+
+def check_dataset(config) -> None:
+  """A lab's grimace set needs `config.manual_dir` and a known `config.scale` (ValueError)."""
+  if config.dataset != GRIMACE:
+    return
+  if not config.manual_dir:
+    raise ValueError(
+      "config.dataset='grimace' needs the lab's directory (labels.csv + images/): pass "
+      "--config.manual_dir=DIR (see tfds_ratspain/grimace/README.md)"
+    )
+  if config.scale not in grimace_build.SCALES:
+    raise ValueError(
+      f"config.scale={config.scale!r}; a grimace set is built as "
+      f"{' or '.join(grimace_build.SCALES)}"
+    )
+
+
+def get_groups(config) -> Groups:
+  """The groups of `config`'s data set; a lab's grimace set is built on first use (its animals
+  are read from the build)."""
+  if config.dataset != GRIMACE:
+    return RATSPAIN_GROUPS
+  check_dataset(config)
+  grimace_build.prepare(config.scale, config.manual_dir, data_dir=config.data_dir)
+  ids = grimace_build.animal_ids(grimace_build.builder(config.scale, config.data_dir))
+  return Groups(unit="animal", splits={s: s for s in ids}, names=ids)
+
+
+def fold_seed(held_out) -> int:
+  """The integer a fold's randomness is derived from (`jax.random.fold_in`, `epoch_seed`): the
+  rat number for RatsPain (0 for the final model); for an animal's split name, 1 + the first
+  four bytes of its SHA-256 modulo 2**31 - 1, so that it depends only on the name (not on the
+  order or number of animals, the machine or the Python process)."""
+  if isinstance(held_out, str):
+    digest = hashlib.sha256(held_out.encode("utf-8")).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % (2**31 - 1)
+  return held_out
 
 
 def decode_resize(image_bytes: bytes, size: int) -> np.ndarray:
@@ -76,7 +201,7 @@ def decode_resize(image_bytes: bytes, size: int) -> np.ndarray:
 
 
 def _fields(example: dict) -> dict:
-  out = {k: np.asarray(example[k]) for k in _ANALYSIS_KEYS}
+  out = {k: np.asarray(example[k]) for k in _ANALYSIS_KEYS if k in example}
   out["label"] = np.int32(example["pain"])
   return out
 
@@ -122,9 +247,10 @@ class _Read(grain.transforms.Map):
     return i, self.source[i]
 
 
-def epoch_seed(seed: int, held_out: int, epoch: int) -> int:
-  """A 32-bit seed for one epoch's order and augmentation, from explicit ints."""
-  return int(np.random.SeedSequence([seed, held_out, epoch]).generate_state(1)[0])
+def epoch_seed(seed: int, held_out, epoch: int) -> int:
+  """A 32-bit seed for one epoch's order and augmentation, from explicit ints (the fold's:
+  `fold_seed`)."""
+  return int(np.random.SeedSequence([seed, fold_seed(held_out), epoch]).generate_state(1)[0])
 
 
 def train_batches(

@@ -11,6 +11,11 @@ A LORO work directory (`run.py`, `painseeker train-final`):
   final/                    the same for the model trained on every rat (held_out 0)
   run.lock                  held while a process trains the run (`claim`)
 
+A leave-one-animal-out (LOAO) work directory of a lab's grimace set is the same, with one
+`fold_<split>/` per held-out animal (its split name, e.g. `fold_animal_R01`), per-animal
+scores and the animal columns in predictions.csv (`ANIMAL_PREDICTION_FIELDS`). A fold is
+named by `fold_label(held_out)`: the rat number k (`rat<k>`) or the animal's split name.
+
 An experiment work directory (Table 3, sensitivity) keeps one LORO work
 directory per run under `runs/<method>/seed<k>/` (`run_dir`).
 
@@ -37,6 +42,17 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PREDICTIONS_CSV = "predictions.csv"
 PREDICTION_FIELDS = ["filename", "rat_id", "pain_level", "pain", "p_pain", "pred"]
+# predictions.csv of a lab's grimace set (rows with `animal_id` instead of `rat_id`).
+ANIMAL_PREDICTION_FIELDS = [
+  "filename",
+  "animal_id",
+  "session",
+  "condition",
+  "pain_level",
+  "pain",
+  "p_pain",
+  "pred",
+]
 ATTENTION_NPZ = "attention.npz"
 RUN_LOCK = "run.lock"
 
@@ -55,21 +71,30 @@ _ADDED_DEFAULTS = {
 }
 
 
-def fold_dir(workdir: str, held_out: int) -> str:
-  """`<workdir>/fold_rat<k>`; held_out 0 (trained on every rat) -> `<workdir>/final`."""
-  return os.path.join(workdir, f"fold_rat{held_out}" if held_out else "final")
+def fold_label(held_out) -> str:
+  """A fold's name in directories and messages: `rat<k>` for a held-out rat number k, the
+  split name (e.g. `animal_R01`) for a held-out animal, `final` for 0 (nothing held out)."""
+  if not held_out:
+    return "final"
+  return held_out if isinstance(held_out, str) else f"rat{held_out}"
 
 
-def checkpoint_dir(workdir: str, held_out: int) -> str:
+def fold_dir(workdir: str, held_out) -> str:
+  """`<workdir>/fold_rat<k>` or `<workdir>/fold_<split>` (`fold_label`); held_out 0 (trained
+  on every rat or animal) -> `<workdir>/final`."""
+  return os.path.join(workdir, f"fold_{fold_label(held_out)}" if held_out else "final")
+
+
+def checkpoint_dir(workdir: str, held_out) -> str:
   """The fold's orbax checkpoint directory (absolute, as orbax wants it)."""
   return os.path.abspath(os.path.join(fold_dir(workdir, held_out), "checkpoints"))
 
 
-def tensorboard_dir(workdir: str, held_out: int) -> str:
+def tensorboard_dir(workdir: str, held_out) -> str:
   return os.path.join(fold_dir(workdir, held_out), "tb")
 
 
-def metrics_path(workdir: str, held_out: int) -> str:
+def metrics_path(workdir: str, held_out) -> str:
   """`<fold dir>/metrics.jsonl`: the per-epoch training metrics (the training curves)."""
   return os.path.join(fold_dir(workdir, held_out), "metrics.jsonl")
 
@@ -112,7 +137,7 @@ def read_predictions(workdir: str) -> list[dict]:
     return [
       dict(
         r,
-        rat_id=int(r["rat_id"]),
+        **({"rat_id": int(r["rat_id"])} if "rat_id" in r else {}),
         pain=int(r["pain"]),
         pred=int(r["pred"]),
         p_pain=float(r["p_pain"]),
@@ -145,9 +170,8 @@ def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) 
   buf = io.StringIO()
   # Models with AU heads add their AU columns (loro.au_columns) after the pain columns.
   au = [k for k in rows[0] if k.startswith("au_") or k == "grimace_score"] if rows else []
-  w = csv.DictWriter(
-    buf, fieldnames=PREDICTION_FIELDS + au, extrasaction="ignore", lineterminator="\n"
-  )
+  fields = ANIMAL_PREDICTION_FIELDS if rows and "animal_id" in rows[0] else PREDICTION_FIELDS
+  w = csv.DictWriter(buf, fieldnames=fields + au, extrasaction="ignore", lineterminator="\n")
   w.writeheader()
   floats = [k for k in au if isinstance(rows[0][k], float)]
   for r in rows:
@@ -244,7 +268,7 @@ def claim(workdir: str, wait: bool):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def checkpoint_manager(workdir: str, held_out: int, *, create: bool = True):
+def checkpoint_manager(workdir: str, held_out, *, create: bool = True):
   """The fold's orbax CheckpointManager (`create=False`: read only). It keeps the two latest
   checkpoints, so a crash that damages the newest one costs one epoch, not the fold."""
   import orbax.checkpoint as ocp  # noqa: PLC0415  (not needed to read results)
@@ -253,7 +277,7 @@ def checkpoint_manager(workdir: str, held_out: int, *, create: bool = True):
   return ocp.CheckpointManager(checkpoint_dir(workdir, held_out), options=options)
 
 
-def set_aside_checkpoint(workdir: str, held_out: int, step: int) -> str:
+def set_aside_checkpoint(workdir: str, held_out, step: int) -> str:
   """Moves an unreadable checkpoint step out of the checkpoint directory (kept for inspection
   under `<fold>/broken_checkpoints/`); returns where it went."""
   dest_dir = os.path.join(fold_dir(workdir, held_out), "broken_checkpoints")

@@ -7,6 +7,10 @@
 * `write_outputs`: the paper's scores from the test rows: per rat and
   pooled ("LORO": confusion matrices summed over the folds, not a mean of
   per-rat scores); shared with the LBP + SVM baseline.
+
+The same runner does leave-one-animal-out (LOAO) on a lab's grimace set
+(`config.dataset = "grimace"`): the held-out groups are the animals of the
+data (`input_pipeline.Groups`), the results `per_animal` and `loao`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ FOLD_STRATEGIES = ("auto", "map", "vmap")
 
 
 def check_folds(config) -> None:
-  """`config.folds`: held-out rats among 1..6."""
+  """`config.folds`: held-out rats among 1..6 (a lab's set: animal ids, checked against the
+  data by `input_pipeline.Groups.held_out`)."""
+  if config.dataset == input_pipeline.GRIMACE:
+    if config.folds and not all(isinstance(f, (str, int)) for f in config.folds):
+      raise ValueError(f"config.folds={tuple(config.folds)}; give animal ids, e.g. R01,R03")
+    return
   if not config.folds or any(r not in range(1, input_pipeline.NUM_RATS + 1) for r in config.folds):
     raise ValueError(f"config.folds={tuple(config.folds)}; held-out rats are 1..6")
 
@@ -39,6 +48,7 @@ def check_folds(config) -> None:
 def validate_config(config, num_devices: int) -> None:
   """The LORO fields (the training fields: `train.make_trainer`); raises ValueError."""
   check_folds(config)
+  input_pipeline.check_dataset(config)
   train.check_field(
     config, "eval_batch_size", lambda x: train.is_int(x) and x >= 1, "an integer >= 1"
   )
@@ -47,7 +57,8 @@ def validate_config(config, num_devices: int) -> None:
       f"config.eval.fold_strategy={config.eval.fold_strategy!r}; use auto, map or vmap"
     )
   train.check_field(config, "scale", lambda x: x in inference.SCALES, "rgs or mgs")
-  if inference.au_names(config) and config.scale != "rgs":
+  grimace = config.dataset == input_pipeline.GRIMACE
+  if inference.au_names(config) and config.scale != "rgs" and not grimace:
     raise ValueError(
       f"config.scale={config.scale!r}: the ratspain data sets hold Rat Grimace Scale AU scores "
       "(au_orbital, au_ear, au_nose, au_whisker); use --config.scale=rgs"
@@ -100,12 +111,17 @@ def au_columns(names, au_scores, au_probs) -> dict:
   return out
 
 
-def prediction_row(record, p_pain: float, pred: int, held_out: int, beta=None, au=None) -> dict:
-  """One row of predictions.csv (plus the held-out rat and the attention, if any; `au`: the
-  AU columns, `au_columns`)."""
+def prediction_row(record, p_pain: float, pred: int, held_out, beta=None, au=None) -> dict:
+  """One row of predictions.csv (plus the held-out rat or animal and the attention, if any;
+  `au`: the AU columns, `au_columns`). A lab's grimace set has `animal_id`, `session` and
+  `condition` where RatsPain has `rat_id`."""
+  if "rat_id" in record:
+    group = {"rat_id": int(record["rat_id"])}
+  else:
+    group = {k: _text(record[k]) for k in ("animal_id", "session", "condition")}
   return {
     "filename": _text(record["filename"]),
-    "rat_id": int(record["rat_id"]),
+    **group,
     "pain_level": int(record["pain_level"]),
     "pain": int(record["pain"]),
     "p_pain": p_pain,
@@ -119,7 +135,7 @@ def prediction_row(record, p_pain: float, pred: int, held_out: int, beta=None, a
 def evaluate_folds(
   trainer: train.Trainer, variables_by_fold: dict, test_sources: dict
 ) -> list[dict]:
-  """Predicts every held-out rat with its fold's model, the folds stacked on a leading axis.
+  """Predicts every held-out group with its fold's model, the folds stacked on a leading axis.
 
   Returns one row per labelled test image (all of them, exactly once). The
   batch axis is sharded over the trainer's mesh, the fold axis is not.
@@ -150,7 +166,7 @@ def evaluate_folds(
     for k in folds:
       if b < len(batches[k]):
         batch_by_fold.append(batches[k][b])
-      else:  # this rat has fewer batches: an all-padding batch
+      else:  # this group has fewer batches: an all-padding batch
         empty = empty or {n: np.zeros_like(a) for n, a in batches[folds[0]][0].items()}
         batch_by_fold.append(empty)
     images = sharding.shard_fold_batch(np.stack([x["image"] for x in batch_by_fold]), mesh)
@@ -186,42 +202,64 @@ def method_title(config) -> str:
   return "PainSeeker w/o PRSC" if config.loss.lambda_prsc == 0 else "PainSeeker"
 
 
-def results_markdown(results: dict, title: str) -> str:
-  """The paper's Table 3 layout for one method: per-rat F1/Acc cells and the LORO column."""
-  rats = list(results["per_rat"])
-  head = "| Method | " + " | ".join(r.replace("rat", "Rat") for r in rats) + " | LORO |"
-  sep = "|---" * (len(rats) + 2) + "|"
+def results_markdown(results: dict, title: str, groups=input_pipeline.RATSPAIN_GROUPS) -> str:
+  """The paper's Table 3 layout for one method: per-rat (per-animal) F1/Acc cells and the LORO
+  (LOAO) column."""
+  per_group, pooled = results[groups.per_group], groups.pooled.upper()
+  names = list(per_group)
+  if groups.unit == "rat":
+    titles = [r.replace("rat", "Rat") for r in names]
+  else:  # the animal ids as in labels.csv
+    titles = [a.replace("|", "\\|") for a in names]
+  head = "| Method | " + " | ".join(titles) + f" | {pooled} |"
+  sep = "|---" * (len(names) + 2) + "|"
 
   def cell(m):
     return f"{m['f1']:.4f}/{m['accuracy']:.2f}"
 
-  cells = " | ".join(cell(results["per_rat"][r]) for r in rats)
-  row = f"| {title} | {cells} | {cell(results['loro'])} |"
+  cells = " | ".join(cell(per_group[r]) for r in names)
+  row = f"| {title} | {cells} | {cell(results[groups.pooled])} |"
   return "\n".join(
-    [head, sep, row, "", "Cells: F1/Accuracy (%). LORO: confusion matrices summed over folds.", ""]
+    [
+      head,
+      sep,
+      row,
+      "",
+      f"Cells: F1/Accuracy (%). {pooled}: confusion matrices summed over folds.",
+      "",
+    ]
   )
 
 
-def write_outputs(config, workdir: str, rows: list[dict], provenance_info: dict) -> dict:
-  """Scores the test rows per rat and pooled, writes the results files, returns the results.
+def write_outputs(
+  config,
+  workdir: str,
+  rows: list[dict],
+  provenance_info: dict,
+  groups: input_pipeline.Groups = input_pipeline.RATSPAIN_GROUPS,
+) -> dict:
+  """Scores the test rows per group (rat or animal, `groups`) and pooled, writes the results
+  files, returns the results.
 
   `provenance_info` (versions, devices, commit, wall times) is stored under `provenance`."""
-  m = metrics_lib.loro_metrics(
-    [r["pain"] for r in rows], [r["pred"] for r in rows], [f"rat{r['held_out']}" for r in rows]
-  )
-  per_rat = {k: m["per_group"][k] for k in sorted(m["per_group"], key=lambda s: int(s[3:]))}
+  group_of = [groups.names[r["held_out"]] for r in rows]
+  m = metrics_lib.loro_metrics([r["pain"] for r in rows], [r["pred"] for r in rows], group_of)
+  per_group = {k: m["per_group"][k] for k in groups.names.values() if k in m["per_group"]}
   names = inference.au_names(config)
   if names and rows and names[0] in rows[0]:  # AU heads: per-AU scores beside the pain scores
-    for k in per_rat:
-      per_rat[k]["au"] = au_block(names, [r for r in rows if f"rat{r['held_out']}" == k])
+    for k in per_group:
+      per_group[k]["au"] = au_block(names, [r for r, g in zip(rows, group_of) if g == k])
     m["pooled"]["au"] = au_block(names, rows)
   results = {
     "config": json.loads(config.to_json_best_effort()),
-    "per_rat": per_rat,
-    "loro": m["pooled"],
+    groups.per_group: per_group,
+    groups.pooled: m["pooled"],
     "provenance": provenance_info,
   }
-  layout.write_results(workdir, results, results_markdown(results, method_title(config)), rows)
+  if groups.unit != "rat":  # the fold directories of the run (`layout.fold_dir`), for loading
+    results["fold_splits"] = list(dict.fromkeys(r["held_out"] for r in rows))
+  markdown = results_markdown(results, method_title(config), groups)
+  layout.write_results(workdir, results, markdown, rows)
   return results
 
 
@@ -273,23 +311,27 @@ def _git_commit() -> str | None:
 
 
 def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """The leave-one-rat-out experiment; returns (and writes) the results.
+  """The leave-one-rat-out experiment (leave-one-animal-out on a lab's grimace set); returns
+  (and writes) the results.
 
   Everything that can be checked before training is checked before anything is written to
-  `workdir`: the config fields, the data (built on first use), the batch against every fold's
-  training set, and the work directory's lock and configuration.
+  `workdir`: the config fields, the data (built on first use), the held-out animals, the batch
+  against every fold's training set, and the work directory's lock and configuration.
   """
   t_run = time.time()
   trainer = train.make_trainer(config)  # checks the training fields; compiles nothing yet
   validate_config(config, trainer.mesh.size)
-  folds = list(config.folds)
-  splits = [s for k in folds for s in input_pipeline.fold_splits(k)]
-  sources = input_pipeline.get_sources(config.dataset, splits, config.data_dir, config.manual_dir)
+  groups = input_pipeline.get_groups(config)  # a lab's set: built on first use
+  folds = groups.held_out(config.folds)
+  splits = [s for k in folds for s in groups.fold_splits(k)]
+  sources = input_pipeline.get_sources(
+    config.dataset, splits, config.data_dir, config.manual_dir, config.scale
+  )
   pretrained.resolve_pretrained(config.model.pretrained)  # stops with instructions if missing
-  train_sources = {k: sources[input_pipeline.fold_splits(k)[0]] for k in folds}
+  train_sources = {k: sources[groups.fold_splits(k)[0]] for k in folds}
   train_indices = {k: input_pipeline.labelled_indices(train_sources[k]) for k in folds}
   for k in folds:
-    train.check_batch_fits(config, len(train_indices[k]), f"fold rat{k}")
+    train.check_batch_fits(config, len(train_indices[k]), f"fold {layout.fold_label(k)}")
   with layout.claim(workdir, wait=False) as mine:
     if not mine:
       raise ValueError(
@@ -307,18 +349,20 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
       seconds["folds_side_by_side"] = time.time() - t0
     else:
       variables = {}
-      for k in tqdm(folds, desc="LORO folds", unit="fold", position=0, disable=not config.progress):
+      desc = f"{groups.pooled.upper()} folds"
+      for k in tqdm(folds, desc=desc, unit="fold", position=0, disable=not config.progress):
         t0 = time.time()
         variables[k] = train.train_fold(trainer, workdir, k, train_sources[k], train_indices[k])
-        seconds[f"rat{k}"] = time.time() - t0
-    rows = evaluate_folds(trainer, variables, {k: sources[f"rat{k}"] for k in folds})
+        seconds[layout.fold_label(k)] = time.time() - t0
+    rows = evaluate_folds(trainer, variables, {k: sources[groups.splits[k]] for k in folds})
     seconds["total"] = time.time() - t_run
     info = dict(provenance(trainer.mesh), wall_seconds={k: round(v, 1) for k, v in seconds.items()})
-    results = write_outputs(config, workdir, rows, info)
+    results = write_outputs(config, workdir, rows, info, groups)
   log.info(
-    "LORO: F1 %.4f, accuracy %.2f%% (%d test images)",
-    results["loro"]["f1"],
-    results["loro"]["accuracy"],
+    "%s: F1 %.4f, accuracy %.2f%% (%d test images)",
+    groups.pooled.upper(),
+    results[groups.pooled]["f1"],
+    results[groups.pooled]["accuracy"],
     len(rows),
   )
   return results

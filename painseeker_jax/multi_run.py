@@ -96,7 +96,8 @@ def train_folds_stacked(
     return {k: train.state_variables(started[k].state) for k in folds}
 
   log.info(
-    "training folds %s side by side (config.multi_run=vmap)", ", ".join(f"rat{k}" for k in todo)
+    "training folds %s side by side (config.multi_run=vmap)",
+    ", ".join(layout.fold_label(k) for k in todo),
   )
   step_fn = make_stacked_step(trainer)
   steps = {k: started[k].steps_per_epoch for k in folds}

@@ -6,7 +6,8 @@
     built or anything written).
   * `train_step` is pure (state, batch, rng, lr_scale) -> (state, metrics), compiled with
     the state donated; randomness only from explicit keys folded with the step.
-  * `train_fold` trains one held-out-rat fold, checkpointing with orbax every
+  * `train_fold` trains one fold (a held-out rat, or animal of a lab's set),
+    checkpointing with orbax every
     `config.checkpoint_every_epochs` epochs (paths: `layout`); a rerun resumes
     from the latest checkpoint (mid-fold included) and a finished fold is
     never retrained.
@@ -301,7 +302,7 @@ def state_variables(state: TrainState) -> dict:
 class Fold:
   """One fold's training as it starts (fresh, pretrained or resumed)."""
 
-  held_out: int
+  held_out: int | str  # rat number, or split name of the held-out animal; 0: none
   state: TrainState
   manager: ocp.CheckpointManager
   step_key: jax.Array
@@ -312,11 +313,15 @@ class Fold:
     return int(self.state.step) // self.steps_per_epoch
 
 
-def start_fold(trainer: Trainer, workdir: str, held_out: int, num_train: int) -> Fold:
-  """The fresh (or pretrained) state of a fold or its latest checkpoint; checks the resume point."""
+def start_fold(trainer: Trainer, workdir: str, held_out, num_train: int) -> Fold:
+  """The fresh (or pretrained) state of a fold or its latest checkpoint; checks the resume point.
+
+  The fold's keys come from `fold_in(key(config.seed), input_pipeline.fold_seed(held_out))`:
+  the rat number, or a stable hash of the held-out animal's split name."""
   config = trainer.config
   steps_per_epoch = num_train // config.batch_size
-  init_key, step_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), held_out))
+  fold_key = jax.random.fold_in(jax.random.key(config.seed), input_pipeline.fold_seed(held_out))
+  init_key, step_key = jax.random.split(fold_key)
   state = trainer.init(init_key)
   if pretrained.resolve_pretrained(config.model.pretrained):  # the heads keep their fresh init
     v = pretrained.init_from_pretrained(config.model.pretrained, state_variables(state))
@@ -326,7 +331,12 @@ def start_fold(trainer: Trainer, workdir: str, held_out: int, num_train: int) ->
   total_steps = steps_per_epoch * config.num_epochs
   mngr, state = _restore_readable(workdir, held_out, state, trainer.mesh)
   if mngr.latest_step() is not None:
-    log.info("fold rat%d: resumed from step %d of %d", held_out, int(state.step), total_steps)
+    log.info(
+      "fold %s: resumed from step %d of %d",
+      layout.fold_label(held_out),
+      int(state.step),
+      total_steps,
+    )
   start_step = int(state.step)
   if start_step % steps_per_epoch and start_step != total_steps:
     mngr.close()
@@ -337,7 +347,7 @@ def start_fold(trainer: Trainer, workdir: str, held_out: int, num_train: int) ->
   return Fold(held_out, state, mngr, step_key, steps_per_epoch)
 
 
-def _restore_readable(workdir: str, held_out: int, state, mesh):
+def _restore_readable(workdir: str, held_out, state, mesh):
   """(checkpoint manager, state): the fold's newest checkpoint that restores, or `state` if it has
   none. Unreadable newer checkpoints (a truncated file after a crash) are moved aside with a
   warning (`layout.set_aside_checkpoint`); when none restores, a ValueError names them and the
@@ -355,8 +365,8 @@ def _restore_readable(workdir: str, held_out: int, state, mesh):
       for b, why in broken:
         moved = layout.set_aside_checkpoint(workdir, held_out, b)
         log.warning(
-          "fold rat%d: checkpoint step %d is unreadable (%s); moved to %s, resuming from step %d",
-          held_out,
+          "fold %s: checkpoint step %d is unreadable (%s); moved to %s, resuming from step %d",
+          layout.fold_label(held_out),
           b,
           why,
           moved,
@@ -369,13 +379,14 @@ def _restore_readable(workdir: str, held_out: int, state, mesh):
     ckpt = layout.checkpoint_dir(workdir, held_out)
     steps = "; ".join(f"step {b}: {why}" for b, why in broken)
     raise ValueError(
-      f"{ckpt}: no readable checkpoint of fold rat{held_out} ({steps}). To train this fold again "
-      f"from the start (the other folds are kept), remove its checkpoints: rm -r '{ckpt}'"
+      f"{ckpt}: no readable checkpoint of fold {layout.fold_label(held_out)} ({steps}). To "
+      f"train this fold again from the start (the other folds are kept), remove its "
+      f"checkpoints: rm -r '{ckpt}'"
     )
   return mngr, state
 
 
-def epoch_batches(config, held_out: int, epoch: int, source, indices):
+def epoch_batches(config, held_out, epoch: int, source, indices):
   """One epoch of a fold's augmented training batches (seeded by seed, fold and epoch)."""
   return input_pipeline.train_batches(
     source,
@@ -402,8 +413,8 @@ def end_epoch(
   summary["images_per_second"] = (images or fold.steps_per_epoch * config.batch_size) / seconds
   writer.write_scalars(int(state.step), summary)
   log.info(
-    "fold rat%d epoch %d/%d: %s",
-    fold.held_out,
+    "fold %s epoch %d/%d: %s",
+    layout.fold_label(fold.held_out),
     epoch + 1,
     config.num_epochs,
     ", ".join(f"{k}={v:.4g}" for k, v in summary.items()),
@@ -413,15 +424,15 @@ def end_epoch(
     fold.manager.wait_until_finished()
 
 
-def check_finite(held_out: int, step: int, loss, grad_norm) -> None:
+def check_finite(held_out, step: int, loss, grad_norm) -> None:
   if not (np.isfinite(loss) and np.isfinite(grad_norm)):
     raise NonFiniteError(
-      f"fold rat{held_out}, step {step}: non-finite loss ({loss}) or gradient norm ({grad_norm}); "
-      "lower config.optimizer.learning_rate or check the input images."
+      f"fold {layout.fold_label(held_out)}, step {step}: non-finite loss ({loss}) or gradient "
+      f"norm ({grad_norm}); lower config.optimizer.learning_rate or check the input images."
     )
 
 
-def _accumulate(sums: dict, pending, held_out: int, bar) -> None:
+def _accumulate(sums: dict, pending, held_out, bar) -> None:
   """Adds a finished step's metrics (read from the device) to the epoch sums."""
   step, out = pending
   out = jax.device_get(out)
@@ -432,7 +443,7 @@ def _accumulate(sums: dict, pending, held_out: int, bar) -> None:
   bar.set_postfix(loss=f"{float(out['loss']):.4f}")
 
 
-def train_fold(trainer: Trainer, workdir: str, held_out: int, source, indices) -> dict:
+def train_fold(trainer: Trainer, workdir: str, held_out, source, indices) -> dict:
   """Trains (or resumes, or just loads) the model of one fold; returns its variables."""
   config = trainer.config
   fold = start_fold(trainer, workdir, held_out, len(indices))
@@ -448,7 +459,7 @@ def train_fold(trainer: Trainer, workdir: str, held_out: int, source, indices) -
   bar = tqdm(
     total=total_steps,
     initial=int(state.step),
-    desc=f"fold rat{held_out}",
+    desc=f"fold {layout.fold_label(held_out)}",
     unit="step",
     position=1,
     leave=False,
@@ -458,7 +469,9 @@ def train_fold(trainer: Trainer, workdir: str, held_out: int, source, indices) -
   try:
     for epoch in range(fold.start_epoch, config.num_epochs):
       t0 = time.time()
-      bar.set_description(f"fold rat{held_out} epoch {epoch + 1}/{config.num_epochs}")
+      bar.set_description(
+        f"fold {layout.fold_label(held_out)} epoch {epoch + 1}/{config.num_epochs}"
+      )
       sums, pending = {}, None
       for batch in epoch_batches(config, held_out, epoch, source, indices):
         step = int(state.step)

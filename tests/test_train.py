@@ -94,8 +94,8 @@ def test_fold_strategies_agree(mini_data_dir):
   ]
   images = np.random.default_rng(0).integers(0, 256, (2, 2, 64, 64, 3), dtype=np.uint8)
   stacked = inference.stack_variables(variables)
-  p_map, beta_map = loro.make_fold_eval(model, "map")(stacked, images)
-  p_vmap, beta_vmap = loro.make_fold_eval(model, "vmap")(stacked, images)
+  p_map, beta_map, _ = loro.make_fold_eval(model, "map")(stacked, images)
+  p_vmap, beta_vmap, _ = loro.make_fold_eval(model, "vmap")(stacked, images)
   np.testing.assert_allclose(p_map, p_vmap, atol=1e-5)
   np.testing.assert_allclose(beta_map, beta_vmap, atol=1e-5)
   # And equal to each fold model applied on its own.

@@ -47,6 +47,15 @@ JPEG quality, occluders) are drawn from a random stream that never sees the
 labels, so within a rat none of them correlates with pain. Each rat has its
 own identity (head size, fur tint, ear shape, eye spacing and size, muzzle
 length, typical pose range, session lighting and backgrounds).
+
+More rats
+---------
+`plan(seed, max_per_split)` is the twin of RatsPain (six rats). `plan_rats(seed,
+num_rats, per_rat)` plans any number of rats with the same generator (the
+leave-one-animal-out demo, `tfds_ratspain.grimace.twin_lab_dir`): rats 1..6
+keep their identities, rats 7.. get identities drawn within the range of the
+six (`rat_identity`), and rat k has the label proportions of twin rat
+((k - 1) mod 6) + 1.
 """
 
 from __future__ import annotations
@@ -292,7 +301,7 @@ def _choice(rng, probs: dict):
 
 def _nuisance(rng: np.random.Generator, rat: int) -> dict:
   """Label-independent factors; always consumes the same number of variates."""
-  r = _RATS[rat]
+  r = rat_identity(rat)
   u = rng.random(12)
   g = rng.normal(size=8)
   session = int(u[0] < 0.5)
@@ -326,33 +335,35 @@ def _intensity(rng, au) -> tuple[float, ...]:
   return tuple(round(float(np.clip(a + rng.normal(0, 0.15), 0.0, 2.3)), 3) for a in au)
 
 
-@functools.lru_cache(maxsize=8)
-def _full_plan(seed: int) -> tuple[ExampleSpec, ...]:
+def _rat_specs(seed: int, rat: int, counts) -> list[ExampleSpec]:
+  """The labelled examples of one rat: `counts` = (no pain, moderate, severe) images."""
+  labels = np.repeat(np.arange(3), counts)
+  rng_lab = np.random.default_rng([seed, rat, 1])  # label stream
+  rng_nui = np.random.default_rng([seed, rat, 2])  # nuisance stream (never sees labels)
+  rng_lab.shuffle(labels)
   specs = []
-  for rat in range(1, 7):
-    counts = PER_RAT_COUNTS[rat]
-    labels = np.repeat(np.arange(3), counts)
-    rng_lab = np.random.default_rng([seed, rat, 1])  # label stream
-    rng_nui = np.random.default_rng([seed, rat, 2])  # nuisance stream (never sees labels)
-    rng_lab.shuffle(labels)
-    for i, lab in enumerate(labels):
-      au = _sample_au(rng_lab, _choice(rng_lab, _SUM_GIVEN_LABEL[int(lab)]))
-      assert pain_level_from_au(au) == lab
-      specs.append(
-        ExampleSpec(
-          split=f"rat{rat}",
-          filename=f"rat{rat}/rat{rat}_{i:04d}.jpg",
-          rat_id=rat,
-          pain_level=int(lab),
-          au_scores=au,
-          au_intensity=_intensity(rng_lab, au),
-          **_nuisance(rng_nui, rat),
-        )
+  for i, lab in enumerate(labels):
+    au = _sample_au(rng_lab, _choice(rng_lab, _SUM_GIVEN_LABEL[int(lab)]))
+    assert pain_level_from_au(au) == lab
+    specs.append(
+      ExampleSpec(
+        split=f"rat{rat}",
+        filename=f"rat{rat}/rat{rat}_{i:04d}.jpg",
+        rat_id=rat,
+        pain_level=int(lab),
+        au_scores=au,
+        au_intensity=_intensity(rng_lab, au),
+        **_nuisance(rng_nui, rat),
       )
-  rng_lab = np.random.default_rng([seed, 7, 1])
-  rng_nui = np.random.default_rng([seed, 7, 2])
-  for i in range(NUM_LOW_CONFIDENCE):
-    rat = int(rng_lab.integers(1, 7))
+    )
+  return specs
+
+
+def _low_confidence_specs(rng_lab, rng_nui, count: int, num_rats: int) -> list[ExampleSpec]:
+  """Unlabelled examples (AU means near a label boundary) of rats drawn from 1..num_rats."""
+  specs = []
+  for i in range(count):
+    rat = int(rng_lab.integers(1, num_rats + 1))
     au = _sample_au(rng_lab, _choice(rng_lab, _SUM_LOW_CONF))
     specs.append(
       ExampleSpec(
@@ -365,6 +376,17 @@ def _full_plan(seed: int) -> tuple[ExampleSpec, ...]:
         **_nuisance(rng_nui, rat),
       )
     )
+  return specs
+
+
+@functools.lru_cache(maxsize=8)
+def _full_plan(seed: int) -> tuple[ExampleSpec, ...]:
+  specs = []
+  for rat in range(1, 7):
+    specs += _rat_specs(seed, rat, PER_RAT_COUNTS[rat])
+  rng_lab = np.random.default_rng([seed, 7, 1])
+  rng_nui = np.random.default_rng([seed, 7, 2])
+  specs += _low_confidence_specs(rng_lab, rng_nui, NUM_LOW_CONFIDENCE, 6)
   return tuple(specs)
 
 
@@ -393,6 +415,82 @@ def plan(seed: int = 0, max_per_split: int | None = None) -> list[ExampleSpec]:
     n_neg = min(len(neg), n - n_pos)
     keep.update(s.filename for s in neg[:n_neg] + pos[:n_pos])
   return [s for s in full if s.filename in keep]
+
+
+def label_counts(rat: int, n: int) -> tuple[int, int, int]:
+  """(no pain, moderate, severe) counts of `n` images of rat `rat` in `plan_rats`: the
+  proportions of twin rat ((rat - 1) mod 6) + 1 (largest remainders), with at least one image
+  of each binary class when n >= 2."""
+  base = np.array(PER_RAT_COUNTS[(rat - 1) % 6 + 1], float)
+  share = n * base / base.sum()
+  counts = np.floor(share).astype(int)
+  for i in np.argsort(-(share - counts), kind="stable")[: n - counts.sum()]:
+    counts[i] += 1
+  if n >= 2 and counts[0] == 0:
+    counts[0], counts[int(np.argmax(counts))] = 1, counts[int(np.argmax(counts))] - 1
+  if n >= 2 and counts[1:].sum() == 0:
+    counts[1], counts[0] = 1, counts[0] - 1
+  return tuple(int(c) for c in counts)
+
+
+def plan_rats(
+  seed: int = 0, num_rats: int = 12, per_rat: int = 40, num_unlabelled: int = 0
+) -> list[ExampleSpec]:
+  """A twin with `num_rats` rats of `per_rat` labelled images each (`label_counts`), plus
+  `num_unlabelled` low-confidence images (split `low_confidence`, pain_level -1) of rats drawn
+  at random; same generator, label rule and nuisance model as `plan`, in split order (rat1..,
+  low_confidence). Deterministic in its arguments."""
+  if num_rats < 1 or per_rat < 1 or num_unlabelled < 0:
+    raise ValueError(
+      f"plan_rats: num_rats={num_rats}, per_rat={per_rat} must be >= 1 and "
+      f"num_unlabelled={num_unlabelled} >= 0"
+    )
+  specs = []
+  for rat in range(1, num_rats + 1):
+    specs += _rat_specs(seed, rat, label_counts(rat, per_rat))
+  rng_lab = np.random.default_rng([seed, 0, 3])
+  rng_nui = np.random.default_rng([seed, 0, 4])
+  return specs + _low_confidence_specs(rng_lab, rng_nui, num_unlabelled, num_rats)
+
+
+@functools.cache
+def rat_identity(rat: int) -> _Rat:
+  """The identity of rat `rat`: the twin's own for 1..6; beyond, drawn (from a stream of the
+  rat number only) uniformly within the range of the six: head size, tints, ears, eyes,
+  muzzle, pose (yaw centre, spread and bimodality; mean pitch); the sessions (lighting,
+  backgrounds) of one of the six."""
+  if rat in _RATS:
+    return _RATS[rat]
+  if rat < 1:
+    raise ValueError(f"rat {rat}: rats are numbered from 1")
+  rng = np.random.default_rng([20250, rat])
+  six = list(_RATS.values())
+
+  def between(values):
+    return float(rng.uniform(min(values), max(values)))
+
+  def colour(field):
+    return tuple(between([getattr(r, field)[c] for r in six]) for c in range(3))
+
+  return _Rat(
+    size=between([r.size for r in six]),
+    tint=colour("tint"),
+    ear_w=between([r.ear_w for r in six]),
+    ear_h=between([r.ear_h for r in six]),
+    ear_pink=colour("ear_pink"),
+    eye_az=between([r.eye_az for r in six]),
+    eye_el=between([r.eye_el for r in six]),
+    eye_r=between([r.eye_r for r in six]),
+    eye_col=colour("eye_col"),
+    muzzle=between([r.muzzle for r in six]),
+    yaw=(
+      between([r.yaw[0] for r in six]),
+      between([r.yaw[1] for r in six]),
+      bool(rng.random() < 0.5),
+    ),
+    pitch=between([r.pitch for r in six]),
+    sessions=six[int(rng.integers(len(six)))].sessions,
+  )
 
 
 # --------------------------------------------------------------------------
@@ -753,7 +851,7 @@ def _draw_bars(img: Image.Image, rng, size):
 def render(spec: ExampleSpec) -> dict:
   """Renders one example (see module docstring); depends only on `spec`."""
   rng = np.random.default_rng(spec.seed)
-  rat = _RATS[spec.rat_id]
+  rat = rat_identity(spec.rat_id)
   size = _RES
   scale = size * 0.40 * spec.scale
   cx = size * (0.5 + spec.offset[0])
