@@ -35,6 +35,9 @@ METHODS = {
   "painseeker": {},
   "painseeker_wo_prsc": {"loss.lambda_prsc": 0.0},
   "resnet18": {"model.name": "resnet18"},
+  # Not in the paper: PainSeeker with the RGS action-unit heads (issue #19); not a default
+  # method of configs/table3.py, select it with --config.methods=painseeker,painseeker_au.
+  "painseeker_au": {"loss.lambda_au": 1.0},
   **{
     f"lbp_r{r}_g{g}": {"model.name": "lbp_svm", "lbp.radius": r, "lbp.grid": g}
     for r in (1, 3)

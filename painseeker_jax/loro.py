@@ -199,7 +199,8 @@ def method_title(config) -> str:
     return f"LBP (R={config.lbp.radius}, {config.lbp.grid}x{config.lbp.grid}) + SVM"
   if name == "resnet18":
     return "ResNet-18"
-  return "PainSeeker w/o PRSC" if config.loss.lambda_prsc == 0 else "PainSeeker"
+  title = "PainSeeker w/o PRSC" if config.loss.lambda_prsc == 0 else "PainSeeker"
+  return title + (" + AU heads" if inference.au_names(config) else "")
 
 
 def results_markdown(results: dict, title: str, groups=input_pipeline.RATSPAIN_GROUPS) -> str:

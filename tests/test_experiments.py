@@ -303,3 +303,16 @@ def test_table3_writer_from_known_confusion_matrices():
   assert "| +0.190 [" in lbp_stats and "| +0.262 [" in lbp_stats
   ps_stats = next(line for line in md if line.startswith("| PainSeeker |") and "±" in line)
   assert ps_stats.endswith("| — | — | — |")
+
+
+def test_painseeker_au_method_is_painseeker_with_au_heads(mini_data_dir):
+  """The extra method `painseeker_au` (not a default of configs/table3.py) is PainSeeker with the
+  RGS AU heads, and its title says so."""
+  config = mini_config(mini_data_dir)
+  au = experiments.derive(config, experiments.METHODS["painseeker_au"], seed=1)
+  assert au.loss.lambda_au == 1.0 and au.seed == 1
+  assert loro.method_title(au) == "PainSeeker + AU heads"
+  assert loro.method_title(experiments.derive(config, {})) == "PainSeeker"
+  from configs import table3
+
+  assert "painseeker_au" not in table3.get_config("synthetic").methods
