@@ -99,7 +99,7 @@ def make_optimizer(opt: ml_collections.ConfigDict) -> optax.GradientTransformati
 
 
 def lr_multiplier(schedule: str, step, total_steps: int):
-  """The factor of the base learning rate at `step` of `total_steps` (host side or traced).
+  """The factor of the base learning rate at `step` of `total_steps` (on the host, numpy).
 
   constant: 1. cosine: 0.5 * (1 + cos(pi * step / total_steps)), from 1 at the
   first step to 0 after the last (no warm-up). Per fold, as each fold has its own

@@ -36,12 +36,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from tfds_ratspain.grimace import manual
+from tfds_ratspain.ratspain.ratspain_dataset_builder import ArrayRecordByDefault
 
 SCALES = manual.SCALES
 LEVEL_NAMES = manual.LEVEL_NAMES
 PAIN_NAMES = ("no_pain", "pain")
 UNLABELLED_SPLIT = manual.UNLABELLED_SPLIT
-DEFAULT_FILE_FORMAT = "array_record"
 # Keys of info.metadata.
 ANIMAL_IDS = "animal_ids"
 FINGERPRINT = "manual_fingerprint"
@@ -67,7 +67,7 @@ class GrimaceConfig(tfds.core.BuilderConfig):
   scale: str = "rgs"
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for a lab's grimace-scored images (manual directory)."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -78,12 +78,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     GrimaceConfig(name="mgs", scale="mgs", description="Mouse Grimace Scale (5 action units)."),
   ]
   DEFAULT_CONFIG_NAME = "rgs"
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # As the ratspain builder: a new build is array_record unless asked otherwise.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format(DEFAULT_FILE_FORMAT, override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
     num_aus = len(SCALES[self.builder_config.scale])

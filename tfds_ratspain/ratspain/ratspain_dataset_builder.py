@@ -70,7 +70,18 @@ class RatsPainConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class Builder(tfds.core.GeneratorBasedBuilder):
+class ArrayRecordByDefault:
+  """Builder mixin: without an explicit `file_format` TFDS takes the one of an existing build
+  (dataset_info.json), else TFRecord; a new build here is array_record (readable with
+  `tfds.data_source`, no TensorFlow). Shared by the `ratspain` and `grimace` builders."""
+
+  def __init__(self, *, file_format=None, **kwargs):
+    super().__init__(file_format=file_format, **kwargs)
+    if file_format is None and not (self.data_path / "dataset_info.json").exists():
+      self.info.set_file_format(DEFAULT_FILE_FORMAT, override=True)
+
+
+class Builder(ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for RatsPain and its synthetic twin."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -97,13 +108,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     ),
   ]
   DEFAULT_CONFIG_NAME = "real"
-
-  def __init__(self, *, file_format=None, **kwargs):
-    super().__init__(file_format=file_format, **kwargs)
-    # Without an explicit format TFDS takes the one of an existing build
-    # (dataset_info.json), else TFRecord; a new build here is array_record.
-    if file_format is None and not (self.data_path / "dataset_info.json").exists():
-      self.info.set_file_format(DEFAULT_FILE_FORMAT, override=True)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
