@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny synthetic RatsPain build, made once per test session."""
 
+import logging
 import os
 import sys
 
@@ -10,6 +11,16 @@ if ROOT not in sys.path:  # configs/ and run.py live at the repository root
   sys.path.insert(0, ROOT)
 
 REAL_SAMPLES = os.path.join(ROOT, "tests", "data", "real_samples")
+
+
+@pytest.fixture(autouse=True)
+def _restore_painseeker_logger():
+  """A CLI run in-process (`cli.main`) sets the "painseeker" logger to its own handler with
+  propagate=False, which hides later tests' messages from `caplog`: put it back after each test."""
+  log = logging.getLogger("painseeker")
+  saved = (list(log.handlers), log.level, log.propagate)
+  yield
+  log.handlers[:], log.level, log.propagate = saved
 
 
 @pytest.fixture(scope="session")
