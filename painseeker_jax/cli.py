@@ -4,6 +4,7 @@ r"""The `painseeker` command (also `python -m painseeker_jax`; `python run.py` i
   painseeker train-final --config=configs/loro.py:synthetic --output models/painseeker_synthetic
   painseeker predict --model models/painseeker_synthetic --output scores.csv faces/
   painseeker predict --model runs/loro_synthetic --output scores.csv --heatmaps maps/ video.mp4
+  painseeker predict --model models/m --output cage.csv --boxes cageDLC_resnet50.h5 cage.mp4
 
 `run` and `train-final` take a config file (`path[:arg]`, big_vision style)
 and `--config.x=y` overrides, parsed by one function (`load_config`,
@@ -44,6 +45,8 @@ def _config_command(sub, name: str, description: str) -> argparse.ArgumentParser
 
 
 def _parser() -> argparse.ArgumentParser:
+  from painseeker_jax import quality, tracking  # light (numpy, PIL): the options' defaults
+
   p = argparse.ArgumentParser(
     prog="painseeker",
     allow_abbrev=False,
@@ -80,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     "predict",
     help=COMMANDS["predict"],
     allow_abbrev=False,
-    description=COMMANDS["predict"] + ". Inputs are face crops (as in RatsPain); "
-    "automatic face detection is not provided: use --crop for a fixed camera.",
+    description=COMMANDS["predict"] + ". Inputs are face crops (as in RatsPain), or "
+    "whole frames with --crop (a fixed camera) or --boxes (the face in every frame, from "
+    "the lab's DeepLabCut, SLEAP or detector output); no face detector is bundled.",
   )
   q.add_argument(
     "paths",
@@ -119,6 +123,53 @@ def _parser() -> argparse.ArgumentParser:
     "--crop",
     metavar="x,y,w,h",
     help="cut this box (pixels) out of every image and frame before scoring",
+  )
+  q.add_argument(
+    "--boxes",
+    action="append",
+    default=[],
+    metavar="FILE",
+    help="face boxes per frame: a DeepLabCut output (.h5/.csv), a SLEAP analysis file (.h5) "
+    "or a CSV video,frame,x,y,w,h[,animal][,score] (or image,x,y,w,h[,...] for images); "
+    "repeat for several videos (matched by file name) or write VIDEO=FILE",
+  )
+  q.add_argument(
+    "--face-keypoints",
+    metavar="A,B,C",
+    help="the keypoints that outline the face (default: the eyes, ears and nose/snout under "
+    "their common names)",
+  )
+  q.add_argument(
+    "--min-likelihood",
+    type=float,
+    default=tracking.DEFAULT_MIN_LIKELIHOOD,
+    metavar="P",
+    help=f"keypoints (or CSV boxes) below this confidence are ignored (default "
+    f"{tracking.DEFAULT_MIN_LIKELIHOOD:g}, DeepLabCut's pcutoff)",
+  )
+  q.add_argument(
+    "--min-keypoints",
+    type=int,
+    default=tracking.DEFAULT_MIN_KEYPOINTS,
+    metavar="N",
+    help=f"confident face keypoints needed for a box; fewer: skipped=no_face "
+    f"(default {tracking.DEFAULT_MIN_KEYPOINTS})",
+  )
+  q.add_argument(
+    "--min-sharpness",
+    type=float,
+    default=quality.DEFAULT_MIN_SHARPNESS,
+    metavar="S",
+    help=f"crops less sharp are skipped=blurred (default {quality.DEFAULT_MIN_SHARPNESS:g}; "
+    "0: no check; docs/results.md 'The frame-quality gate')",
+  )
+  q.add_argument(
+    "--min-exposure",
+    type=float,
+    default=quality.DEFAULT_MIN_EXPOSURE,
+    metavar="E",
+    help=f"crops darker (mean luma 0..1) are skipped=dark (default "
+    f"{quality.DEFAULT_MIN_EXPOSURE:g}; 0: no check)",
   )
   q.add_argument("--batch-size", type=int, default=64, metavar="B", help="batch size (default 64)")
   q.add_argument("--threads", type=int, default=4, metavar="N", help="decoding threads (default 4)")
@@ -233,6 +284,14 @@ def predict(args) -> int:
     every_seconds=args.every_seconds,
     every_frames=args.every_frames,
     crop=crop,
+    boxes=list(args.boxes),
+    face_keypoints=[k.strip() for k in args.face_keypoints.split(",") if k.strip()]
+    if args.face_keypoints
+    else None,
+    min_likelihood=args.min_likelihood,
+    min_keypoints=args.min_keypoints,
+    min_sharpness=args.min_sharpness,
+    min_exposure=args.min_exposure,
     batch_size=args.batch_size,
     overwrite=args.overwrite,
     num_threads=args.threads,

@@ -6,12 +6,21 @@ Pipeline:
     every second by default) lives in `video_sampling` alone;
   * inputs (`collect_inputs`): files, folders (recursive), globs; images
     (JPEG, PNG, BMP, TIFF, WebP) and videos (mp4, avi, mov, mkv, ...);
-  * decoding (`load_image`, `iter_video`): EXIF rotation, any PIL mode to RGB
-    (`images.to_rgb`: grayscale, RGBA, CMYK, 16-bit), the optional `--crop`
-    box, then the same bilinear resize to the model's input size as the
-    evaluation pipeline (`input_pipeline.decode_resize`). Video frames are read
-    with PyAV (which ships its own FFmpeg) and sampled every N seconds or N
-    frames. Decoding runs in background threads while the network runs;
+  * face boxes (`load_boxes`, `--boxes`): per video a tracking file
+    (DeepLabCut .h5/.csv, SLEAP analysis .h5, or a plain box CSV; read and
+    turned into square face boxes by `tracking`), matched by name or given as
+    VIDEO=FILE, and checked against its video (frame count, resolution) before
+    anything is written; a box CSV keyed by image path for images. With several
+    animals every frame gives one row per animal;
+  * decoding (`load_image`, `iter_frames`, `prepare`): EXIF rotation, any PIL
+    mode to RGB (`images.to_rgb`: grayscale, RGBA, CMYK, 16-bit), the face box
+    (the `--crop` box, a box from `--boxes`, or the whole image), the quality
+    gate (`quality`: sharpness and exposure of the crop; below the thresholds
+    the row is `skipped=blurred` / `dark`; no confident box is
+    `skipped=no_face`), then the same bilinear resize to the model's input size
+    as the evaluation pipeline (`input_pipeline.decode_resize`). Video frames
+    are read with PyAV (which ships its own FFmpeg) and sampled every N seconds
+    or N frames. Decoding runs in background threads while the network runs;
   * inference (`make_predict_fn`): one jit-compiled function with a fixed
     batch shape (the last batch padded with zeros) around the shared
     inference core (`inference.outputs`: the model's normalisation, the
@@ -24,9 +33,13 @@ Pipeline:
   * the loop (`run`): decoded images are batched and scored, and their rows
     handed in input order to the report;
   * outputs (`predict_report.Report`): the CSV (one row per image or sampled
-    frame, flushed after every batch, so a crash keeps what was done; with AU
-    heads also the expected score of each AU and their mean, `grimace_score`),
-    heat-map PNGs, one p_pain-over-time plot per video, a console summary.
+    frame and animal, with the box it scored, its sharpness and exposure, and
+    why it was skipped; flushed after every batch, so a crash keeps what was
+    done; with AU heads also the expected score of each AU and their mean,
+    `grimace_score`), heat-map PNGs, one p_pain-over-time plot per video and
+    animal, the session summary (`<output stem>_summary.csv` / `.md`: counts,
+    mean p_pain with a block-bootstrap interval, share of time in pain, AU
+    means), a console summary.
 
 A file that cannot be read or decoded, an empty folder, an unsupported video or
 an input for which the network's output is not finite gives a row with the
@@ -53,7 +66,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from painseeker_jax import predict_report
+from painseeker_jax import predict_report, quality, tracking
 from painseeker_jax.images import IMAGE_EXTENSIONS, to_rgb
 from painseeker_jax.predict_report import (  # noqa: F401  (the report's names, re-exported)
   CSV_FIELDS,
@@ -110,6 +123,12 @@ class Options:
   every_seconds: float | None = None
   every_frames: int | None = None
   crop: tuple | None = None
+  boxes: list = dataclasses.field(default_factory=list)  # tracking files, or VIDEO=FILE
+  face_keypoints: list | None = None  # None: tracking.is_face_keypoint decides
+  min_likelihood: float = tracking.DEFAULT_MIN_LIKELIHOOD
+  min_keypoints: int = tracking.DEFAULT_MIN_KEYPOINTS
+  min_sharpness: float = quality.DEFAULT_MIN_SHARPNESS
+  min_exposure: float = quality.DEFAULT_MIN_EXPOSURE
   batch_size: int = 64
   overwrite: bool = False
   num_threads: int = 4
@@ -143,6 +162,16 @@ def validate_options(opts: Options) -> Options:
     raise UsageError(f"--batch-size {opts.batch_size}: must be >= 1")
   if not opts.paths:
     raise UsageError("no input given: name image files, folders, globs or videos")
+  if opts.boxes and opts.crop is not None:
+    raise UsageError("give --crop (one fixed box) or --boxes (a box per frame), not both")
+  if not 0 <= opts.min_likelihood <= 1:
+    raise UsageError(f"--min-likelihood {opts.min_likelihood}: must be in [0, 1]")
+  if opts.min_keypoints < 2:
+    raise UsageError(f"--min-keypoints {opts.min_keypoints}: a box needs >= 2 keypoints")
+  if opts.min_sharpness < 0:
+    raise UsageError(f"--min-sharpness {opts.min_sharpness}: must be >= 0 (0: no check)")
+  if not 0 <= opts.min_exposure <= 1:
+    raise UsageError(f"--min-exposure {opts.min_exposure}: must be in [0, 1] (0: no check)")
   return dataclasses.replace(opts, every_seconds=every_seconds, every_frames=every_frames)
 
 
@@ -250,18 +279,94 @@ def parse_crop(text: str) -> tuple[int, int, int, int]:
 # Decoding.
 
 
-def _crop_resize(img: Image.Image, size: int, crop, where: str) -> np.ndarray:
-  if crop is not None:
-    x, y, w, h = crop
-    if x + w > img.width or y + h > img.height:
-      raise InputError(
-        f"{where}: the crop box x={x}, y={y}, w={w}, h={h} reaches outside the "
-        f"image ({img.width}x{img.height})"
-      )
-    img = img.crop((x, y, x + w, y + h))
+def _cut(img: Image.Image, box, where: str) -> Image.Image:
+  """The box (x, y, w, h; pixels of the upright image) cut out; None: the whole image. A box
+  reaching outside the image raises InputError."""
+  if box is None:
+    return img
+  x, y, w, h = box
+  if x + w > img.width or y + h > img.height:
+    raise InputError(
+      f"{where}: the crop box x={x}, y={y}, w={w}, h={h} reaches outside the "
+      f"image ({img.width}x{img.height})"
+    )
+  return img.crop((x, y, x + w, y + h))
+
+
+def _resize(img: Image.Image, size: int) -> np.ndarray:
   if img.size != (size, size):
     img = img.resize((size, size), Image.BILINEAR, reducing_gap=None)
   return np.asarray(img, dtype=np.uint8)
+
+
+def _crop_resize(img: Image.Image, size: int, crop, where: str) -> np.ndarray:
+  return _resize(_cut(img, crop, where), size)
+
+
+@dataclasses.dataclass
+class Crop:
+  """A face cut out of an image or frame: the network's input, or the reason it is skipped."""
+
+  image: np.ndarray | None  # size x size x 3 uint8; None when skipped
+  box: tuple[int, int, int, int] | None  # x, y, w, h in the upright image (None: no face)
+  sharpness: float | None = None
+  exposure: float | None = None
+  skipped: str = ""  # "", "no_face", "blurred" or "dark"
+
+
+def prepare(
+  img: Image.Image,
+  box,
+  size: int,
+  where: str,
+  gate: tuple[float, float],
+  full_size: tuple[int, int] | None = None,
+  quality_image: Image.Image | None = None,
+) -> Crop:
+  """Cuts `box` (None: the whole image) out of `img`, measures the crop's sharpness and
+  exposure (`quality.measure`) and, when it passes the gate (min sharpness, min exposure),
+  resizes it to the network's input. Raises InputError for a box outside the image.
+
+  For a whole image that the JPEG decoder reduced (`input_pipeline.decode_resize`'s draft):
+  `full_size` is its size before the reduction (the box reported), `quality_image` a larger
+  decode to measure the quality on when the reduced one is smaller than
+  `quality.QUALITY_SIZE` (the gate's thresholds hold at that size)."""
+  full = box is None
+  face = _cut(img, box, where)
+  if full:
+    box = (0, 0, *(full_size or img.size))
+  sharp, expo = quality.measure(quality_image if full and quality_image is not None else face)
+  skipped = quality.verdict(sharp, expo, *gate)
+  return Crop(None if skipped else _resize(face, size), tuple(box), sharp, expo, skipped)
+
+
+def _open_image(path: str, draft_size: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+  """An image file -> (upright 8-bit RGB PIL image, its upright size before any reduction).
+
+  `draft_size`: let the JPEG decoder reduce it to no less than draft_size x draft_size (as
+  `input_pipeline.decode_resize`). Raises InputError."""
+  try:
+    f = open(path, "rb")
+  except OSError as e:
+    raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
+  try:
+    with f, Image.open(f) as img:
+      full = img.size
+      if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF rotation by 90 degrees
+        full = full[::-1]
+      if draft_size:
+        img.draft("RGB", (draft_size, draft_size))
+      img = ImageOps.exif_transpose(img)
+      img = to_rgb(img)
+      img.load()
+      return img, full
+  except UnidentifiedImageError:
+    raise InputError(
+      f"{path}: not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)}; "
+      f"videos: {', '.join(VIDEO_EXTENSIONS)})"
+    ) from None
+  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    raise InputError(f"{path}: cannot decode the image ({type(e).__name__}: {e})") from None
 
 
 def load_image(path: str, size: int, crop=None) -> np.ndarray:
@@ -273,26 +378,7 @@ def load_image(path: str, size: int, crop=None) -> np.ndarray:
   `draft` reduction exactly like `input_pipeline.decode_resize`). Raises
   InputError naming the file.
   """
-  try:
-    f = open(path, "rb")
-  except OSError as e:
-    raise InputError(f"{path}: cannot read the file ({e.strerror or e})") from None
-  try:
-    with f, Image.open(f) as img:
-      if crop is None:
-        img.draft("RGB", (size, size))
-      img = ImageOps.exif_transpose(img)
-      img = to_rgb(img)
-      return _crop_resize(img, size, crop, path)
-  except InputError:
-    raise
-  except UnidentifiedImageError:
-    raise InputError(
-      f"{path}: not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)}; "
-      f"videos: {', '.join(VIDEO_EXTENSIONS)})"
-    ) from None
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise InputError(f"{path}: cannot decode the image ({type(e).__name__}: {e})") from None
+  return _crop_resize(_open_image(path, size if crop is None else None)[0], size, crop, path)
 
 
 def _av():
@@ -342,15 +428,31 @@ def probe_video(path: str, every_seconds: float | None, every_frames: int | None
     container.close()
 
 
-def iter_video(
-  path: str,
-  size: int,
-  *,
-  every_seconds: float | None = None,
-  every_frames: int | None = None,
-  crop=None,
-) -> Iterator[tuple[int, float, np.ndarray]]:
-  """Yields (frame index, time in seconds from the stream start, size x size x 3 uint8).
+def video_info(path: str) -> tuple[int, int, int]:
+  """(number of frames as the container states it, 0 if unknown; width; height of the
+  upright frame, the stream's display rotation applied). Raises InputError."""
+  container = _open_video(path)
+  try:
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    rotation = 0
+    for frame in container.decode(stream):  # the first frame carries the display rotation
+      rotation = getattr(frame, "rotation", 0) or 0
+      break
+    if rotation % 180:
+      width, height = height, width
+    return int(stream.frames or 0), int(width), int(height)
+  except (_av().error.FFmpegError, OSError, ValueError) as e:
+    raise InputError(f"{path}: not a readable video ({e})") from None
+  finally:
+    container.close()
+
+
+def iter_frames(
+  path: str, *, every_seconds: float | None = None, every_frames: int | None = None
+) -> Iterator[tuple[int, float, Image.Image]]:
+  """Yields (frame index, time in seconds from the stream start, upright RGB PIL frame) of
+  the sampled frames, then, after the last, (-(number of decoded frames), 0.0, None).
 
   Frames are sampled every `every_frames` decoded frames, or the first frame at
   or after each multiple of `every_seconds` (the rule of `video_sampling`:
@@ -386,17 +488,35 @@ def iter_video(
             next_t = (math.floor(t / every_seconds + 1e-6) + 1) * every_seconds
         if not keep:
           continue
-        img = frame.to_image()
+        # (as frame.to_image(), pixel for pixel, at a third of its cost)
+        img = Image.fromarray(frame.to_ndarray(format="rgb24"))
         rotation = getattr(frame, "rotation", 0) or 0
         if rotation:
           img = img.rotate(rotation, expand=True)
-        yield i, float(t), _crop_resize(img, size, crop, f"{path}, frame {i}")
+        yield i, float(t), img
     except (av.error.FFmpegError, OSError, ValueError) as e:
       raise InputError(f"{path}: decoding failed after frame {i} ({e})") from None
     if i < 0:
       raise InputError(f"{path}: no frame could be decoded")
+    yield -(i + 1), 0.0, None
   finally:
     container.close()
+
+
+def iter_video(
+  path: str,
+  size: int,
+  *,
+  every_seconds: float | None = None,
+  every_frames: int | None = None,
+  crop=None,
+) -> Iterator[tuple[int, float, np.ndarray]]:
+  """Yields (frame index, time in seconds from the stream start, size x size x 3 uint8) of
+  the frames `iter_frames` samples, the `crop` box (None: the whole frame) cut out and
+  resized. Raises InputError naming the file (and the frame)."""
+  for i, t, img in iter_frames(path, every_seconds=every_seconds, every_frames=every_frames):
+    if img is not None:
+      yield i, t, _crop_resize(img, size, crop, f"{path}, frame {i}")
 
 
 # ---------------------------------------------------------------------------
@@ -452,14 +572,79 @@ def _bounded_map(fn, items: Iterable, num_threads: int, window: int) -> Iterator
       yield pending.popleft().result()
 
 
-def _items(sources: list[Source], opts: Options, size: int) -> Iterator[Item]:
-  """Rows in input order: decoded images and frames, error rows, end-of-video markers."""
+NO_FACE = "no_face"  # a target without a usable face box
+
+
+@dataclasses.dataclass
+class BoxPlan:
+  """Where the faces are (`--boxes`): each video's tracks, and the boxes of images."""
+
+  videos: dict = dataclasses.field(default_factory=dict)  # video path -> tracking.Tracks
+  images: dict | None = None  # realpath of an image -> [(animal, box)]; None: images whole
+
+
+def _fill(row: dict, crop: Crop) -> None:
+  row["box_x"], row["box_y"], row["box_w"], row["box_h"] = crop.box
+  row["sharpness"] = f"{crop.sharpness:.2f}"
+  row["exposure"] = f"{crop.exposure:.4f}"
+  row["skipped"] = crop.skipped
+
+
+def _targets_items(
+  img, path, targets, size, gate, frame="", t="", full_size=None, quality_image=None
+) -> list[Item]:
+  """The rows of one image or frame: one per (animal, box) target; box None is the whole
+  image (`full_size`, `quality_image`: see `prepare`), NO_FACE a skipped row."""
+  where = path if frame == "" else f"{path}, frame {frame}"
+  out = []
+  for animal, box in targets:
+    row = new_row(path, frame, t, animal=animal)
+    if isinstance(box, str):
+      row["skipped"] = box
+      out.append(Item(row))
+      continue
+    try:
+      who = where + (f", animal {animal}" if animal else "")
+      crop = prepare(img, box, size, who, gate, full_size, quality_image)
+    except InputError as e:
+      row["error"] = str(e)
+      out.append(Item(row))
+      continue
+    _fill(row, crop)
+    out.append(Item(row, crop.image))
+  return out
+
+
+def _image_targets(path: str, img: Image.Image, opts: Options, plan: BoxPlan) -> list:
+  if plan.images is None:
+    return [("", opts.crop)]
+  entries = plan.images.get(os.path.realpath(path))
+  if not entries:
+    return [("", NO_FACE)]
+  out = []
+  for animal, box in entries:
+    clipped = tracking.clip_box(box, img.width, img.height)
+    out.append((animal, NO_FACE if clipped is None else clipped))
+  return out
+
+
+def _items(sources: list[Source], opts: Options, size: int, plan: BoxPlan) -> Iterator[Item]:
+  """Rows in input order: decoded images and frames (one per animal with --boxes), skipped
+  and error rows, end-of-video markers."""
+  gate = (opts.min_sharpness, opts.min_exposure)
+
+  draft = opts.crop is None and plan.images is None  # whole images: as the evaluation reads them
 
   def decode(path):
     try:
-      return Item(new_row(path), load_image(path, size, opts.crop))
+      img, full = _open_image(path, size if draft else None)
+      larger = None
+      if img.size != full and min(img.size) < quality.QUALITY_SIZE:
+        larger = _open_image(path, quality.QUALITY_SIZE)[0]
+      targets = _image_targets(path, img, opts, plan)
+      return _targets_items(img, path, targets, size, gate, full_size=full, quality_image=larger)
     except InputError as e:
-      return Item(new_row(path, error=str(e)))
+      return [Item(new_row(path, error=str(e)))]
 
   window = max(2 * opts.batch_size, 8)
   i = 0
@@ -469,25 +654,45 @@ def _items(sources: list[Source], opts: Options, size: int) -> Iterator[Item]:
       j = i
       while j < len(sources) and sources[j].kind == "image":
         j += 1
-      yield from _bounded_map(decode, [x.path for x in sources[i:j]], opts.num_threads, window)
+      paths = [x.path for x in sources[i:j]]
+      for items in _bounded_map(decode, paths, opts.num_threads, window):
+        yield from items
       i = j
       continue
     if s.kind == "error":
       yield Item(new_row(s.path, error=s.error))
     else:
-      try:
-        for frame, t, image in iter_video(
-          s.path,
-          size,
-          every_seconds=opts.every_seconds,
-          every_frames=opts.every_frames,
-          crop=opts.crop,
-        ):
-          yield Item(new_row(s.path, frame, t), image)
-      except InputError as e:
-        yield Item(new_row(s.path, error=str(e)))
+      yield from _video_items(s.path, opts, size, plan.videos.get(s.path), gate)
       yield Item(None, video_end=s.path)
     i += 1
+
+
+def _video_items(path: str, opts: Options, size: int, tracks, gate) -> Iterator[Item]:
+  try:
+    for frame, t, img in iter_frames(
+      path, every_seconds=opts.every_seconds, every_frames=opts.every_frames
+    ):
+      if img is None:  # the end: -frame frames were decoded
+        if tracks is not None and tracks.exact_length and -frame != tracks.num_frames:
+          yield Item(
+            new_row(
+              path,
+              error=f"{path}: the video has {-frame} frames but the tracking file "
+              f"{tracks.path} covers {tracks.num_frames}: it belongs to another video or "
+              "another cut of it; its boxes are not trusted beyond this point",
+            )
+          )
+        continue
+      if tracks is None:
+        targets = [("", opts.crop)]
+      else:
+        targets = []
+        for a, animal in enumerate(tracks.animals):
+          box = tracking.clip_box(tracks.box(frame, a), img.width, img.height)
+          targets.append((animal, NO_FACE if box is None else box))
+      yield from _targets_items(img, path, targets, size, gate, frame, t)
+  except InputError as e:
+    yield Item(new_row(path, error=str(e)))
 
 
 def _background(gen: Iterator, maxsize: int) -> Iterator:
@@ -541,10 +746,11 @@ def _file_id(path: str) -> tuple[int, int] | None:
 
 
 def _check_not_inputs(
-  opts: Options, sources: list[Source], folders: list[str], plots: dict[str, str]
+  opts: Options, sources: list[Source], folders: list[str], others: dict[str, str]
 ) -> None:
   """Refuses (UsageError, with or without --overwrite) an output that would replace an
-  input: the CSV or a video's plot being an input file, or a heat-map folder breaking
+  input: the CSV or another output (`others`: path -> what it is, e.g. a video's plot, the
+  session summary) being an input file, or a heat-map folder breaking
   `HEATMAPS_RULE` (heat maps are written directly in that folder, under names made from
   the inputs' names). Files and folders are compared as the file system sees them
   (device and inode: symbolic links, hard links, other spellings of a path)."""
@@ -556,7 +762,7 @@ def _check_not_inputs(
         inputs.setdefault(key, s.path)
   refuse = "refusing to write over an input (with or without --overwrite)"
   outputs = [(opts.output, f"--output {opts.output}")]
-  outputs += [(plot, f"{plot} (the time-course plot of {video})") for video, plot in plots.items()]
+  outputs += list(others.items())
   for path, what in outputs:
     src = inputs.get(_file_id(path))
     if src is not None:
@@ -592,11 +798,28 @@ def _check_not_inputs(
         )
 
 
-def _check_outputs(opts: Options, sources: list[Source], folders: list[str]) -> dict[str, str]:
+def _sessions(sources: list[Source], plan: BoxPlan) -> list[tuple[str, str]]:
+  """(video, animal) of every video and animal the run will score (animal "": no tracks or
+  a single-animal tracking file)."""
+  out = []
+  for s in sources:
+    if s.kind == "video":
+      tracks = plan.videos.get(s.path)
+      out += [(s.path, a) for a in (tracks.animals if tracks is not None else [""])]
+  return out
+
+
+def _check_outputs(
+  opts: Options, sources: list[Source], folders: list[str], plan: BoxPlan | None = None
+) -> dict[tuple[str, str], str]:
   """Refuses outputs that are inputs (`_check_not_inputs`, always), and existing outputs
-  unless --overwrite; returns the plot path of each video."""
-  plots = predict_report.plot_paths(opts.output, [s.path for s in sources if s.kind == "video"])
-  _check_not_inputs(opts, sources, folders, plots)
+  unless --overwrite; returns the plot path of each (video, animal)."""
+  plots = predict_report.plot_paths(opts.output, _sessions(sources, plan or BoxPlan()))
+  summaries = predict_report.summary_paths(opts.output)
+  others = {**{p: f"{p} (the time-course plot of {v})" for (v, _), p in plots.items()}}
+  if any(s.kind == "video" for s in sources):
+    others.update({p: f"{p} (the session summary)" for p in summaries})
+  _check_not_inputs(opts, sources, folders, others)
   out_dir = os.path.dirname(os.path.abspath(opts.output))
   if os.path.isdir(opts.output):
     raise UsageError(f"--output {opts.output} is a folder; give a CSV file name")
@@ -612,12 +835,94 @@ def _check_outputs(opts: Options, sources: list[Source], folders: list[str]) -> 
         f"{opts.heatmaps} already holds files; use --overwrite to write into it "
         "(files of the same name are replaced) or choose an empty folder"
       )
-  for video, plot in plots.items():
-    if os.path.exists(plot) and not opts.overwrite:
-      raise UsageError(
-        f"{plot} (the plot of {video}) already exists; use --overwrite to replace it"
-      )
+  for path, what in others.items():
+    if os.path.exists(path) and not opts.overwrite:
+      raise UsageError(f"{what} already exists; use --overwrite to replace it")
   return plots
+
+
+def _is_image_box_csv(path: str) -> bool:
+  """A plain box CSV keyed by image path (an `image` column) rather than by video frame."""
+  if not path.lower().endswith(".csv"):
+    return False
+  try:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+      header = f.readline()
+  except (OSError, UnicodeDecodeError):
+    return False  # read_tracks names the problem
+  return "image" in [c.strip().lower() for c in header.split(",")]
+
+
+def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
+  """Reads the --boxes files (before anything is written): every video needs one (matched by
+  name, or VIDEO=FILE); image box CSVs (an `image` column) give the boxes of images. Raises
+  UsageError naming the file and the problem."""
+  if not opts.boxes:
+    return BoxPlan()
+  videos = [s.path for s in sources if s.kind == "video"]
+  image_files, video_files = [], []
+  for arg in opts.boxes:
+    explicit = "=" in arg and not os.path.exists(arg)
+    (video_files if explicit or not _is_image_box_csv(arg) else image_files).append(arg)
+  plan = BoxPlan()
+  try:
+    if video_files:
+      if not videos:
+        raise UsageError(
+          f"--boxes {', '.join(video_files)}: tracking files for videos, but no video is "
+          "among the inputs"
+        )
+      matched = tracking.match_tracking_files(videos, video_files)
+      for video, path in matched.items():
+        plan.videos[video] = tracking.read_tracks(
+          path,
+          face_keypoints=opts.face_keypoints,
+          min_likelihood=opts.min_likelihood,
+          min_keypoints=opts.min_keypoints,
+          video=video,
+        )
+    missing = [v for v in videos if v not in plan.videos]
+    if missing:
+      raise UsageError(
+        f"--boxes: no tracking file for the video(s) {', '.join(missing)}; give one per video "
+        "(named after the video, as DeepLabCut and SLEAP name them, or as VIDEO=FILE)"
+      )
+    if image_files:
+      plan.images = {}
+      for path in image_files:
+        base = os.path.dirname(os.path.abspath(path))
+        for name, entries in tracking.read_image_boxes(path).items():
+          for candidate in (name, os.path.join(base, name)):
+            if os.path.exists(candidate):
+              plan.images.setdefault(os.path.realpath(candidate), []).extend(entries)
+              break
+  except tracking.TrackingError as e:
+    raise UsageError(str(e)) from None
+  return plan
+
+
+def _check_tracks_fit(path: str, tracks) -> None:
+  """Refuses (UsageError) a tracking file made for another video: another number of frames
+  or keypoints beyond the frame."""
+  num_frames, width, height = video_info(path)
+  if tracks.exact_length and num_frames and num_frames != tracks.num_frames:
+    raise UsageError(
+      f"{tracks.path}: covers {tracks.num_frames} frames but the video {path} has "
+      f"{num_frames}: it is the tracking file of another video (or another cut); give the "
+      "right one as VIDEO=FILE"
+    )
+  if not tracks.exact_length and num_frames and tracks.num_frames > num_frames:
+    raise UsageError(
+      f"{tracks.path}: has boxes up to frame {tracks.num_frames - 1} but the video {path} has "
+      f"{num_frames} frames: it is the tracking file of another video (or another cut); give "
+      "the right one as VIDEO=FILE"
+    )
+  mx, my = tracks.max_xy
+  if mx > width * 1.02 + 2 or my > height * 1.02 + 2:
+    raise UsageError(
+      f"{tracks.path}: coordinates reach x={mx:.0f}, y={my:.0f} but the frames of {path} are "
+      f"{width}x{height}: it was made on a video of another resolution"
+    )
 
 
 def _load_model(path: str):
@@ -629,16 +934,22 @@ def _load_model(path: str):
     raise UsageError(str(e)) from None
 
 
-def _probe_videos(sources: list[Source], opts: Options, plots: dict[str, str]) -> None:
-  """Sets each video's expected number of frames (the progress bar); a video that
-  cannot be opened becomes an error source now (and loses its plot)."""
+def _probe_videos(sources: list[Source], opts: Options, plots: dict, plan: BoxPlan) -> None:
+  """Sets each video's expected number of rows (the progress bar); a video that cannot be
+  opened becomes an error source now (and loses its plots); a tracking file that does not
+  fit its video stops the run (UsageError, nothing written yet)."""
   for s in sources:
     if s.kind == "video":
       try:
         s.est_frames = probe_video(s.path, opts.every_seconds, opts.every_frames)
+        tracks = plan.videos.get(s.path)
+        if tracks is not None:
+          _check_tracks_fit(s.path, tracks)
+          s.est_frames *= len(tracks.animals)
       except InputError as e:
         s.kind, s.error = "error", str(e)
-        plots.pop(s.path, None)
+        for key in [k for k in plots if k[0] == s.path]:
+          plots.pop(key)
 
 
 def _score_batch(
@@ -696,7 +1007,8 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
   opts = validate_options(opts)
   folders: list[str] = []
   sources = collect_inputs(opts.paths, folders)
-  plots = _check_outputs(opts, sources, folders)
+  plan = load_boxes(opts, sources)
+  plots = _check_outputs(opts, sources, folders, plan)
   if loaded is None:
     loaded = _load_model(opts.model)
   if opts.heatmaps and loaded.num_regions is None:
@@ -706,7 +1018,7 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
     )
   print(f"painseeker predict: {loaded.describe()}", file=out)
 
-  _probe_videos(sources, opts, plots)
+  _probe_videos(sources, opts, plots, plan)
   num_images = sum(s.kind == "image" for s in sources)
   total = num_images + sum(s.est_frames for s in sources if s.kind == "video")
   batch_size = opts.batch_size
@@ -730,9 +1042,10 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
     err=err,
   )
   try:
-    items = _background(_items(sources, opts, size), maxsize=_PREFETCH_BATCHES * batch_size)
+    items = _background(_items(sources, opts, size, plan), maxsize=_PREFETCH_BATCHES * batch_size)
     with contextlib.closing(items):  # stops the decoding thread, also after a crash
       _score_all(items, fn, stacked, batch_size, size, report)
+    report.finish()
   finally:
     report.close()
   return report.summary()

@@ -1,10 +1,16 @@
 """The outputs of `painseeker predict`: the CSV, heat maps, time-course plots, the summary.
 
 `Report` receives the rows of a run in input order (`Item`s made by
-predict.py: one per image or sampled frame, error rows, end-of-video markers),
-writes them to the CSV (flushed after every batch, so a crash keeps what was
-done), draws a heat-map PNG per scored image when asked, a p_pain-over-time
-plot at the end of each video, and prints the console summary. For a model with
+predict.py: one per image or sampled frame and animal, skipped rows, error rows,
+end-of-video markers), writes them to the CSV (flushed after every batch, so a
+crash keeps what was done), draws a heat-map PNG per scored image when asked, a
+p_pain-over-time plot per video and animal at the end of each video, and prints
+the console summary. `finish()` writes the session summary of every video and
+animal (`<output stem>_summary.csv` and `.md`): frames sampled, scored and
+skipped by reason, mean p_pain with a 95% block-bootstrap interval over time
+(`stats.block_bootstrap_mean_ci`), the share of scored time predicted in pain and
+the AU means. Skipped rows (`skipped`: no_face, blurred, dark) are not errors and
+count in no mean. For a model with
 grimace-scale AU heads each row also gets, after the other columns, the expected
 score (0..2) of each AU (`au_orbital`, ...: the AU names) and `grimace_score`,
 their mean (the RGS/MGS convention); the summary gives its mean over the run. It
@@ -22,7 +28,37 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-CSV_FIELDS = ["path", "frame", "time_s", "p_pain", "label", "error"]
+CSV_FIELDS = [
+  "path",
+  "frame",
+  "time_s",
+  "animal",
+  "p_pain",
+  "label",
+  "skipped",
+  "error",
+  "box_x",
+  "box_y",
+  "box_w",
+  "box_h",
+  "sharpness",
+  "exposure",
+]
+SKIP_REASONS = ("no_face", "blurred", "dark")
+SUMMARY_FIELDS = [
+  "video",
+  "animal",
+  "frames_sampled",
+  "frames_scored",
+  *(f"skipped_{r}" for r in SKIP_REASONS),
+  "errors",
+  "mean_p_pain",
+  "ci95_low",
+  "ci95_high",
+  "block_samples",
+  "block_seconds",
+  "share_pain",
+]
 GRIMACE_FIELD = "grimace_score"
 HEATMAP_DISPLAY_SIZE = 224
 THRESHOLD = 0.5
@@ -38,14 +74,16 @@ class Item:
     self.row, self.image, self.video_end = row, image, video_end
 
 
-def new_row(path, frame="", time_s="", error="") -> dict:
-  """A CSV row of an input (an image, a video frame, or an error) before scoring."""
+def new_row(path, frame="", time_s="", error="", animal="") -> dict:
+  """A CSV row of an input (an image, a video frame and animal, or an error) before scoring."""
   return {
     "path": path,
     "frame": frame,
     "time_s": "" if time_s == "" else f"{time_s:.6f}",
+    "animal": animal,
     "p_pain": "",
     "label": "",
+    "skipped": "",
     "error": error,
   }
 
@@ -65,14 +103,30 @@ def file_stem(path: str) -> str:
   return "".join(c if c.isalnum() or c in "-_." else "_" for c in s) or "input"
 
 
-def plot_paths(output: str, videos: Sequence[str]) -> dict[str, str]:
-  """The time-course PNG of each video: `<output stem>_<video stem>_p_pain.png` next to the CSV."""
-  out_dir = os.path.dirname(os.path.abspath(output))
-  prefix = os.path.basename(os.path.splitext(os.path.abspath(output))[0])
+def _output_prefix(output: str) -> tuple[str, str]:
+  out = os.path.abspath(output)
+  return os.path.dirname(out), os.path.basename(os.path.splitext(out)[0])
+
+
+def plot_paths(output: str, sessions: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+  """The time-course PNG of each (video, animal): `<output stem>_<video stem>[_<animal>]_p_pain.png`
+  next to the CSV (no animal part when the animal is "", a single-animal video)."""
+  out_dir, prefix = _output_prefix(output)
   used: set[str] = set()
-  return {
-    v: os.path.join(out_dir, unique_name(f"{prefix}_{file_stem(v)}_p_pain", used)) for v in videos
-  }
+  out = {}
+  for video, animal in sessions:
+    stem = f"{prefix}_{file_stem(video)}" + (f"_{file_stem(animal)}" if animal else "")
+    out[(video, animal)] = os.path.join(out_dir, unique_name(f"{stem}_p_pain", used))
+  return out
+
+
+def summary_paths(output: str) -> tuple[str, str]:
+  """The session summary next to the CSV: `<output stem>_summary.csv` and `_summary.md`."""
+  out_dir, prefix = _output_prefix(output)
+  return (
+    os.path.join(out_dir, f"{prefix}_summary.csv"),
+    os.path.join(out_dir, f"{prefix}_summary.md"),
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -112,16 +166,51 @@ def smooth(values: Sequence[float], window: int) -> np.ndarray:
   return (c[hi] - c[lo]) / (hi - lo)
 
 
+def sampling_interval(times: Sequence[float]) -> float:
+  """The median step between consecutive sample times (1.0 for fewer than two samples)."""
+  t = np.sort(np.asarray(times, np.float64))
+  steps = np.diff(t)
+  steps = steps[steps > 0]
+  return float(np.median(steps)) if steps.size else 1.0
+
+
+def _stretches(times: Sequence[float], step: float) -> list[tuple[float, float]]:
+  """Runs of sample times no more than 1.5 steps apart -> (start - step/2, end + step/2)."""
+  out: list[tuple[float, float]] = []
+  for t in sorted(times):
+    if out and t - out[-1][1] <= 1.5 * step - step / 2:
+      out[-1] = (out[-1][0], t + step / 2)
+    else:
+      out.append((t - step / 2, t + step / 2))
+  return out
+
+
 def plot_time_course(
-  path: str, title: str, times: Sequence[float], p: Sequence[float], ensemble: bool = False
+  path: str,
+  title: str,
+  times: Sequence[float],
+  p: Sequence[float],
+  ensemble: bool = False,
+  skipped_times: Sequence[float] = (),
+  mean_ci: tuple[float, float, float] | None = None,
 ) -> None:
-  """PNG: p_pain per sampled frame (dots) and a centred moving average over time."""
+  """PNG: p_pain per scored frame (dots), a centred moving average over time, the session mean
+  with its 95% interval (`mean_ci` = (mean, low, high): a line and a band) and the stretches
+  of skipped frames (no face, blurred, dark) shaded grey. Written to a temporary name, then
+  renamed."""
   from matplotlib.figure import Figure  # no pyplot: no GUI backend needed
 
   fig = Figure(figsize=(9, 3.2), dpi=100)
   ax = fig.add_subplot()
   window = max(3, min(15, len(p) // 10 * 2 + 1))
-  ax.plot(times, p, ".", color="0.55", ms=4, label="p_pain per frame")
+  step = sampling_interval([*times, *skipped_times])
+  for i, (a, b) in enumerate(_stretches(skipped_times, step)):
+    ax.axvspan(a, b, color="0.85", lw=0, label="skipped frames" if i == 0 else None)
+  if mean_ci is not None:
+    mean, lo, hi = mean_ci
+    ax.axhspan(lo, hi, color="C0", alpha=0.18, lw=0, label=f"mean {mean:.2f}, 95% CI")
+    ax.axhline(mean, color="C0", lw=1)
+  ax.plot(times, p, ".", color="0.45", ms=4, label="p_pain per frame")
   if len(p) > 1:
     ax.plot(
       times, smooth(p, window), "-", color="C3", lw=2, label=f"moving average of {window} samples"
@@ -131,23 +220,46 @@ def plot_time_course(
   ax.set_xlabel("time (s)")
   ax.set_ylabel("p_pain" + (" (ensemble mean)" if ensemble else ""))
   ax.set_title(title, fontsize=10)
-  ax.legend(loc="upper right", fontsize=8)
+  ax.legend(loc="upper right", fontsize=7)
   fig.tight_layout()
-  fig.savefig(path)
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp)
+  os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------
 # The report of a run.
 
 
+class _Session:
+  """What the report keeps of one video and animal for its plot and summary line."""
+
+  def __init__(self):
+    self.times: list[float] = []
+    self.p: list[float] = []
+    self.au: list[np.ndarray] = []
+    self.skipped: dict[str, list[float]] = {r: [] for r in SKIP_REASONS}
+    self.errors = 0
+
+  def mean_ci(self) -> tuple[float, float, float, int]:
+    """(mean p_pain, 95% CI low, high, block length in samples); block bootstrap over time."""
+    from painseeker_jax import stats
+
+    block = stats.block_length(self.p)
+    lo, hi = stats.block_bootstrap_mean_ci(self.p, block=block)
+    return float(np.mean(self.p)), lo, hi, block
+
+
 class Report:
-  """Writes the outputs of one run; `close()` it (also after a crash), then `summary()`.
+  """Writes the outputs of one run; `finish()` it when all rows are written, `close()` it
+  (also after a crash), then `summary()`.
 
   Opening creates the CSV (refusing an existing file unless `overwrite`) and
-  writes its header. `plots` maps each video to its time-course PNG;
-  `class_names` gives the label of p_pain <= / > `THRESHOLD`; `au_names` the
-  AU columns (empty: none, and no `grimace_score`); `total` sizes the progress
-  bar (`progress`: None shows it only on a terminal).
+  writes its header. `plots` maps each (video, animal) to its time-course PNG
+  (animal "" for a video scored without animals); `class_names` gives the label
+  of p_pain <= / > `THRESHOLD`; `au_names` the AU columns (empty: none, and no
+  `grimace_score`); `total` sizes the progress bar (`progress`: None shows it
+  only on a terminal).
   """
 
   def __init__(
@@ -156,7 +268,7 @@ class Report:
     *,
     overwrite: bool,
     heatmaps: str | None,
-    plots: dict[str, str],
+    plots: dict[tuple[str, str], str],
     class_names: Sequence[str],
     ensemble: bool,
     total: int,
@@ -175,8 +287,10 @@ class Report:
     if self.au_names:
       self.fields += [*self.au_names, GRIMACE_FIELD]
     self.num_scored = self.num_frames = self.num_errors = self.num_pain = 0
+    self.num_skipped = dict.fromkeys(SKIP_REASONS, 0)
     self.sum_p = self.sum_grimace = 0.0
-    self.series: dict[str, tuple[list[float], list[float]]] = {}  # video -> (times, p_pain)
+    self.sessions: dict[tuple[str, str], _Session] = {}  # (video, animal), in input order
+    self.summary_files: tuple[str, str] | None = None
     self._heat_names: set[str] = set()
     if heatmaps:
       os.makedirs(heatmaps, exist_ok=True)
@@ -193,6 +307,9 @@ class Report:
       dynamic_ncols=True,
       disable=None if progress is None else not progress,
     )
+
+  def _session(self, row) -> _Session:
+    return self.sessions.setdefault((row["path"], row.get("animal", "")), _Session())
 
   def add_scores(
     self,
@@ -217,6 +334,8 @@ class Report:
       bad_au = au_j is not None and not np.isfinite(au_j).all()
       if not math.isfinite(pj) or bad_beta or bad_au:
         where = row["path"] if row["frame"] == "" else f"{row['path']}, frame {row['frame']}"
+        if row.get("animal"):
+          where += f", animal {row['animal']}"
         what = f"p_pain = {pj}"
         if math.isfinite(pj):
           what = "the attention map holds NaN or inf" if bad_beta else "an AU score is NaN or inf"
@@ -237,33 +356,148 @@ class Report:
         self.sum_grimace += grimace
       if row["frame"] != "":
         self.num_frames += 1
-        times, ps = self.series.setdefault(row["path"], ([], []))
-        times.append(float(row["time_s"]))
-        ps.append(pj)
+        session = self._session(row)
+        session.times.append(float(row["time_s"]))
+        session.p.append(pj)
+        if au_j is not None:
+          session.au.append(au_j)
       if self.heatmaps and beta is not None:
         stem = file_stem(row["path"])
         if row["frame"] != "":
           stem += f"_f{int(row['frame']):06d}"
+        if row.get("animal"):
+          stem += f"_{file_stem(row['animal'])}"
         name = unique_name(stem, self._heat_names)
         heatmap_overlay(it.image, beta[j], pj, label).save(os.path.join(self.heatmaps, name))
         row["heatmap"] = name
     self._bar.update(len(items))
 
   def write(self, items: Sequence[Item]) -> None:
-    """Writes rows (all scored or errors) in order, draws the plot of each ended video,
-    then flushes the CSV."""
+    """Writes rows (scored, skipped or errors) in order, draws the plots of each ended
+    video, then flushes the CSV."""
     for it in items:
       if it.video_end is not None:
-        times, ps = self.series.get(it.video_end, ([], []))
-        if it.video_end in self.plots and times:
-          plot_time_course(self.plots[it.video_end], it.video_end, times, ps, self.ensemble)
+        self._plot(it.video_end)
         continue
       row = it.row
       if row["error"]:
         self.num_errors += 1
         self._bar.write(f"error: {row['error']}", file=self.err)
+        if row["frame"] != "" or (row["path"], row.get("animal", "")) in self.plots:
+          self._session(row).errors += 1
+      elif row.get("skipped"):
+        self.num_skipped[row["skipped"]] += 1
+        self._bar.update(1)
+        if row["frame"] != "":
+          self._session(row).skipped[row["skipped"]].append(float(row["time_s"]))
       self._csv.writerow({k: row.get(k, "") for k in self.fields})
     self._file.flush()
+
+  def _plot(self, video: str) -> None:
+    for (v, animal), session in self.sessions.items():
+      if v != video or (v, animal) not in self.plots or not session.times:
+        continue
+      mean, lo, hi, _ = session.mean_ci()
+      skipped = sorted(t for ts in session.skipped.values() for t in ts)
+      title = video + (f", animal {animal}" if animal else "")
+      plot_time_course(
+        self.plots[(v, animal)],
+        title,
+        session.times,
+        session.p,
+        self.ensemble,
+        skipped_times=skipped,
+        mean_ci=(mean, lo, hi),
+      )
+
+  def session_rows(self) -> list[dict]:
+    """One summary row per video and animal (SUMMARY_FIELDS, then the AU means)."""
+    rows = []
+    for (video, animal), s in self.sessions.items():
+      n_skipped = {r: len(s.skipped[r]) for r in SKIP_REASONS}
+      row = {
+        "video": video,
+        "animal": animal,
+        "frames_sampled": len(s.p) + sum(n_skipped.values()) + s.errors,
+        "frames_scored": len(s.p),
+        **{f"skipped_{r}": n for r, n in n_skipped.items()},
+        "errors": s.errors,
+      }
+      if s.p:
+        mean, lo, hi, block = s.mean_ci()
+        step = sampling_interval(s.times)
+        row.update(
+          mean_p_pain=f"{mean:.4f}",
+          ci95_low=f"{lo:.4f}",
+          ci95_high=f"{hi:.4f}",
+          block_samples=block,
+          block_seconds=f"{block * step:.1f}",
+          share_pain=f"{np.mean(np.asarray(s.p) > THRESHOLD):.4f}",
+        )
+        if s.au:
+          au = np.mean(np.stack(s.au), axis=0)
+          row.update({f"mean_{n}": f"{v:.4f}" for n, v in zip(self.au_names, au)})
+          row[f"mean_{GRIMACE_FIELD}"] = f"{float(au.mean()):.4f}"
+      rows.append(row)
+    return rows
+
+  def finish(self) -> None:
+    """Writes the session summary (CSV and markdown, each to a temporary name, then renamed)
+    when the run scored videos."""
+    rows = self.session_rows()
+    if not rows:
+      return
+    fields = SUMMARY_FIELDS
+    if self.au_names:
+      fields = fields + [f"mean_{n}" for n in (*self.au_names, GRIMACE_FIELD)]
+    path_csv, path_md = summary_paths(self.output)
+    with open(path_csv + ".tmp", "w", encoding="utf-8", newline="") as f:
+      w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
+      w.writeheader()
+      for row in rows:
+        w.writerow({k: row.get(k, "") for k in fields})
+    with open(path_md + ".tmp", "w", encoding="utf-8") as f:
+      f.write(self._markdown(rows, fields))
+    os.replace(path_csv + ".tmp", path_csv)
+    os.replace(path_md + ".tmp", path_md)
+    self.summary_files = (path_csv, path_md)
+
+  def _markdown(self, rows: list[dict], fields: list[str]) -> str:
+    lines = [
+      f"# painseeker predict: session summary of {os.path.basename(self.output)}",
+      "",
+      f"Rows: {self.output}. p_pain > {THRESHOLD} counts as pain. The 95% interval of the "
+      "mean is a moving-block bootstrap over time (2,000 resamples, seed 0; the block is "
+      "twice the lag where the autocorrelation of p_pain dies out, at least n^(1/3) samples); "
+      "skipped frames (no face, blurred, dark) and errors count in no mean.",
+      "",
+    ]
+    for row in rows:
+      title = row["video"] + (f", animal {row['animal']}" if row["animal"] else "")
+      skipped = ", ".join(f"{r} {row[f'skipped_{r}']}" for r in SKIP_REASONS)
+      lines += [f"## {title}", ""]
+      lines.append(
+        f"- frames sampled {row['frames_sampled']}, scored {row['frames_scored']}; "
+        f"skipped: {skipped}; errors {row['errors']}"
+      )
+      if row.get("mean_p_pain"):
+        lines.append(
+          f"- mean p_pain **{row['mean_p_pain']}** (95% CI {row['ci95_low']} to "
+          f"{row['ci95_high']}; blocks of {row['block_samples']} samples = "
+          f"{row['block_seconds']} s)"
+        )
+        share = float(row["share_pain"])
+        lines.append(f"- share of scored time predicted in pain: {100 * share:.1f}%")
+        aus = [f for f in fields if f.startswith("mean_") and f != "mean_p_pain"]
+        if aus:
+          lines.append("- AU means (0..2): " + ", ".join(f"{f[5:]} {row.get(f, '')}" for f in aus))
+      else:
+        lines.append("- no frame scored")
+      plot = self.plots.get((row["video"], row["animal"]))
+      if plot and os.path.exists(plot):
+        lines.append(f"- time course: {os.path.basename(plot)}")
+      lines.append("")
+    return "\n".join(lines)
 
   def close(self) -> None:
     self._bar.close()
@@ -274,7 +508,8 @@ class Report:
     (0 ok, 1 some input failed)."""
     out = self.out
     seconds = time.time() - self._t_start
-    n, frames, videos = self.num_scored, self.num_frames, sorted(self.series)
+    n, frames = self.num_scored, self.num_frames
+    videos = sorted({v for v, _ in self.sessions})
     parts = [f"{n - frames} image(s)"] if n - frames or not videos else []
     if videos:
       parts.append(f"{frames} frame(s) of {len(videos)} video(s)")
@@ -283,6 +518,9 @@ class Report:
       f"{self.num_errors} error(s)",
       file=out,
     )
+    if sum(self.num_skipped.values()):
+      skipped = ", ".join(f"{r} {k}" for r, k in self.num_skipped.items() if k)
+      print(f"  skipped (not scored, in no mean): {skipped}", file=out)
     if n:
       print(
         f"  mean p_pain {self.sum_p / n:.4f}; predicted pain: {self.num_pain} of {n} "
@@ -296,11 +534,14 @@ class Report:
           file=out,
         )
     print(f"  results: {self.output}", file=out)
+    if self.summary_files:
+      print(f"  session summary: {self.summary_files[0]}, {self.summary_files[1]}", file=out)
     if self.heatmaps:
       print(f"  heat maps: {self.heatmaps}", file=out)
-    for v in videos:
-      if v in self.plots and os.path.exists(self.plots[v]):
-        print(f"  time course of {v}: {self.plots[v]}", file=out)
+    for (v, animal), plot in self.plots.items():
+      if os.path.exists(plot):
+        who = f"{v}" + (f", animal {animal}" if animal else "")
+        print(f"  time course of {who}: {plot}", file=out)
     if self.num_errors:
       print(
         f"painseeker predict: {self.num_errors} input(s) failed; see the error column of "

@@ -215,3 +215,66 @@ def paired_bootstrap_diff(
   else:
     p = 1.0
   return {"diff": diff, "ci": _percentile_ci(diffs, alpha), "p_value": float(min(1.0, p))}
+
+
+def block_length(values: Sequence[float]) -> int:
+  """The block length (in samples) of `block_bootstrap_mean_ci` for a time series.
+
+  Twice the first lag at which the sample autocorrelation falls inside the noise band
+  2 / sqrt(n) (the crossing alone underestimates how far the dependence reaches: the
+  coverage measured on AR(1) series is in docs/results.md "Session summaries"), at least
+  ceil(n^(1/3)) (the usual rate for block bootstraps) and at most n // 4 (so that a
+  resample has >= 4 blocks).
+  """
+  x = np.asarray(values, np.float64).ravel()
+  n = x.size
+  if n < 4:
+    return 1
+  lo, hi = math.ceil(n ** (1 / 3)), max(1, n // 4)
+  x = x - x.mean()
+  denom = float(x @ x)
+  if denom == 0:
+    return min(lo, hi)
+  band = 2.0 / math.sqrt(n)
+  lag = hi
+  for k in range(1, hi + 1):
+    if float(x[:-k] @ x[k:]) / denom < band:
+      lag = 2 * k
+      break
+  return int(min(max(lag, lo), hi))
+
+
+def block_bootstrap_mean_ci(
+  values: Sequence[float],
+  block: int | None = None,
+  n_boot: int = 2000,
+  seed: int = 0,
+  alpha: float = 0.05,
+) -> tuple[float, float]:
+  """Percentile (1 - alpha) CI of the mean of a time series by the moving-block bootstrap.
+
+  Neighbouring samples of a video are correlated (a rat's state lasts longer than the sampling
+  interval), so resampling single samples would give too narrow an interval. Each resample
+  concatenates ceil(n / block) blocks of `block` consecutive samples (random starts, with
+  replacement) and cuts it to n. `block` None: `block_length(values)`. A single value gives
+  (value, value); none raises ValueError.
+  """
+  x = np.asarray(values, np.float64).ravel()
+  n = x.size
+  if n == 0:
+    raise ValueError("block_bootstrap_mean_ci of no values")
+  if n == 1:
+    return float(x[0]), float(x[0])
+  block = block_length(x) if block is None else int(block)
+  if not 1 <= block <= n or n_boot < 1 or not 0 < alpha < 1:
+    raise ValueError(f"need 1 <= block <= n ({n}), n_boot >= 1, 0 < alpha < 1; got {block}")
+  rng = np.random.default_rng(seed)
+  num_blocks = math.ceil(n / block)
+  offsets = np.arange(block)
+  means = []
+  for start in range(0, n_boot, _CHUNK):
+    b = min(_CHUNK, n_boot - start)
+    starts = rng.integers(0, n - block + 1, size=(b, num_blocks))
+    idx = (starts[:, :, None] + offsets).reshape(b, -1)[:, :n]
+    means.append(x[idx].mean(axis=1))
+  return _percentile_ci(np.concatenate(means), alpha)

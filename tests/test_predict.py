@@ -146,7 +146,11 @@ def test_images_csv_and_heatmaps(final, samples, tmp_path, capsys):
   out, maps = tmp_path / "scores.csv", tmp_path / "maps"
   assert _predict(out, final["model"], samples, extra=("--heatmaps", maps, "--batch-size", 4)) == 0
   rows = _rows(out)
-  assert list(rows[0]) == ["path", "frame", "time_s", "p_pain", "label", "error", "heatmap"]
+  assert list(rows[0]) == [
+    *("path", "frame", "time_s", "animal", "p_pain", "label", "skipped", "error"),
+    *("box_x", "box_y", "box_w", "box_h", "sharpness", "exposure", "heatmap"),
+  ]
+  assert all(r["skipped"] == "" and r["animal"] == "" and float(r["sharpness"]) > 0 for r in rows)
   assert sorted(os.path.basename(r["path"]) for r in rows) == SAMPLES
   for r in rows:
     assert r["error"] == "" and r["frame"] == "" and r["time_s"] == ""
@@ -641,7 +645,7 @@ def test_non_finite_outputs_are_row_errors(final, samples, tmp_path, capsys, mon
     assert r["p_pain"] == r["label"] == r["heatmap"] == ""
   assert os.listdir(maps) == [] and not (tmp_path / "a_rat_p_pain.png").exists()
   captured = capsys.readouterr()
-  assert "12 input(s) failed" in captured.err and "scored 0 image(s)" in captured.out
+  assert "12 input(s) failed" in captured.err and "scored 0 frame(s)" in captured.out
 
   # One bad row in a batch: only that row is an error.
   real = predict.make_predict_fn
@@ -701,7 +705,8 @@ def test_tampered_image_size_is_refused(final, tmp_path, capsys):
 # Untrained tiny models (random AU heads), exported with export.save_model: no data set needed.
 
 RGS = SCALES["rgs"]
-PLAIN_HEADER = "path,frame,time_s,p_pain,label,error\n"
+PLAIN_HEADER = ",".join(predict.CSV_FIELDS) + "\n"
+OLD_COLUMNS = ("path", "frame", "time_s", "p_pain", "label", "error")
 
 
 def _tiny_config(**overrides):
@@ -847,20 +852,24 @@ def test_plain_model_csv_and_summary_are_unchanged(tmp_path, capsys):
   _make_video(video, n=3)
   images = [os.path.join(REAL_SAMPLES, n) for n in SAMPLES[:2]]
   missing = str(tmp_path / "missing.png")
-  expected = PLAIN_HEADER + "".join(f"{p},,,0.500000,no_pain,\n" for p in images)
-  expected += f"{video},0,0.000000,0.500000,no_pain,\n{video},2,0.400000,0.500000,no_pain,\n"
-  expected += f"{missing},,,,,{missing}: no such file or folder\n"
+  expected = [(p, "", "", "0.500000", "no_pain", "") for p in images]
+  expected += [(str(video), "0", "0.000000", "0.500000", "no_pain", "")]
+  expected += [(str(video), "2", "0.400000", "0.500000", "no_pain", "")]
+  expected += [(missing, "", "", "", "", f"{missing}: no such file or folder")]
   for directory in (model_dir, old):
     loaded = export.load(str(directory))
     assert loaded.au_names == () and loaded.scale is None
     assert loaded.describe() == f"model directory {loaded.source}; painseeker (tiny), 64 px input"
     out = tmp_path / f"{os.path.basename(directory)}.csv"
     assert _predict(out, directory, *images, video, missing, extra=("--every-frames", 2)) == 1
-    assert out.read_text() == expected
+    assert out.read_text().startswith(PLAIN_HEADER)  # no AU columns
+    assert [tuple(r[c] for c in OLD_COLUMNS) for r in _rows(out)] == expected
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("painseeker predict: scored 2 image(s), 2 frame(s) of 1 video(s)")
+    stem = tmp_path / os.path.basename(directory)
     assert lines[2:] == [
       "  mean p_pain 0.5000; predicted pain: 0 of 4 (0.0%), threshold 0.5",
       f"  results: {out}",
-      f"  time course of {video}: {tmp_path / os.path.basename(directory)}_rat_p_pain.png",
+      f"  session summary: {stem}_summary.csv, {stem}_summary.md",
+      f"  time course of {video}: {stem}_rat_p_pain.png",
     ]

@@ -1,0 +1,277 @@
+"""`painseeker predict --boxes`: a cage video rendered from the twin (tfds_ratspain/cage_video.py)
+with its DeepLabCut, SLEAP and box-CSV tracking files; the quality gate; the session summary.
+
+The model is an untrained tiny PainSeeker (the boxes, rows and summaries are what is tested,
+not the scores)."""
+
+import csv
+import os
+import shutil
+
+import numpy as np
+import pytest
+from conftest import REAL_SAMPLES, mini_config
+from PIL import Image, ImageFilter
+
+from painseeker_jax import cli, export, inference, predict, predict_report, quality, stats, tracking
+from tfds_ratspain import cage_video
+
+FACE_PX = 112
+
+
+def _rows(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _predict(out_csv, model, *paths, extra=()):
+  argv = ["predict", "--model", model, "--output", out_csv, "--no-progress", *extra, *paths]
+  return cli.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+  import jax
+
+  config = mini_config("unused")
+  net = inference.make_model(config)
+  x = np.zeros((1, config.image_size, config.image_size, 3), np.float32)
+  v = jax.jit(lambda key: net.init(key, x, train=False))(jax.random.key(0))  # one compile
+  v = {"params": v["params"], "batch_stats": v["batch_stats"]}
+  return export.save_model(str(tmp_path_factory.mktemp("m") / "model"), config, v)
+
+
+@pytest.fixture(scope="module")
+def cage(tmp_path_factory):
+  """Two rats over 10 frames (320x240, 5 fps): frame 3 blurred, frame 6 dark, rat2 away at 8."""
+  d = tmp_path_factory.mktemp("cage")
+  scene = cage_video.make_scene(
+    num_frames=10, face_px=FACE_PX, num_animals=2, blurred=[3], dark=[6], away={1: [8]}
+  )
+  video = str(d / "cage.mp4")
+  cage_video.write_video(video, scene.frames, scene.fps)
+  files = {
+    "dlc_csv": str(d / f"cage{cage_video.SCORER}.csv"),
+    "sleap": str(d / "labels.v001.000_cage.analysis.h5"),
+    "csv": str(d / "cage_boxes.csv"),
+  }
+  cage_video.write_deeplabcut(files["dlc_csv"], scene)
+  cage_video.write_sleap(files["sleap"], scene)
+  cage_video.write_box_csv(files["csv"], scene, "cage.mp4")
+  return {"dir": d, "video": video, "scene": scene, **files}
+
+
+def _iou(a, b):
+  ax, ay, aw, ah = a
+  bx, by, bw, bh = b
+  w = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+  h = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+  return w * h / (aw * ah + bw * bh - w * h)
+
+
+def _by_frame_animal(rows):
+  return {(int(r["frame"]), r["animal"]): r for r in rows}
+
+
+@pytest.mark.parametrize("kind", ["dlc_csv", "sleap", "csv"])
+def test_boxes_from_each_format_follow_the_face(model, cage, tmp_path, kind):
+  out = tmp_path / "cage.csv"
+  rc = _predict(out, model, cage["video"], extra=("--boxes", cage[kind], "--every-frames", 1))
+  assert rc == 0
+  rows = _by_frame_animal(_rows(out))
+  scene = cage["scene"]
+  assert set(rows) == {(f, a) for f in range(10) for a in scene.animals}  # one row per animal
+  expected = tracking.keypoints_to_boxes(
+    scene.keypoints, scene.likelihood, min_likelihood=0.6, min_keypoints=3
+  )
+  for (f, animal), r in rows.items():
+    a = scene.animals.index(animal)
+    if f == 8 and animal == "rat2":  # away: no box, no score
+      assert r["skipped"] == "no_face" and r["p_pain"] == "" and r["box_x"] == ""
+      continue
+    box = [int(r[k]) for k in ("box_x", "box_y", "box_w", "box_h")]
+    truth = scene.face_boxes[f, a]
+    if kind == "csv":  # a detector's box is used as given
+      assert box == [int(v) for v in truth]
+    else:  # the keypoint box (to the pixel), over the pasted face
+      want = tracking.clip_box(expected[f, a], 320, 240)
+      assert np.abs(np.subtract(box, want)).max() <= 1, (f, animal, box, want)
+      assert _iou(box, truth) > 0.8, (f, animal, box, truth)
+    if f == 3:
+      assert r["skipped"] == "blurred" and r["p_pain"] == "", r
+    elif f == 6:
+      assert r["skipped"] == "dark" and r["p_pain"] == "", r
+    else:
+      assert r["skipped"] == "" and r["p_pain"] and r["error"] == "", r
+      assert float(r["sharpness"]) >= quality.DEFAULT_MIN_SHARPNESS
+      assert float(r["exposure"]) >= quality.DEFAULT_MIN_EXPOSURE
+
+
+def test_a_tracked_row_scores_the_pixels_of_its_box(model, cage, tmp_path):
+  """The row of (frame 0, rat1) has the p_pain of the same frame scored with --crop <its box>."""
+  out = tmp_path / "tracked.csv"
+  extra = ("--boxes", cage["sleap"], "--every-frames", 1)
+  assert _predict(out, model, cage["video"], extra=extra) == 0
+  row = _by_frame_animal(_rows(out))[(0, "rat1")]
+  box = ",".join(row[k] for k in ("box_x", "box_y", "box_w", "box_h"))
+  out2 = tmp_path / "fixed.csv"
+  assert _predict(out2, model, cage["video"], extra=("--crop", box, "--every-frames", 1)) == 0
+  assert _rows(out2)[0]["p_pain"] == row["p_pain"]
+
+
+def test_session_summary_and_plots_per_animal(model, cage, tmp_path, capsys):
+  out = tmp_path / "s.csv"
+  rc = _predict(out, model, cage["video"], extra=("--boxes", cage["sleap"], "--every-frames", 1))
+  assert rc == 0
+  rows = _rows(out)
+  summary = {r["animal"]: r for r in _rows(tmp_path / "s_summary.csv")}
+  assert set(summary) == {"rat1", "rat2"}
+  for animal, s in summary.items():
+    mine = [r for r in rows if r["animal"] == animal]
+    p = [float(r["p_pain"]) for r in mine if r["p_pain"]]
+    assert int(s["frames_sampled"]) == 10 and int(s["frames_scored"]) == len(p)
+    assert int(s["skipped_blurred"]) == 1 and int(s["skipped_dark"]) == 1
+    assert int(s["skipped_no_face"]) == (1 if animal == "rat2" else 0)
+    assert float(s["mean_p_pain"]) == pytest.approx(np.mean(p), abs=1e-4)
+    lo, hi = stats.block_bootstrap_mean_ci(p, block=int(s["block_samples"]))
+    assert (float(s["ci95_low"]), float(s["ci95_high"])) == pytest.approx((lo, hi), abs=1e-4)
+    assert float(s["share_pain"]) == pytest.approx(np.mean(np.array(p) > 0.5), abs=1e-4)
+    assert Image.open(tmp_path / f"s_cage_{animal}_p_pain.png").format == "PNG"
+  md = (tmp_path / "s_summary.md").read_text()
+  assert "## " + cage["video"] + ", animal rat2" in md and "no_face 1" in md
+  printed = capsys.readouterr().out
+  assert "skipped (not scored, in no mean): no_face 1, blurred 2, dark 2" in printed
+  assert "session summary:" in printed
+  # A rerun without --overwrite refuses the existing summary before writing anything.
+  for f in [out, *tmp_path.glob("s_cage_*_p_pain.png")]:
+    os.remove(f)
+  assert _predict(out, model, cage["video"], extra=("--boxes", cage["sleap"])) == 2
+  assert "session summary) already exists" in capsys.readouterr().err and not out.exists()
+
+
+def test_boxes_for_images_from_a_csv(model, tmp_path):
+  face = Image.open(os.path.join(REAL_SAMPLES, "label0_sample0.jpg")).convert("RGB")
+  canvas = Image.new("RGB", (face.width + 60, face.height + 40), (40, 40, 40))
+  canvas.paste(face, (50, 30))
+  canvas.save(tmp_path / "cage.png")
+  face.save(tmp_path / "face.png")
+  box_csv = tmp_path / "boxes.csv"
+  box_csv.write_text(f"image,x,y,w,h\ncage.png,50,30,{face.width},{face.height}\n")
+  out = tmp_path / "img.csv"
+  rc = _predict(
+    out, model, tmp_path / "cage.png", tmp_path / "face.png", extra=("--boxes", box_csv)
+  )
+  assert rc == 0
+  rows = {os.path.basename(r["path"]): r for r in _rows(out)}
+  assert rows["face.png"]["skipped"] == "no_face"  # not in the box file
+  assert [rows["cage.png"][k] for k in ("box_x", "box_y")] == ["50", "30"]
+  out2 = tmp_path / "plain.csv"
+  assert _predict(out2, model, tmp_path / "face.png") == 0
+  assert _rows(out2)[0]["p_pain"] == rows["cage.png"]["p_pain"]  # the same pixels scored
+
+
+def test_quality_gate_on_images(model, tmp_path):
+  face = Image.open(os.path.join(REAL_SAMPLES, "label1_sample0.jpg")).convert("RGB")
+  face.save(tmp_path / "sharp.png")
+  face.filter(ImageFilter.GaussianBlur(face.width / 40)).save(tmp_path / "blurred.png")
+  Image.fromarray((np.asarray(face) * 0.05).astype(np.uint8)).save(tmp_path / "dark.png")
+  out = tmp_path / "q.csv"
+  assert (
+    _predict(out, model, tmp_path / "sharp.png", tmp_path / "blurred.png", tmp_path / "dark.png")
+    == 0
+  )
+  rows = {os.path.basename(r["path"]): r for r in _rows(out)}
+  assert [rows[n]["skipped"] for n in ("sharp.png", "blurred.png", "dark.png")] == [
+    "",
+    "blurred",
+    "dark",
+  ]
+  assert rows["sharp.png"]["box_w"] == str(face.width)  # the whole image is the box
+  # The gate can be switched off.
+  out2 = tmp_path / "q2.csv"
+  extra = ("--min-sharpness", 0, "--min-exposure", 0)
+  assert _predict(out2, model, tmp_path / "blurred.png", tmp_path / "dark.png", extra=extra) == 0
+  assert all(r["p_pain"] and not r["skipped"] for r in _rows(out2))
+
+
+def test_real_crops_pass_the_gate():
+  for name in sorted(os.listdir(REAL_SAMPLES)):
+    if name.endswith(".jpg"):
+      img = np.asarray(Image.open(os.path.join(REAL_SAMPLES, name)).convert("RGB"))
+      sharp, expo = quality.measure(img)
+      assert quality.verdict(sharp, expo, 10.0, 0.1) == "", (name, sharp, expo)
+
+
+def test_sharpness_does_not_depend_on_the_light():
+  img = np.asarray(Image.open(os.path.join(REAL_SAMPLES, "label2_sample1.jpg")).convert("RGB"))
+  s1, e1 = quality.measure(img)
+  s2, e2 = quality.measure((img * 0.5).astype(np.uint8))
+  assert e2 == pytest.approx(e1 / 2, rel=0.02) and s2 == pytest.approx(s1, rel=0.1)
+
+
+def test_tracking_file_of_another_video_is_refused_before_writing(model, cage, tmp_path, capsys):
+  other = tmp_path / "short.mp4"
+  scene = cage["scene"]
+  cage_video.write_video(str(other), scene.frames[:6], scene.fps)
+  out = tmp_path / "x.csv"
+  rc = _predict(out, model, other, extra=("--boxes", f"{other}={cage['dlc_csv']}"))
+  assert rc == 2 and not out.exists()
+  err = capsys.readouterr().err
+  assert cage["dlc_csv"] in err and "covers 10 frames" in err and "has 6" in err
+  # SLEAP's export may end before the video does, but never after it.
+  rc = _predict(out, model, other, extra=("--boxes", f"{other}={cage['sleap']}"))
+  assert rc == 2 and not out.exists()
+  assert "boxes up to frame 9 but the video" in capsys.readouterr().err
+  # Another resolution: the keypoints reach beyond the frame.
+  small = tmp_path / "small.mp4"
+  cage_video.write_video(str(small), [f.resize((160, 120)) for f in scene.frames], scene.fps)
+  rc = _predict(out, model, small, extra=("--boxes", f"{small}={cage['dlc_csv']}"))
+  assert rc == 2 and not out.exists()
+  assert "another resolution" in capsys.readouterr().err
+
+
+def test_bad_box_options_and_files(model, cage, tmp_path, capsys):
+  out = tmp_path / "y.csv"
+  video = cage["video"]
+  cases = [
+    (("--boxes", cage["csv"], "--crop", "0,0,10,10"), "not both"),
+    (("--boxes", cage["sleap"], "--face-keypoints", "snout,tail"), "tail"),
+    (("--boxes", str(tmp_path / "missing.h5")), "missing.h5"),
+    (("--min-likelihood", "1.5"), "--min-likelihood"),
+    (("--min-keypoints", "1"), "--min-keypoints"),
+  ]
+  for extra, words in cases:
+    assert _predict(out, model, video, extra=extra) == 2, extra
+    err = capsys.readouterr().err
+    assert words in err, (extra, err)
+    assert not out.exists()
+  # A video without a tracking file while --boxes is given.
+  copy = tmp_path / "other.mp4"
+  shutil.copy(video, copy)
+  assert _predict(out, model, video, copy, extra=("--boxes", cage["sleap"])) == 2
+  assert "no tracking file for the video(s)" in capsys.readouterr().err
+
+
+def test_block_bootstrap_respects_autocorrelation():
+  rng = np.random.default_rng(0)
+  x = np.empty(400)
+  x[0] = rng.normal()
+  for t in range(1, 400):
+    x[t] = 0.9 * x[t - 1] + rng.normal()
+  lo, hi = stats.block_bootstrap_mean_ci(x)
+  plo, phi = stats.block_bootstrap_mean_ci(x, block=1)
+  assert stats.block_length(x) >= 10
+  assert (hi - lo) > 2 * (phi - plo)  # the plain bootstrap is far too sure
+  assert stats.block_bootstrap_mean_ci([0.3]) == (0.3, 0.3)
+  with pytest.raises(ValueError):
+    stats.block_bootstrap_mean_ci([])
+
+
+def test_summary_paths_and_plot_names():
+  plots = predict_report.plot_paths("/r/out.csv", [("/v/a.mp4", ""), ("/v/a.mp4", "rat 1")])
+  assert plots == {
+    ("/v/a.mp4", ""): "/r/out_a_p_pain.png",
+    ("/v/a.mp4", "rat 1"): "/r/out_a_rat_1_p_pain.png",
+  }
+  assert predict_report.summary_paths("/r/out.csv") == ("/r/out_summary.csv", "/r/out_summary.md")
+  assert predict.NO_FACE == "no_face"
