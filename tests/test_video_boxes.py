@@ -51,10 +51,12 @@ def cage(tmp_path_factory):
   video = str(d / "cage.mp4")
   cage_video.write_video(video, scene.frames, scene.fps)
   files = {
+    "dlc_h5": str(d / f"cage{cage_video.SCORER}.h5"),
     "dlc_csv": str(d / f"cage{cage_video.SCORER}.csv"),
     "sleap": str(d / "labels.v001.000_cage.analysis.h5"),
     "csv": str(d / "cage_boxes.csv"),
   }
+  cage_video.write_deeplabcut(files["dlc_h5"], scene)
   cage_video.write_deeplabcut(files["dlc_csv"], scene)
   cage_video.write_sleap(files["sleap"], scene)
   cage_video.write_box_csv(files["csv"], scene, "cage.mp4")
@@ -73,7 +75,7 @@ def _by_frame_animal(rows):
   return {(int(r["frame"]), r["animal"]): r for r in rows}
 
 
-@pytest.mark.parametrize("kind", ["dlc_csv", "sleap", "csv"])
+@pytest.mark.parametrize("kind", ["dlc_h5", "dlc_csv", "sleap", "csv"])
 def test_boxes_from_each_format_follow_the_face(model, cage, tmp_path, kind):
   out = tmp_path / "cage.csv"
   rc = _predict(out, model, cage["video"], extra=("--boxes", cage[kind], "--every-frames", 1))
@@ -120,10 +122,12 @@ def test_a_tracked_row_scores_the_pixels_of_its_box(model, cage, tmp_path):
 
 
 def test_session_summary_and_plots_per_animal(model, cage, tmp_path, capsys):
-  out = tmp_path / "s.csv"
-  rc = _predict(out, model, cage["video"], extra=("--boxes", cage["sleap"], "--every-frames", 1))
-  assert rc == 0
+  out, maps = tmp_path / "s.csv", tmp_path / "maps"
+  extra = ("--boxes", cage["sleap"], "--every-frames", 1, "--heatmaps", maps)
+  assert _predict(out, model, cage["video"], extra=extra) == 0
   rows = _rows(out)
+  assert sorted(os.listdir(maps))[:2] == ["cage_f000000_rat1.png", "cage_f000000_rat2.png"]
+  assert all(r["heatmap"] for r in rows if r["p_pain"])
   summary = {r["animal"]: r for r in _rows(tmp_path / "s_summary.csv")}
   assert set(summary) == {"rat1", "rat2"}
   for animal, s in summary.items():
@@ -145,6 +149,7 @@ def test_session_summary_and_plots_per_animal(model, cage, tmp_path, capsys):
   # A rerun without --overwrite refuses the existing summary before writing anything.
   for f in [out, *tmp_path.glob("s_cage_*_p_pain.png")]:
     os.remove(f)
+  shutil.rmtree(maps)
   assert _predict(out, model, cage["video"], extra=("--boxes", cage["sleap"])) == 2
   assert "session summary) already exists" in capsys.readouterr().err and not out.exists()
 
