@@ -1,8 +1,10 @@
 """The frame-quality gate of `painseeker predict`: sharpness and exposure of a face crop.
 
-Both are measured on the crop as the network would see it, independent of the
-camera's resolution: the crop (any size, RGB uint8) is resized to
-`QUALITY_SIZE` x `QUALITY_SIZE` and converted to luma (ITU-R 601 weights, 0..255).
+Both are measured independent of the camera's resolution: the crop (any size,
+RGB uint8) is resized to `QUALITY_SIZE` x `QUALITY_SIZE` and converted to luma
+(ITU-R 601 weights, 0..255). A crop smaller than that on a side is measured at
+s x s, s its smaller side: upsampling would smooth it and a small but sharp crop
+would read as blurred (low resolution is not blur).
 
 * sharpness: the variance of the 4-neighbour Laplacian (the classic focus
   measure: a blurred or motion-smeared crop has little high-frequency energy) of
@@ -34,13 +36,14 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
 def luma(image_HxWx3) -> np.ndarray:
-  """RGB uint8 (an array or a PIL image, any size) -> QUALITY_SIZE x QUALITY_SIZE float32
-  luma, 0..255."""
+  """RGB uint8 (an array or a PIL image, any size) -> s x s float32 luma, 0..255, with
+  s = min(QUALITY_SIZE, the image's smaller side)."""
   img = image_HxWx3
   if not isinstance(img, Image.Image):
     img = Image.fromarray(np.asarray(img, np.uint8))
-  if img.size != (QUALITY_SIZE, QUALITY_SIZE):
-    img = img.resize((QUALITY_SIZE, QUALITY_SIZE), Image.BILINEAR, reducing_gap=None)
+  s = max(3, min(QUALITY_SIZE, *img.size))
+  if img.size != (s, s):
+    img = img.resize((s, s), Image.BILINEAR, reducing_gap=None)
   return np.asarray(img, np.float32) @ _LUMA
 
 
