@@ -1,15 +1,28 @@
-"""ImageNet-pretrained ResNet-18 trunk: torchvision / timm weights -> Flax.
+"""Pretrained ResNet-18 trunk: torchvision / timm weights <-> Flax.
 
 Public API:
 
 * `load_resnet18(path)` -> `{'params', 'batch_stats'}` for
-  `models.ResNet18(num_classes=1000)`, read from a torchvision-layout state
+  `models.ResNet18(num_classes=N)`, read from a torchvision-layout state
   dict (`conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, ...,
   `fc.weight`) in a `.safetensors` file (timm's `resnet18.tv_in1k`, or
   torchvision weights converted) or a torchvision `.pth` file
-  (`resnet18-f37072fd.pth`). `ResNet18(num_classes=1000).apply(
-  load_resnet18(path), images_NHWC, train=False)` gives torchvision's logits
-  for the same (ImageNet-normalised) input.
+  (`resnet18-f37072fd.pth`). N is the number of rows of the file's
+  `fc.weight`: 1000 for the ImageNet files, for which `ResNet18(
+  num_classes=1000).apply(load_resnet18(path), images_NHWC, train=False)`
+  gives torchvision's logits for the same (ImageNet-normalised) input; any
+  other for a trunk pretrained elsewhere (e.g. on synthetic rats, with a
+  head of head-pose angles + identities), which is accepted the same way.
+* `variables_to_state_dict(variables, model)`: the inverse of
+  `state_dict_to_variables`, Flax variables of a `models.ResNet` (any
+  `num_classes`) -> a torchvision-layout state dict (numpy, float32, with
+  BatchNorm `num_batches_tracked` counters as torchvision writes them).
+* `save_state_dict(path, state_dict, metadata)`: writes it atomically to a
+  `.safetensors` file, with string metadata in its header
+  (`read_metadata(path)` reads it back). Such a file is read by
+  `load_resnet18`, so `--config.model.pretrained=<file>` takes the path the
+  ImageNet weights take (`resolve_pretrained` -> `load_resnet18` ->
+  `copy_trunk`).
 * `copy_trunk(dst_variables, src_variables)`: the `trunk` subtree
   (params and batch_stats) of `src` copied into `dst` (e.g. a PainSeeker
   model whose head stays as initialised).
@@ -21,8 +34,8 @@ Every tensor of the state dict must be used: missing or unexpected keys and
 shape mismatches raise `StateDictMismatchError` listing all of them (the
 BatchNorm `num_batches_tracked` counters are the one expected extra).
 `.pth` files are read with `torch.load(weights_only=True)` (no pickled
-code is executed); `.safetensors` files need only `safetensors` + numpy.
-Nothing here imports TensorFlow.
+code is executed); `.safetensors` files (read or written) need only
+`safetensors` + numpy. Nothing here imports TensorFlow.
 
 The weights expect ImageNet mean/std normalised RGB in [0, 1] scale, which is
 what `inference.normalize` does for every input.
@@ -63,6 +76,7 @@ _TORCHVISION_SHA256_PREFIX = "f37072fd"
 DOWNLOAD_TIMEOUT_S = 20
 _COLLECTIONS = ("params", "batch_stats")
 _IGNORED_SUFFIX = ".num_batches_tracked"
+IMAGENET_CLASSES = 1000
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -334,6 +348,15 @@ def _from_torch(leaf: str, x: np.ndarray) -> np.ndarray:
   return x
 
 
+def _to_torch(leaf: str, x: np.ndarray) -> np.ndarray:
+  """The inverse of `_from_torch`."""
+  if leaf == "kernel" and x.ndim == 4:
+    return x.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+  if leaf == "kernel" and x.ndim == 2:
+    return x.T  # Dense (in, out) -> Linear (out, in)
+  return x
+
+
 def _leaves(tree, prefix=()):
   """(path tuple, leaf) for a nested mapping."""
   for k, v in tree.items():
@@ -414,13 +437,181 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], model) -> dict:
   return out
 
 
+def variables_to_state_dict(variables: Mapping, model) -> dict[str, np.ndarray]:
+  """`model`'s variables -> a torchvision-layout state dict; inverse of `state_dict_to_variables`.
+
+  `model` is a `models.ResNet` (any `num_classes`: `fc.weight` gets that many
+  rows) or any module whose variables are named as in `models`. Every
+  `params`/`batch_stats` leaf becomes its torchvision key, with the layout
+  converted back (conv kernels HWIO -> OIHW, Dense (in, out) -> Linear
+  (out, in)) as a C-contiguous float32 numpy array; every BatchNorm also gets
+  `<bn>.num_batches_tracked` (int64 scalar 0), as in torchvision's state
+  dicts (`state_dict_to_variables` ignores them). Other collections are
+  ignored. `state_dict_to_variables(variables_to_state_dict(v, model), model)`
+  gives `v` back exactly.
+
+  Raises StateDictMismatchError listing every leaf `variables` lacks, has in
+  excess or has with another shape than `model`'s.
+  """
+  shapes = _variable_shapes(model)
+  out: dict[str, np.ndarray] = {}
+  missing, unexpected, mismatched = [], [], []
+  for col in _COLLECTIONS:
+    have = dict(_leaves(variables.get(col, {})))
+    want = dict(_leaves(shapes.get(col, {})))
+    unexpected += [f"{col}/{'/'.join(p)}" for p in have if p not in want]
+    for path, spec in want.items():
+      name = f"{col}/{'/'.join(path)}"
+      if path not in have:
+        missing.append(f"{name} (shape {tuple(spec.shape)})")
+        continue
+      arr = np.asarray(have[path])
+      if arr.shape != tuple(spec.shape):
+        mismatched.append(f"{name}: variables have {arr.shape}, model needs {tuple(spec.shape)}")
+        continue
+      key = _torch_key(col, path)
+      assert key not in out, (key, path)  # the naming is one-to-one
+      out[key] = np.array(_to_torch(path[-1], arr), dtype=np.float32, order="C")  # a copy
+      if col == "batch_stats" and path[-1] == "mean":
+        counter = key[: -len(".running_mean")] + _IGNORED_SUFFIX
+        out[counter] = np.zeros((), np.int64)
+  if missing or unexpected or mismatched:
+    parts = [f"Variables do not match {type(model).__name__}:"]
+    if missing:
+      parts.append(f"  missing ({len(missing)}):\n{_fmt(missing)}")
+    if unexpected:
+      parts.append(f"  unexpected ({len(unexpected)}):\n{_fmt(sorted(unexpected))}")
+    if mismatched:
+      parts.append(f"  shape mismatches ({len(mismatched)}):\n{_fmt(mismatched)}")
+    raise StateDictMismatchError("\n".join(parts))
+  return out
+
+
+def _num_classes(state_dict: Mapping[str, Any]) -> int:
+  """Rows of `fc.weight`; IMAGENET_CLASSES when it is missing (or not a matrix), so that
+  `state_dict_to_variables` reports it."""
+  shape = np.shape(state_dict["fc.weight"]) if "fc.weight" in state_dict else ()
+  return int(shape[0]) if len(shape) == 2 and shape[0] >= 1 else IMAGENET_CLASSES
+
+
 def load_resnet18(path: str) -> dict:
-  """`{'params', 'batch_stats'}` of `models.ResNet18(num_classes=1000)`.
+  """`{'params', 'batch_stats'}` of `models.ResNet18(num_classes=N)`.
 
   `path` is a torchvision-layout ResNet-18 state dict, `.safetensors` or
-  `.pth`.
+  `.pth`; N is the number of rows of its `fc.weight` (1000 for the ImageNet
+  weights; any other for a trunk pretrained elsewhere, e.g. written by
+  `save_state_dict`). The number of classes is then
+  `variables['params']['fc']['kernel'].shape[1]`.
   """
-  return state_dict_to_variables(read_state_dict(path), models.ResNet18(num_classes=1000))
+  state_dict = read_state_dict(path)
+  return state_dict_to_variables(state_dict, models.ResNet18(num_classes=_num_classes(state_dict)))
+
+
+# ---------------------------------------------------------------------------
+# Writing state dicts.
+
+
+def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str] | None:
+  if metadata is None:
+    return None
+  if not isinstance(metadata, Mapping):
+    raise TypeError(f"metadata must be a mapping of str to str, not a {type(metadata).__name__}")
+  bad = [
+    f"{k!r}: {type(v).__name__}"
+    for k, v in metadata.items()
+    if not (isinstance(k, str) and isinstance(v, str))
+  ]
+  if bad:
+    raise TypeError(
+      "safetensors metadata keys and values must be strings (json.dumps anything else): "
+      + ", ".join(bad)
+    )
+  return dict(metadata)
+
+
+def _create_temp(folder: str, base: str) -> tuple[str, int]:
+  """A new hidden file next to the destination: (path, fd opened for writing).
+
+  Created with mode 0o666 less the umask, as `open()` creates files (mkstemp's would be 0o600).
+  """
+  flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+  for _ in range(100):
+    tmp = os.path.join(folder, f".{base}.{os.urandom(6).hex()}.tmp")
+    try:
+      return tmp, os.open(tmp, flags, 0o666)
+    except FileExistsError:
+      continue
+  raise FileExistsError(f"Cannot create a temporary file in {folder}")
+
+
+def save_state_dict(
+  path: str, state_dict: Mapping[str, Any], metadata: Mapping[str, str] | None = None
+) -> str:
+  """Writes `state_dict` (name -> array) to the `.safetensors` file `path`; returns `path`.
+
+  `metadata` (str -> str) goes into the file's header (see `read_metadata`).
+  The write is atomic: the file is written and synced under a temporary name
+  in the same folder, then renamed over `path`, so `path` is either its old
+  self or the whole new file, and no temporary file is left behind on error.
+  Arrays are written C-contiguous, with their dtypes (numpy's, or a JAX
+  array's via `np.asarray`).
+
+  Raises ValueError when `path` does not end in `.safetensors` (the only
+  format written), TypeError for metadata that is not strings.
+  """
+  path = os.path.expanduser(os.fspath(path))
+  if not path.lower().endswith(_SAFETENSORS_SUFFIX):
+    raise ValueError(
+      f"save_state_dict writes safetensors files only; the path must end in "
+      f"{_SAFETENSORS_SUFFIX!r}: {path}"
+    )
+  metadata = _check_metadata(metadata)
+  from safetensors.numpy import save  # pylint: disable=g-import-not-at-top
+
+  # np.asarray, not np.ascontiguousarray: that makes 0-d arrays (the counters) 1-d.
+  data = save({k: np.asarray(v, order="C") for k, v in state_dict.items()}, metadata=metadata)
+  folder, base = os.path.split(os.path.abspath(path))
+  tmp, fd = _create_temp(folder, base)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def read_metadata(path: str) -> dict[str, str]:
+  """The metadata (`__metadata__`) in the header of the `.safetensors` file `path`; {} if none.
+
+  Reads only the header. Raises PretrainedWeightsError naming the file when
+  it is missing or not a complete safetensors file.
+  """
+  path = os.path.expanduser(os.fspath(path))
+  if not os.path.isfile(path):
+    raise PretrainedWeightsError(f"No such safetensors file: {path}")
+  try:
+    problem = _safetensors_problem(path, os.path.getsize(path))
+    if problem is None:
+      with open(path, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+  except OSError as e:
+    raise PretrainedWeightsError(f"Cannot read {path}: {e.strerror or e}") from e
+  if problem is not None:
+    raise PretrainedWeightsError(
+      f"{path} is not a readable safetensors file: it is empty, truncated or corrupt ({problem})"
+    )
+  meta = header.get("__metadata__") or {}
+  if not isinstance(meta, dict) or not all(
+    isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+  ):
+    raise PretrainedWeightsError(
+      f"{path}: the header's __metadata__ is not a map of strings: {meta!r:.200}"
+    )
+  return dict(meta)
 
 
 def copy_trunk(dst_variables: Mapping, src_variables: Mapping) -> dict:

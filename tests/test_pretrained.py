@@ -403,6 +403,182 @@ def test_init_from_pretrained(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# Writing: Flax variables -> torchvision state dict -> .safetensors, read back by load_resnet18.
+
+
+def _assert_trees_equal(got, want):
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for (path, a), b in zip(jax.tree.leaves_with_path(got), jax.tree.leaves(want)):
+    assert a.dtype == b.dtype and a.shape == b.shape, jax.tree_util.keystr(path)
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def test_variables_to_state_dict_round_trip():
+  model = models.ResNet18(num_classes=7)
+  v = init(model, 3)
+  sd = pretrained.variables_to_state_dict(v, model)
+  _assert_trees_equal(pretrained.state_dict_to_variables(sd, model), v)
+  # torchvision's layouts and names.
+  np.testing.assert_array_equal(
+    sd["layer2.0.downsample.0.weight"],
+    np.asarray(v["params"]["trunk"]["layer2_0"]["downsample_conv"]["kernel"]).transpose(3, 2, 0, 1),
+  )
+  np.testing.assert_array_equal(sd["fc.weight"], np.asarray(v["params"]["fc"]["kernel"]).T)
+  np.testing.assert_array_equal(
+    sd["layer3.1.bn2.running_var"], v["batch_stats"]["trunk"]["layer3_1"]["bn2"]["var"]
+  )
+  assert sd["fc.weight"].shape == (7, 512) and sd["conv1.weight"].shape == (64, 3, 7, 7)
+  counters = sorted(k for k in sd if k.endswith(".num_batches_tracked"))
+  assert len(counters) == 20  # 17 BatchNorms in the blocks + 3 in the downsample paths
+  assert counters == sorted(
+    k.replace(".running_mean", ".num_batches_tracked") for k in sd if k.endswith(".running_mean")
+  )
+  for k, a in sd.items():
+    assert type(a) is np.ndarray and a.flags.c_contiguous, k
+    if k in counters:
+      assert a.dtype == np.int64 and a.shape == () and a == 0, k
+    else:
+      assert a.dtype == np.float32, k
+
+
+def test_variables_to_state_dict_lists_mismatches():
+  model = TINY_MODEL()
+  v = init(model, 0)
+  del v["params"]["trunk"]["bn1"]["bias"]
+  v["batch_stats"]["trunk"]["extra"] = {"mean": jnp.zeros(3)}
+  v["params"]["fc"]["kernel"] = jnp.zeros((64, 5))
+  with pytest.raises(pretrained.StateDictMismatchError) as e:
+    pretrained.variables_to_state_dict(v, model)
+  msg = str(e.value)
+  for s in [
+    "missing (1)",
+    "params/trunk/bn1/bias",
+    "unexpected (1)",
+    "batch_stats/trunk/extra/mean",
+    "shape mismatches (1)",
+    "params/fc/kernel: variables have (64, 5), model needs (64, 10)",
+  ]:
+    assert s in msg, (s, msg)
+
+
+def test_state_dict_keys_and_shapes_are_torchvisions():
+  """num_classes=1000: the keys, shapes and dtypes of torchvision's resnet18 state dict, as
+  written out in numpy_state_dict (and, with torch, as torch_reference.resnet18 has them)."""
+  sd = pretrained.variables_to_state_dict(
+    init(models.ResNet18(num_classes=1000), 0), models.ResNet18(num_classes=1000)
+  )
+  want = {k: (a.shape, a.dtype) for k, a in numpy_state_dict().items()}
+  assert {k: (a.shape, a.dtype) for k, a in sd.items()} == want
+  assert len(want) == 122  # 62 params + 60 buffers (3 per BatchNorm)
+  try:
+    import torch
+  except ImportError:
+    return
+  ref = torch_reference.resnet18(torch).state_dict()
+  assert {k: tuple(a.shape) for k, a in sd.items()} == {k: tuple(t.shape) for k, t in ref.items()}
+  assert {k for k, t in ref.items() if t.dtype == torch.int64} == {
+    k for k, a in sd.items() if a.dtype == np.int64
+  }
+
+
+def test_saved_file_loads_like_imagenet_weights(tmp_path):
+  model = models.ResNet18(num_classes=7)
+  v = init(model, 4)
+  path = str(tmp_path / "synthetic_r18.safetensors")
+  meta = {"source": "synthetic rats", "outputs": "3 head-pose angles + 4 identities"}
+  assert (
+    pretrained.save_state_dict(path, pretrained.variables_to_state_dict(v, model), meta) == path
+  )
+  assert pretrained.read_metadata(path) == meta
+  loaded = pretrained.load_resnet18(path)
+  assert loaded["params"]["fc"]["kernel"].shape == (512, 7)
+  _assert_trees_equal(loaded, v)
+  # --config.model.pretrained=<file>: the trunk comes from the file, the head stays.
+  dst = init(models.PainSeeker18(num_classes=2), 5)
+  assert pretrained.resolve_pretrained(path) == path
+  out = pretrained.init_from_pretrained(path, dst)
+  for col in ("params", "batch_stats"):
+    _assert_trees_equal(out[col]["trunk"], v[col]["trunk"])
+  for head in ("fc", "region_score"):
+    _assert_trees_equal(out["params"][head], dst["params"][head])
+
+
+def test_load_resnet18_without_fc_reports_it_missing(tmp_path):
+  from safetensors.numpy import save_file
+
+  sd = numpy_state_dict()
+  del sd["fc.weight"]
+  path = str(tmp_path / "no_fc.safetensors")
+  save_file(sd, path)
+  with pytest.raises(pretrained.StateDictMismatchError, match=r"missing keys \(1\)") as e:
+    pretrained.load_resnet18(path)
+  assert "fc.weight (for params/fc/kernel, Flax shape (512, 1000))" in str(e.value)
+
+
+@pytest.mark.parametrize(
+  "meta", [None, {}, {"a": "1", "json": '{"angles": 3, "ids": [1, 2]}', "uni": "r\u00e4tte"}]
+)
+def test_metadata_round_trip(tmp_path, meta):
+  path = tmp_path / "m.safetensors"
+  sd = {"w": np.arange(6, dtype=np.float32).reshape(2, 3).T, "n": np.array(3, np.int64)}
+  assert pretrained.save_state_dict(path, sd, meta) == str(path)  # os.PathLike accepted
+  assert pretrained.read_metadata(path) == (meta or {})
+  got = pretrained.read_state_dict(str(path))
+  assert sorted(got) == ["n", "w"] and got["n"].shape == () and got["n"] == 3
+  np.testing.assert_array_equal(got["w"], sd["w"])
+
+
+def test_metadata_must_be_strings(tmp_path):
+  with pytest.raises(TypeError, match="'epochs': int"):
+    pretrained.save_state_dict(tmp_path / "m.safetensors", {}, {"epochs": 3})
+  assert os.listdir(tmp_path) == []
+
+
+def test_read_metadata_of_other_files(tmp_path):
+  pth = tmp_path / "w.pth"
+  pth.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+  with pytest.raises(pretrained.PretrainedWeightsError, match="not a readable safetensors file"):
+    pretrained.read_metadata(pth)
+  with pytest.raises(pretrained.PretrainedWeightsError, match="No such safetensors file"):
+    pretrained.read_metadata(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("name", ["w.pth", "w", "w.safetensors.tmp", "w.st"])
+def test_save_refuses_other_suffixes(tmp_path, name):
+  with pytest.raises(ValueError, match="must end in '.safetensors'"):
+    pretrained.save_state_dict(str(tmp_path / name), {"w": np.zeros(2, np.float32)})
+  assert os.listdir(tmp_path) == []
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+  path = tmp_path / "w.safetensors"
+  first = {"w": np.zeros(3, np.float32)}
+  pretrained.save_state_dict(path, first, {"v": "1"})
+  assert os.listdir(tmp_path) == ["w.safetensors"]  # no temporary file left
+  # Created as open() creates files (umask applied), not mkstemp's 0o600.
+  (tmp_path / "ref").write_bytes(b"")
+  assert (path.stat().st_mode & 0o777) == ((tmp_path / "ref").stat().st_mode & 0o777)
+  (tmp_path / "ref").unlink()
+  # Overwriting: the old file stays whole until the new one replaces it.
+  old = path.read_bytes()
+
+  def fail(src, dst):
+    assert os.path.dirname(src) == str(tmp_path) and os.path.isfile(src)
+    assert path.read_bytes() == old
+    raise OSError("disk went away")
+
+  with monkeypatch.context() as m:
+    m.setattr(pretrained.os, "replace", fail)
+    with pytest.raises(OSError, match="disk went away"):
+      pretrained.save_state_dict(path, {"w": np.ones(5, np.float32)})
+  assert os.listdir(tmp_path) == ["w.safetensors"] and path.read_bytes() == old
+  pretrained.save_state_dict(path, {"w": np.ones(5, np.float32)})
+  assert os.listdir(tmp_path) == ["w.safetensors"]
+  np.testing.assert_array_equal(pretrained.read_state_dict(str(path))["w"], np.ones(5))
+  assert pretrained.read_metadata(path) == {}
+
+
+# ---------------------------------------------------------------------------
 # resolve_pretrained: cache lookup and the offline error.
 
 

@@ -417,6 +417,38 @@ def plan(seed: int = 0, max_per_split: int | None = None) -> list[ExampleSpec]:
   return [s for s in full if s.filename in keep]
 
 
+POOL_FIRST_RAT = 1001  # pretraining pool identities: never one of the twin's six or a lab twin's
+
+
+def pool_plan(seed: int, num_rats: int, per_rat: int) -> list[ExampleSpec]:
+  """A pretraining pool (issue #21): `per_rat` images of each of `num_rats` new identities
+  (rats POOL_FIRST_RAT, POOL_FIRST_RAT + 1, ...; `rat_identity` draws them from the six's
+  ranges), with the twin's nuisance factors (head pose, light, background, occluders, camera).
+
+  The AU scores are drawn independently and uniformly (0/1/2 each) from a stream that nothing
+  else reads, so no head pose, identity or other factor carries pain information; they are
+  kept (`au_scores`) only to check that, and `pain_level` is -1 (never a target).
+  """
+  specs = []
+  for rat in range(POOL_FIRST_RAT, POOL_FIRST_RAT + int(num_rats)):
+    rng_au = np.random.default_rng([seed, rat, 11])
+    rng_nui = np.random.default_rng([seed, rat, 12])
+    for i in range(int(per_rat)):
+      au = tuple(int(a) for a in rng_au.integers(0, 3, size=4))
+      specs.append(
+        ExampleSpec(
+          split="pool",
+          filename=f"pool/rat{rat}_{i:05d}.jpg",
+          rat_id=rat,
+          pain_level=-1,
+          au_scores=au,
+          au_intensity=_intensity(rng_au, au),
+          **_nuisance(rng_nui, rat),
+        )
+      )
+  return specs
+
+
 def label_counts(rat: int, n: int) -> tuple[int, int, int]:
   """(no pain, moderate, severe) counts of `n` images of rat `rat` in `plan_rats`: the
   proportions of twin rat ((rat - 1) mod 6) + 1 (largest remainders), with at least one image

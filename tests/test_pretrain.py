@@ -1,0 +1,99 @@
+"""`painseeker pretrain-trunk` (issue #21) on a tiny pool: the trunk file goes through the
+ImageNet path (`pretrained.init_from_pretrained`), the run resumes, no pain target."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from painseeker_jax import cli, models, pretrain, pretrained
+from tfds_ratspain.ratspain import synthetic
+
+CONFIG = os.path.join(ROOT, "configs", "pretrain.py")
+
+
+@pytest.fixture(scope="module")
+def trunk(tmp_path_factory):
+  root = tmp_path_factory.mktemp("pretrain")
+  workdir, out = root / "work", root / "trunk.safetensors"
+  argv = ["pretrain-trunk", f"--config={CONFIG}:tiny", "--workdir", workdir, "--output", out]
+  assert cli.main([str(a) for a in argv]) == 0
+  return {"workdir": workdir, "out": out, "argv": [str(a) for a in argv]}
+
+
+def test_the_trunk_loads_through_the_imagenet_path(trunk):
+  import jax
+
+  state_dict = pretrained.read_state_dict(str(trunk["out"]))
+  assert state_dict["fc.weight"].shape == (3 + 2, 512)  # 3 pose outputs + 2 pool rats
+  meta = pretrained.read_metadata(str(trunk["out"]))
+  assert "head pose + identity" in meta["painseeker_pretrain"]
+  model = models.PainSeeker18(num_classes=2)
+  x = jax.ShapeDtypeStruct((1, 64, 64, 3), np.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+  zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))
+  loaded = pretrained.init_from_pretrained(str(trunk["out"]), zeros)
+  conv1 = np.asarray(loaded["params"]["trunk"]["conv1"]["kernel"])
+  np.testing.assert_array_equal(conv1, state_dict["conv1.weight"].transpose(2, 3, 1, 0))
+  assert not np.any(np.asarray(loaded["params"]["fc"]["kernel"]))  # the head stays as it was
+  assert np.abs(conv1).sum() > 0
+
+
+def test_results_hold_the_held_out_figures_and_the_leak_check(trunk):
+  results = json.load(open(trunk["workdir"] / "pretrain_results.json"))
+  assert results["held_out"]["num_images"] == 2 * 2  # val_per_rat of each of the 2 rats
+  assert set(results["held_out"]["pose_mae_deg"]) == {"yaw", "pitch", "roll"}
+  assert results["held_out"]["identity_chance"] == 0.5
+  leak = results["leak_check"]
+  assert leak["num_images"] == 12 and set(leak["pose_vs_au"]) == {"yaw", "pitch", "roll"}
+  assert sorted(os.listdir(trunk["workdir"] / "pool")) == ["shard_00000.npz"]
+
+
+def test_a_rerun_resumes_and_refuses_to_overwrite(trunk, capsys, caplog):
+  assert cli.main(trunk["argv"]) == 2  # the output exists
+  assert "already exists" in capsys.readouterr().err
+  before = pretrained.read_state_dict(str(trunk["out"]))
+  assert cli.main(trunk["argv"] + ["--overwrite"]) == 0  # nothing left to train
+  after = pretrained.read_state_dict(str(trunk["out"]))
+  for k in before:
+    np.testing.assert_array_equal(before[k], after[k])
+
+
+def test_pool_is_new_rats_with_independent_au_scores():
+  specs = synthetic.pool_plan(0, num_rats=30, per_rat=40)
+  assert {s.rat_id for s in specs}.isdisjoint(range(1, 100))
+  assert all(s.pain_level == -1 for s in specs)
+  pool = {
+    "pose": np.array([s.head_pose for s in specs], np.float32),
+    "rat": np.array([s.rat_id for s in specs]),
+    "au": np.array([s.au_scores for s in specs]),
+  }
+  leak = pretrain.leak_check(pool)
+  for r in leak["pose_vs_au"].values():
+    assert np.max(np.abs(r)) < 0.1  # 1,200 images: |r| of independent draws is ~0.03
+  assert leak["max_abs_identity_vs_au"] < 0.15
+
+
+def test_flip_negates_yaw_and_roll():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 255, (64, 10, 10, 3), dtype=np.uint8)
+  pose = rng.normal(size=(64, 3)).astype(np.float32)
+  out, new = pretrain.augment(images, pose, 10, np.random.default_rng(1))
+  flipped = np.array([not np.array_equal(o, i) for o, i in zip(out, images)])
+  assert 0 < flipped.sum() < 64
+  np.testing.assert_array_equal(out[flipped], images[flipped][:, :, ::-1])
+  np.testing.assert_array_equal(new[flipped][:, [0, 2]], -pose[flipped][:, [0, 2]])
+  np.testing.assert_array_equal(new[:, 1], pose[:, 1])
+  np.testing.assert_array_equal(new[~flipped], pose[~flipped])
+
+
+def test_loss_is_pose_mse_plus_identity_cross_entropy():
+  out = np.array([[0.5, -1.0, 0.0, 2.0, 0.0]], np.float32)
+  pose = np.array([[30.0, -30.0, 15.0]], np.float32)
+  loss, (mse, ce) = pretrain.loss_fn(out, pose, np.array([1]), 2.0)
+  want_mse = np.mean((out[0, :3] - pose[0] / pretrain.POSE_SCALE) ** 2)
+  want_ce = -np.log(np.exp(0.0) / (np.exp(2.0) + np.exp(0.0)))
+  assert float(mse) == pytest.approx(want_mse) and float(ce) == pytest.approx(want_ce, rel=1e-5)
+  assert float(loss) == pytest.approx(2.0 * want_mse + want_ce, rel=1e-5)
