@@ -420,21 +420,24 @@ def state_dict_to_variables(state_dict: Mapping[str, Any], model) -> dict:
     if k not in used
     and not (k.endswith(_IGNORED_SUFFIX) and k[: -len(_IGNORED_SUFFIX)] + ".running_mean" in used)
   )
-  if missing or unexpected or mismatched:
-    parts = [f"State dict does not match {type(model).__name__}:"]
-    if missing:
-      parts.append(f"  missing keys ({len(missing)}):\n{_fmt(missing)}")
-    if unexpected:
-      parts.append(f"  unexpected keys ({len(unexpected)}):\n{_fmt(unexpected)}")
-    if mismatched:
-      parts.append(f"  shape mismatches ({len(mismatched)}):\n{_fmt(mismatched)}")
-    parts.append(
-      "  (expected: a torchvision resnet18 state dict, keys "
-      "conv1.weight, bn1.running_mean, layer1.0.conv1.weight, ..., "
-      "fc.weight)"
-    )
-    raise StateDictMismatchError("\n".join(parts))
+  _raise_mismatch(
+    f"State dict does not match {type(model).__name__}:",
+    ("missing keys", missing),
+    ("unexpected keys", unexpected),
+    ("shape mismatches", mismatched),
+    hint="  (expected: a torchvision resnet18 state dict, keys conv1.weight, "
+    "bn1.running_mean, layer1.0.conv1.weight, ..., fc.weight)",
+  )
   return out
+
+
+def _raise_mismatch(title: str, *lists: tuple[str, list], hint: str = "") -> None:
+  """Raises StateDictMismatchError listing every non-empty (what, items) list; else nothing."""
+  if not any(items for _, items in lists):
+    return
+  parts = [title]
+  parts += [f"  {what} ({len(items)}):\n{_fmt(items)}" for what, items in lists if items]
+  raise StateDictMismatchError("\n".join(parts + ([hint] if hint else [])))
 
 
 def variables_to_state_dict(variables: Mapping, model) -> dict[str, np.ndarray]:
@@ -475,15 +478,12 @@ def variables_to_state_dict(variables: Mapping, model) -> dict[str, np.ndarray]:
       if col == "batch_stats" and path[-1] == "mean":
         counter = key[: -len(".running_mean")] + _IGNORED_SUFFIX
         out[counter] = np.zeros((), np.int64)
-  if missing or unexpected or mismatched:
-    parts = [f"Variables do not match {type(model).__name__}:"]
-    if missing:
-      parts.append(f"  missing ({len(missing)}):\n{_fmt(missing)}")
-    if unexpected:
-      parts.append(f"  unexpected ({len(unexpected)}):\n{_fmt(sorted(unexpected))}")
-    if mismatched:
-      parts.append(f"  shape mismatches ({len(mismatched)}):\n{_fmt(mismatched)}")
-    raise StateDictMismatchError("\n".join(parts))
+  _raise_mismatch(
+    f"Variables do not match {type(model).__name__}:",
+    ("missing", missing),
+    ("unexpected", sorted(unexpected)),
+    ("shape mismatches", mismatched),
+  )
   return out
 
 
