@@ -223,10 +223,27 @@ def load_config(config_arg: str, overrides: list[str]):
   )
   try:
     fv(argv)
-    return holder.value
   except Exception as e:  # absl and ml_collections raise many types
     msg = str(e).strip().splitlines()
     raise ValueError(f"--config {config_arg} {' '.join(overrides)}: {' '.join(msg[:4])}") from None
+  config = holder.value
+  for a in overrides:
+    _split_string_list(config, a[len("--config.") :].split("=", 1)[0])
+  return config
+
+
+def _split_string_list(config, field: str) -> None:
+  """`--config.methods=a,b` -> ("a", "b"). config_flags reads a tuple override with
+  `literal_eval`, which turns numbers separated by commas into a tuple but leaves words as
+  one string ("a,b",); words are split here so both kinds of list take the same form."""
+  *parents, leaf = field.split(".")
+  node = config
+  for p in parents:
+    node = node[p]
+  value = node[leaf]
+  if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
+    if "," in value[0]:
+      node[leaf] = tuple(v.strip() for v in value[0].split(",") if v.strip())
 
 
 def pretrain_trunk(args, overrides: list[str]) -> int:

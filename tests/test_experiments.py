@@ -316,3 +316,19 @@ def test_painseeker_au_method_is_painseeker_with_au_heads(mini_data_dir):
   from configs import table3
 
   assert "painseeker_au" not in table3.get_config("synthetic").methods
+
+
+def test_list_overrides_of_words_and_numbers_take_the_same_form():
+  from painseeker_jax import cli
+
+  c = cli.load_config(
+    "configs/table3.py:synthetic",
+    ["--config.methods=painseeker, painseeker_au", "--config.seeds=0,2"],
+  )
+  assert c.methods == ("painseeker", "painseeker_au")
+  assert c.seeds == (0, 2)
+  assert cli.load_config("configs/table3.py:synthetic", ["--config.methods=resnet18"]).methods == (
+    "resnet18",
+  )
+  s = cli.load_config("configs/sensitivity.py:synthetic", ["--config.sweep.k_h=3,20"])
+  assert s.sweep.k_h == (3, 20)
