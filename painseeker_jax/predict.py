@@ -401,11 +401,23 @@ def _open_video(path: str):
   return container
 
 
-def probe_video(path: str, every_seconds: float | None, every_frames: int | None) -> int:
-  """Expected number of sampled frames (for the progress bar); raises InputError.
+@dataclasses.dataclass(frozen=True)
+class VideoProbe:
+  """What one opening of a video tells before decoding it: `est_rows`, the expected number
+  of sampled frames (the progress bar); `num_frames`, the number of frames as the container
+  states it (0 if unknown); `width` x `height` of the upright frame (display rotation
+  applied)."""
 
-  The sampling follows `video_sampling` (as in `iter_video`).
-  """
+  est_rows: int
+  num_frames: int
+  width: int
+  height: int
+
+
+def probe_video(path: str, every_seconds: float | None, every_frames: int | None) -> VideoProbe:
+  """Opens the video once (decoding only its first frame, which carries the display
+  rotation) and returns its `VideoProbe`; the sampling follows `video_sampling`, as
+  `iter_frames` does. Raises InputError naming the file."""
   every_seconds, every_frames = video_sampling(every_seconds, every_frames)
   container = _open_video(path)
   try:
@@ -417,31 +429,21 @@ def probe_video(path: str, every_seconds: float | None, every_frames: int | None
       duration = float(stream.duration * stream.time_base)
     elif container.duration is not None:
       duration = container.duration / 1e6
-    if not n and duration and rate:
-      n = int(round(duration * float(rate)))
+    est = n
+    if not est and duration and rate:
+      est = int(round(duration * float(rate)))
     if every_frames:
-      return max(1, math.ceil((n or 1) / every_frames))
-    if duration:
-      return max(1, math.ceil(duration / every_seconds))
-    return max(1, n or 1)
-  finally:
-    container.close()
-
-
-def video_info(path: str) -> tuple[int, int, int]:
-  """(number of frames as the container states it, 0 if unknown; width; height of the
-  upright frame, the stream's display rotation applied). Raises InputError."""
-  container = _open_video(path)
-  try:
-    stream = container.streams.video[0]
+      est = math.ceil((est or 1) / every_frames)
+    elif duration:
+      est = math.ceil(duration / every_seconds)
     width, height = stream.codec_context.width, stream.codec_context.height
     rotation = 0
-    for frame in container.decode(stream):  # the first frame carries the display rotation
+    for frame in container.decode(stream):
       rotation = getattr(frame, "rotation", 0) or 0
       break
     if rotation % 180:
       width, height = height, width
-    return int(stream.frames or 0), int(width), int(height)
+    return VideoProbe(max(1, est or 1), int(n or 0), int(width), int(height))
   except (_av().error.FFmpegError, OSError, ValueError) as e:
     raise InputError(f"{path}: not a readable video ({e})") from None
   finally:
@@ -501,22 +503,6 @@ def iter_frames(
     yield -(i + 1), 0.0, None
   finally:
     container.close()
-
-
-def iter_video(
-  path: str,
-  size: int,
-  *,
-  every_seconds: float | None = None,
-  every_frames: int | None = None,
-  crop=None,
-) -> Iterator[tuple[int, float, np.ndarray]]:
-  """Yields (frame index, time in seconds from the stream start, size x size x 3 uint8) of
-  the frames `iter_frames` samples, the `crop` box (None: the whole frame) cut out and
-  resized. Raises InputError naming the file (and the frame)."""
-  for i, t, img in iter_frames(path, every_seconds=every_seconds, every_frames=every_frames):
-    if img is not None:
-      yield i, t, _crop_resize(img, size, crop, f"{path}, frame {i}")
 
 
 # ---------------------------------------------------------------------------
@@ -901,10 +887,10 @@ def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
   return plan
 
 
-def _check_tracks_fit(path: str, tracks) -> None:
+def _check_tracks_fit(path: str, probe: VideoProbe, tracks) -> None:
   """Refuses (UsageError) a tracking file made for another video: another number of frames
   or keypoints beyond the frame."""
-  num_frames, width, height = video_info(path)
+  num_frames, width, height = probe.num_frames, probe.width, probe.height
   if tracks.exact_length and num_frames and num_frames != tracks.num_frames:
     raise UsageError(
       f"{tracks.path}: covers {tracks.num_frames} frames but the video {path} has "
@@ -941,10 +927,11 @@ def _probe_videos(sources: list[Source], opts: Options, plots: dict, plan: BoxPl
   for s in sources:
     if s.kind == "video":
       try:
-        s.est_frames = probe_video(s.path, opts.every_seconds, opts.every_frames)
+        probe = probe_video(s.path, opts.every_seconds, opts.every_frames)
+        s.est_frames = probe.est_rows
         tracks = plan.videos.get(s.path)
         if tracks is not None:
-          _check_tracks_fit(s.path, tracks)
+          _check_tracks_fit(s.path, probe, tracks)
           s.est_frames *= len(tracks.animals)
       except InputError as e:
         s.kind, s.error = "error", str(e)

@@ -240,14 +240,18 @@ class _Session:
     self.au: list[np.ndarray] = []
     self.skipped: dict[str, list[float]] = {r: [] for r in SKIP_REASONS}
     self.errors = 0
+    self._ci: tuple[int, tuple[float, float, float, int]] | None = None
 
   def mean_ci(self) -> tuple[float, float, float, int]:
-    """(mean p_pain, 95% CI low, high, block length in samples); block bootstrap over time."""
+    """(mean p_pain, 95% CI low, high, block length in samples); block bootstrap over time.
+    Computed once per state of `p` (the plot and the summary share it)."""
     from painseeker_jax import stats
 
-    block = stats.block_length(self.p)
-    lo, hi = stats.block_bootstrap_mean_ci(self.p, block=block)
-    return float(np.mean(self.p)), lo, hi, block
+    if self._ci is None or self._ci[0] != len(self.p):
+      block = stats.block_length(self.p)
+      lo, hi = stats.block_bootstrap_mean_ci(self.p, block=block)
+      self._ci = len(self.p), (float(np.mean(self.p)), lo, hi, block)
+    return self._ci[1]
 
 
 class Report:

@@ -8,6 +8,12 @@ Accepted files (`read_tracks` tells them apart by content and extension):
     the individual "single" holds the unique bodyparts and is not an animal.
   * SLEAP analysis files (`sleap-convert --format analysis`, .h5, read with h5py): the
     dataset `tracks` (tracks, 2, nodes, frames), `node_names`, `track_names`, `point_scores`.
+    Column i is video frame i: the GUI's and sleap-convert's export writes every frame from
+    0 to the last one with a prediction (sleap's `write_tracking_h5`, `all_frames=True`, and
+    its own analysis reader takes the column as the frame index). The old standalone
+    `python -m sleap.info.write_tracking_h5` without `--all-frames` starts at the first
+    predicted frame and records no offset: such a file cannot be told apart and is read
+    shifted, so export with sleap-convert.
   * A plain box CSV, e.g. a face detector's output: video,frame,x,y,w,h[,animal][,score], frame
     0-based; boxes are used as written (a detector's box already is a face box). One file may
     hold the boxes of several videos (`match_tracking_files`, `read_tracks(video=...)`).
