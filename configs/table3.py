@@ -13,7 +13,8 @@ attention localisation and the attention figure (Fig. 4).
 
 Each run is kept under <workdir>/runs/<method>/seed<k>; rerunning the command
 skips finished runs and resumes an interrupted one. Outputs: table3.md,
-table3.json, figure4_attention.png.
+table3.json, figure4_attention.png, rewritten after every finished run (a partly filled
+work directory shows its table so far and lists the missing runs).
 
 Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs): synthetic (96 px,
 8 epochs), nine quick-start runs plus the LBP runs, under two hours on 2 CPU

@@ -170,20 +170,39 @@ def _method_runs(config, workdir):
 
 
 def run_table3(config, workdir: str) -> dict:
+  """Trains the runs of Table 3 that are not finished, rewriting table3.md / .json (and Fig. 4)
+  after every run this process trains: a partly filled work directory shows its table so far."""
   os.makedirs(workdir, exist_ok=True)
   runs = _method_runs(config, workdir)
-  _schedule([(f"{m} seed {s}", c, w) for m, s, c, w in runs])
-  preds = {}
+  lookup = []  # the data set's pose and landmarks, read once (when first needed)
+
+  def report():
+    if not lookup:
+      lookup.append(ground_truth_lookup(config))
+    return table3_report(config, workdir, runs, lookup[0])
+
+  _schedule([(f"{m} seed {s}", c, w) for m, s, c, w in runs], after_each=report)
+  return report()
+
+
+def table3_report(config, workdir: str, runs, lookup) -> dict:
+  """Writes table3.json / table3.md (and Fig. 4) from the finished runs of `runs`
+  ((method, seed, config, run dir) as `_method_runs` gives them); the unfinished ones are
+  listed in the report's `missing`."""
+  preds, missing = {}, []
   for m, s, _, w in runs:
-    preds.setdefault(m, {})[s] = layout.read_predictions(w)
-  lookup = ground_truth_lookup(config)
-  report = {"config": json.loads(config.to_json_best_effort()), "methods": {}}
+    if layout.is_finished(w):
+      preds.setdefault(m, {})[s] = layout.read_predictions(w)
+    else:
+      missing.append(f"{m} seed {s}")
+  report = {"config": json.loads(config.to_json_best_effort()), "methods": {}, "missing": missing}
   ref = preds.get("painseeker")
   for m, by_seed in preds.items():
     report["methods"][m] = summarize_method(m, by_seed, ref, lookup, config, workdir)
   layout.write_json(os.path.join(workdir, "table3.json"), report)
   layout.write_atomic(os.path.join(workdir, "table3.md"), table3_markdown(report, config))
-  if "painseeker" in preds and "painseeker_wo_prsc" in preds:
+  seed = config.seeds[0]
+  if all(seed in preds.get(m, {}) for m in ("painseeker", "painseeker_wo_prsc")):
     write_attention_figure(config, workdir, lookup)
   return report
 
@@ -246,6 +265,25 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
         for k in ("f1", "accuracy")
       },
     }
+    if lookup is not None:  # the same difference within each head-pose bin
+      bins = np.array([pose_bin(lookup[r["filename"]][0]) for r in first])
+      out["vs_painseeker_mean"]["pose_bins"] = {
+        name: {
+          k: stats.paired_bootstrap_diff(
+            y[sel],
+            ref_preds[:, sel],
+            preds[:, sel],
+            metric=k,
+            n_boot=config.bootstrap,
+            seed=0,
+            groups=rat_ids[sel],
+            resample_runs=True,
+          )
+          for k in ("f1", "accuracy")
+        }
+        for name, _, _ in POSE_BINS
+        if (sel := bins == name).any()
+      }
   if lookup is not None:
     out["pose_bins"] = pose_bin_metrics(by_seed, lookup)
     att = attention_localisation(method, seeds, config, workdir, lookup)
@@ -444,6 +482,33 @@ def _table3_pose_bins(methods: dict, titles: dict) -> list[str]:
       for n in names
     ]
     lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  paired = {
+    m: d["vs_painseeker_mean"]["pose_bins"]
+    for m, d in methods.items()
+    if "pose_bins" in d.get("vs_painseeker_mean", {})
+  }
+  if paired:
+    lines += [
+      "",
+      "PainSeeker − method within each bin: the difference of the seed means with the two-level "
+      "bootstrap of the Statistics section (images stratified by rat and seeds resampled), "
+      "ΔF1 and Δaccuracy (points), 95% CI, bootstrap p.",
+      "",
+      "| Method | " + " | ".join(names) + " |",
+      "|---" * (len(names) + 1) + "|",
+    ]
+    for m, pb in paired.items():
+      cells = [
+        (
+          f"ΔF1 {_diff_ci(pb[n]['f1'])}, p {pb[n]['f1']['p_value']:.2g}; "
+          f"ΔAcc {pb[n]['accuracy']['diff']:+.1f} [{pb[n]['accuracy']['ci'][0]:+.1f}, "
+          f"{pb[n]['accuracy']['ci'][1]:+.1f}], p {pb[n]['accuracy']['p_value']:.2g}"
+        )
+        if n in pb
+        else "—"
+        for n in names
+      ]
+      lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
   return lines
 
 
@@ -487,8 +552,10 @@ def table3_markdown(report: dict, config) -> str:
   """table3.md: scores, statistics, pose bins, attention localisation, the paper's numbers."""
   methods = report["methods"]
   titles = {m: loro.method_title(derive(config, METHODS[m])) for m in methods}
+  missing = report.get("missing") or []
   lines = (
     _table3_scores(methods, titles, config)
+    + (["", f"Not finished yet ({len(missing)} runs): {', '.join(missing)}."] if missing else [])
     + _table3_statistics(methods, titles, config)
     + _table3_pose_bins(methods, titles)
     + _table3_attention(methods, titles, config)

@@ -57,6 +57,21 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
   monkeypatch.setattr(loro, "run_loro", lambda *a, **k: pytest.fail("retrained a finished run"))
   again = experiments.run(_table3_config(mini_data_dir), workdir)
   assert again["methods"]["painseeker"]["loro"] == report["methods"]["painseeker"]["loro"]
+  assert report["missing"] == [] and "PainSeeker − method within each bin" in md
+  # A partly filled work directory: the table of the finished runs, the others listed.
+  more = _table3_config(mini_data_dir)
+  more.seeds = (0, 1, 7)
+  part = experiments.table3_report(
+    more, workdir, experiments._method_runs(more, workdir), experiments.ground_truth_lookup(more)
+  )
+  assert part["missing"] == [
+    f"{m} seed 7" for m in ("painseeker", "painseeker_wo_prsc", "resnet18")
+  ]
+  assert part["methods"]["painseeker"]["loro"] == report["methods"]["painseeker"]["loro"]
+  assert (
+    "Not finished yet (3 runs): painseeker seed 7"
+    in open(os.path.join(workdir, "table3.md")).read()
+  )
 
 
 def test_sensitivity_end_to_end(mini_data_dir, tmp_path):
@@ -332,3 +347,43 @@ def test_list_overrides_of_words_and_numbers_take_the_same_form():
   )
   s = cli.load_config("configs/sensitivity.py:synthetic", ["--config.sweep.k_h=3,20"])
   assert s.sweep.k_h == (3, 20)
+
+
+def test_paired_difference_within_each_pose_bin(tmp_path):
+  """PainSeeker − method per head-pose bin is the seed-mean difference on that bin's images."""
+  from configs import table3
+
+  c = table3.get_config("synthetic")
+  c.folds, c.seeds, c.bootstrap = (1, 2), (0, 1), 200
+  y = [1, 1, 0, 0, 1, 0]
+  # rat r image i: frontal for i < 4 (yaw 5°), extreme for i >= 4 (yaw 70°).
+  lookup = {
+    f"rat{r}_{i}.jpg": (5.0 if i < 4 else -70.0, np.zeros((7, 2)), np.zeros(7, bool))
+    for r in (1, 2)
+    for i in range(6)
+  }
+  ps = {s: _rows({1: (y, y), 2: (y, y)}) for s in (0, 1)}  # all right
+  # w/o PRSC: right on the frontal images, everything wrong on the extreme ones in seed 0,
+  # right everywhere in seed 1.
+  wo = {
+    0: _rows({1: (y, [1, 1, 0, 0, 0, 1]), 2: (y, [1, 1, 0, 0, 0, 1])}),
+    1: _rows({1: (y, y), 2: (y, y)}),
+  }
+  d = experiments.summarize_method("painseeker_wo_prsc", wo, ps, lookup, c, str(tmp_path))
+  pb = d["vs_painseeker_mean"]["pose_bins"]
+  assert set(pb) == {"frontal", "extreme"}
+  assert pb["frontal"]["f1"]["diff"] == 0 and pb["frontal"]["accuracy"]["diff"] == 0
+  # extreme: PainSeeker F1 1, accuracy 100 in both seeds; w/o PRSC seed 0 F1 0, accuracy 0.
+  assert pb["extreme"]["f1"]["diff"] == pytest.approx(0.5)
+  assert pb["extreme"]["accuracy"]["diff"] == pytest.approx(50.0)
+  md = experiments.table3_markdown(
+    {
+      "methods": {
+        "painseeker": experiments.summarize_method("painseeker", ps, ps, lookup, c, str(tmp_path)),
+        "painseeker_wo_prsc": d,
+      }
+    },
+    c,
+  )
+  row = next(line for line in md.splitlines() if line.startswith("| PainSeeker w/o PRSC | ΔF1"))
+  assert "ΔF1 +0.500 [" in row and "| — |" in row  # no moderate images
