@@ -216,6 +216,7 @@ def load_config(config_arg: str, overrides: list[str]):
       "form --config.field=value)"
     )
 
+  _importable_configs(config_arg)
   argv = ["painseeker", f"--config={config_arg}"] + list(overrides)
   fv = flags.FlagValues()
   holder = config_flags.DEFINE_config_file(
@@ -223,6 +224,15 @@ def load_config(config_arg: str, overrides: list[str]):
   )
   try:
     fv(argv)
+  except AttributeError as e:  # ml_collections: an override of a field the config lacks
+    inner = e.args[0] if e.args else e
+    text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
+    field, *hint = str(text).strip().splitlines()
+    raise ValueError(
+      f"--config {config_arg}: no field {field.strip(chr(39) + chr(34))!r} to override "
+      f"({' '.join(hint) or 'check the spelling against the config file'}; a nested field is "
+      "--config.group.field=value)"
+    ) from None
   except Exception as e:  # absl and ml_collections raise many types
     msg = str(e).strip().splitlines()
     raise ValueError(f"--config {config_arg} {' '.join(overrides)}: {' '.join(msg[:4])}") from None
@@ -230,6 +240,17 @@ def load_config(config_arg: str, overrides: list[str]):
   for a in overrides:
     _split_string_list(config, a[len("--config.") :].split("=", 1)[0])
   return config
+
+
+def _importable_configs(config_arg: str) -> None:
+  """Config files build on each other (`from configs import loro`): that import needs the
+  folder above `configs/` on sys.path. `python run.py` has it (the script's folder); the
+  `painseeker` command, started from anywhere, gets it here."""
+  folder = os.path.dirname(os.path.abspath(config_arg.split(":", 1)[0]))
+  if os.path.basename(folder) == "configs":
+    root = os.path.dirname(folder)
+    if root not in [os.path.abspath(p) for p in sys.path if p]:
+      sys.path.insert(0, root)
 
 
 def _split_string_list(config, field: str) -> None:

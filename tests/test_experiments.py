@@ -387,3 +387,23 @@ def test_paired_difference_within_each_pose_bin(tmp_path):
   )
   row = next(line for line in md.splitlines() if line.startswith("| PainSeeker w/o PRSC | ΔF1"))
   assert "ΔF1 +0.500 [" in row and "| — |" in row  # no moderate images
+
+
+def test_config_files_that_import_configs_load_from_any_folder(tmp_path, monkeypatch):
+  """`painseeker run --config=.../configs/table3.py` from another folder: table3.py imports
+  `configs.loro`, which needs the folder above configs/ on sys.path (python run.py has it)."""
+  import sys
+
+  from painseeker_jax import cli
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(
+    sys, "path", [p for p in sys.path if p and os.path.abspath(p) not in (repo, str(tmp_path))]
+  )
+  for name in [m for m in sys.modules if m == "configs" or m.startswith("configs.")]:
+    monkeypatch.delitem(sys.modules, name)
+  c = cli.load_config(os.path.join(repo, "configs", "table3.py") + ":synthetic", [])
+  assert c.experiment == "table3" and c.dataset == "synthetic"
+  with pytest.raises(ValueError, match="no field 'sizee'.*Did you mean"):
+    cli.load_config(os.path.join(repo, "configs", "loro.py"), ["--config.model.sizee=full"])
