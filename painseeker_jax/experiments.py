@@ -394,6 +394,11 @@ def _fmt(ms, digits):
   return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
+def _p(r, config) -> str:
+  """A bootstrap p value; 0 reads as below the bootstrap's resolution, 2 / resamples."""
+  return f"{r['p_value']:.3g}" if r["p_value"] else f"< {2 / config.bootstrap:.1g}"
+
+
 def _diff_ci(r) -> str:
   return f"{r['diff']:+.3f} [{r['ci'][0]:+.3f}, {r['ci'][1]:+.3f}]"
 
@@ -446,10 +451,7 @@ def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
     diff = ", ".join(_diff_ci(v["paired_bootstrap_f1"]) for v in vs.values()) or "—"
     seed_means = d.get("vs_painseeker_mean")
     if seed_means:
-      p_mean = seed_means["f1"]["p_value"]
-      mean_cell = f"{_diff_ci(seed_means['f1'])}, " + (
-        f"{p_mean:.3g}" if p_mean else f"< {2 / config.bootstrap:.1g}"
-      )
+      mean_cell = f"{_diff_ci(seed_means['f1'])}, {_p(seed_means['f1'], config)}"
     else:
       mean_cell = "—"
     lines.append(
@@ -460,7 +462,7 @@ def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
   return lines
 
 
-def _table3_pose_bins(methods: dict, titles: dict) -> list[str]:
+def _table3_pose_bins(methods: dict, titles: dict, config) -> list[str]:
   """F1/accuracy per head-pose bin (data sets that know the pose)."""
   if not any("pose_bins" in d for d in methods.values()):
     return []
@@ -500,9 +502,9 @@ def _table3_pose_bins(methods: dict, titles: dict) -> list[str]:
     for m, pb in paired.items():
       cells = [
         (
-          f"ΔF1 {_diff_ci(pb[n]['f1'])}, p {pb[n]['f1']['p_value']:.2g}; "
+          f"ΔF1 {_diff_ci(pb[n]['f1'])}, p {_p(pb[n]['f1'], config)}; "
           f"ΔAcc {pb[n]['accuracy']['diff']:+.1f} [{pb[n]['accuracy']['ci'][0]:+.1f}, "
-          f"{pb[n]['accuracy']['ci'][1]:+.1f}], p {pb[n]['accuracy']['p_value']:.2g}"
+          f"{pb[n]['accuracy']['ci'][1]:+.1f}], p {_p(pb[n]['accuracy'], config)}"
         )
         if n in pb
         else "—"
@@ -557,7 +559,7 @@ def table3_markdown(report: dict, config) -> str:
     _table3_scores(methods, titles, config)
     + (["", f"Not finished yet ({len(missing)} runs): {', '.join(missing)}."] if missing else [])
     + _table3_statistics(methods, titles, config)
-    + _table3_pose_bins(methods, titles)
+    + _table3_pose_bins(methods, titles, config)
     + _table3_attention(methods, titles, config)
     + _table3_paper()
   )
