@@ -824,4 +824,18 @@ def init_from_pretrained(spec: str | None, variables: Mapping) -> Mapping:
   path = resolve_pretrained(spec)
   if path is None:
     return variables
-  return copy_trunk(variables, load_resnet18(path))
+  return copy_trunk(variables, _load_resnet18_once(path))
+
+
+_LOADED: dict = {}  # (real path, size, mtime) -> variables of the file read last
+
+
+def _load_resnet18_once(path: str) -> dict:
+  """`load_resnet18(path)`, read once per process while the file is unchanged (a LORO run
+  starts six folds, a Table 3 run dozens, from the same trunk); copy_trunk never modifies it."""
+  st = os.stat(path)
+  key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+  if key not in _LOADED:
+    _LOADED.clear()
+    _LOADED[key] = load_resnet18(path)
+  return _LOADED[key]

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from functools import partial
+from unittest import mock
 
 import flax.linen as nn
 import jax
@@ -400,6 +401,20 @@ def test_init_from_pretrained(tmp_path):
     out["batch_stats"]["trunk"]["layer3_1"]["bn1"]["mean"], sd["layer3.1.bn1.running_mean"]
   )
   np.testing.assert_array_equal(out["params"]["fc"]["kernel"], variables["params"]["fc"]["kernel"])
+  # Read once per process while the file is unchanged; a rewritten file is read again.
+  calls = []
+  real = pretrained.load_resnet18
+  with mock.patch.object(pretrained, "load_resnet18", lambda p: calls.append(p) or real(p)):
+    pretrained.init_from_pretrained(str(path), variables)
+    assert calls == []
+    sd["layer3.1.bn1.running_mean"] = sd["layer3.1.bn1.running_mean"] + 1
+    save_file(sd, str(path))
+    os.utime(path, ns=(1, 1))  # a new mtime even on a coarse-clock file system
+    again = pretrained.init_from_pretrained(str(path), variables)
+  assert calls == [str(path)]
+  np.testing.assert_array_equal(
+    again["batch_stats"]["trunk"]["layer3_1"]["bn1"]["mean"], sd["layer3.1.bn1.running_mean"]
+  )
 
 
 # ---------------------------------------------------------------------------
