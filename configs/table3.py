@@ -16,10 +16,11 @@ skips finished runs and resumes an interrupted one. Outputs: table3.md,
 table3.json, figure4_attention.png, rewritten after every finished run (a partly filled
 work directory shows its table so far and lists the missing runs).
 
-Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs): synthetic (96 px,
-8 epochs), nine quick-start runs plus the LBP runs, under two hours on 2 CPU
-cores; real (224 px, 30 epochs, pretrained trunk): GPU minutes per run. Measured
-runtimes and results: docs/results.md. --config.seeds=0 for a single-seed table.
+Cost (3 deep methods x 3 seeds x 6 folds + 6 LBP runs): synthetic, nine quick-start
+runs plus the LBP runs (seconds each); real (224 px, 30 epochs, pretrained trunk): GPU
+minutes per run. Measured runtimes and results: docs/results.md ("Table 3 with the fitted
+recipe"). --config.seeds=0 for a single-seed table; --config.methods=painseeker,resnet18 for
+some methods.
 """
 
 from configs import loro
