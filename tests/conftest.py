@@ -13,14 +13,19 @@ if ROOT not in sys.path:  # configs/ and run.py live at the repository root
 REAL_SAMPLES = os.path.join(ROOT, "tests", "data", "real_samples")
 
 
+_LOG = logging.getLogger("painseeker")
+_PRISTINE_LOG = (list(_LOG.handlers), _LOG.level, _LOG.propagate)
+
+
 @pytest.fixture(autouse=True)
 def _restore_painseeker_logger():
   """A CLI run in-process (`cli.main`) sets the "painseeker" logger to its own handler with
-  propagate=False, which hides later tests' messages from `caplog`: put it back after each test."""
-  log = logging.getLogger("painseeker")
-  saved = (list(log.handlers), log.level, log.propagate)
+  propagate=False, which hides later tests' messages from `caplog`. The logger is put back as
+  it was before any test, before each test (a module- or session-scoped fixture may have run
+  the CLI) and after it."""
+  _LOG.handlers[:], _LOG.level, _LOG.propagate = _PRISTINE_LOG
   yield
-  log.handlers[:], log.level, log.propagate = saved
+  _LOG.handlers[:], _LOG.level, _LOG.propagate = _PRISTINE_LOG
 
 
 @pytest.fixture(scope="session")
