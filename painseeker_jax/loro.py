@@ -273,20 +273,55 @@ def au_block(names, rows: list[dict]) -> dict:
 
 
 def provenance(mesh=None) -> dict:
-  """What a reader needs to trust a number: package versions, the devices, the git commit."""
+  """What a reader needs to trust a number: package versions (Pillow decodes the JPEGs), the
+  CPU and devices, the git commit."""
   from importlib import metadata  # noqa: PLC0415
 
   versions = {}
-  for name in ("painseeker-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy"):
+  names = (
+    "painseeker-jax",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "numpy",
+    "pillow",
+  )
+  for name in names:
     try:
       versions[name] = metadata.version(name)
     except metadata.PackageNotFoundError:
       versions[name] = None
   out = {"versions": versions, "git_commit": _git_commit(), "backend": jax.default_backend()}
+  out["cpu"] = _cpu()
   if mesh is not None:
     devices = mesh.devices.flatten()
     out["devices"] = {"kind": devices[0].device_kind, "count": int(devices.size)}
   return out
+
+
+def _cpu() -> dict:
+  """The host CPU's model name and widest vector extension: oneDNN's CPU kernels are chosen by
+  it, so the same seed trains another model on another CPU (README, quick start)."""
+  import platform  # noqa: PLC0415
+
+  name, flags = "", set()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not name:
+          name = value.strip()
+        elif key in ("flags", "Features") and not flags:
+          flags = set(value.split())
+        if name and flags:
+          break
+  except OSError:
+    pass
+  isa = next((x for x in ("avx512f", "avx2", "avx", "sve", "asimd") if x in flags), None)
+  return {"model": name or platform.processor() or platform.machine(), "vector_isa": isa}
 
 
 def _git_commit() -> str | None:

@@ -145,6 +145,7 @@ def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
   assert prov["devices"] == {"kind": jax.devices()[0].device_kind, "count": jax.device_count()}
   assert set(prov["wall_seconds"]) == {f"rat{k}" for k in range(1, 7)} | {"total"}
   assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
+  assert prov["cpu"]["model"] and prov["versions"]["pillow"]
   # Rerunning a finished run retrains nothing and gives the same files.
   before = _read(workdir, "predictions.csv")
   loro.run_loro(mini_config(mini_data_dir), workdir)
