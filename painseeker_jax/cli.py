@@ -228,8 +228,9 @@ def load_config(config_arg: str, overrides: list[str]):
     inner = e.args[0] if e.args else e
     text = inner.args[0] if isinstance(inner, KeyError) and inner.args else str(inner)
     field, *hint = str(text).strip().splitlines()
+    field = field.strip("'\"")  # KeyError's text quotes the name
     raise ValueError(
-      f"--config {config_arg}: no field {field.strip(chr(39) + chr(34))!r} to override "
+      f"--config {config_arg}: no field {field!r} to override "
       f"({' '.join(hint) or 'check the spelling against the config file'}; a nested field is "
       "--config.group.field=value)"
     ) from None

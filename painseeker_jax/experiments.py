@@ -17,6 +17,7 @@ directory fills incrementally and a rerun only does what is missing.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -174,13 +175,9 @@ def run_table3(config, workdir: str) -> dict:
   after every run this process trains: a partly filled work directory shows its table so far."""
   os.makedirs(workdir, exist_ok=True)
   runs = _method_runs(config, workdir)
-  lookup = []  # the data set's pose and landmarks, read once (when first needed)
-
-  def report():
-    if not lookup:
-      lookup.append(ground_truth_lookup(config))
-    return table3_report(config, workdir, runs, lookup[0])
-
+  # the data set's pose and landmarks, read once, when the first report needs them
+  lookup = functools.cache(lambda: ground_truth_lookup(config))
+  report = lambda: table3_report(config, workdir, runs, lookup())
   _schedule([(f"{m} seed {s}", c, w) for m, s, c, w in runs], after_each=report)
   return report()
 
