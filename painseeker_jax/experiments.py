@@ -286,6 +286,74 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
     att = attention_localisation(method, seeds, config, workdir, lookup)
     if att is not None:
       out["attention_localisation"] = att
+    if "vs_painseeker_mean" in out:
+      diff = attention_difference(
+        (by_seed, ref_by_seed), method, first, rat_ids, config, workdir, lookup
+      )
+      if diff is not None:
+        out["vs_painseeker_mean"]["attention_share"] = diff
+  au = au_summary(by_seed, config)
+  if au is not None:
+    out["au"] = au
+  return out
+
+
+def _au_names(rows) -> list[str]:
+  """The AUs of prediction rows written by a model with AU heads (`loro.au_columns`)."""
+  return [k for k in rows[0] if k.startswith("au_") and not k.endswith(("_pred", "_label"))]
+
+
+def au_summary(by_seed: dict, config) -> dict | None:
+  """Per AU of a method with AU heads: accuracy (%), macro-F1, QWK and MAE over the images
+  whose AU is known, pooled over the folds (mean ± std over seeds, and 95% CIs of the seed mean
+  by the stratified image bootstrap of `bootstrap_ci`); `grimace_score`: the MAE of the mean
+  expected score against the mean known label (`metrics.au_metrics`). None without AU heads."""
+  seeds = sorted(by_seed)
+  first = by_seed[seeds[0]]
+  names = _au_names(first)
+  if not names:
+    return None
+  runs = [_align(first, by_seed[s])[1] for s in seeds]
+  labels = np.array([[int(r[f"{n}_label"]) for n in names] for r in first])  # N x A
+  pred_SxNxA = np.array([[[int(r[f"{n}_pred"]) for n in names] for r in rows] for rows in runs])
+  exp_SxNxA = np.array([[[float(r[n]) for n in names] for r in rows] for rows in runs])
+  rat_ids = np.array([r["rat_id"] for r in first])
+
+  def summary(stat, n_images, groups):
+    per_seed = stat(np.arange(n_images)[None])  # {metric: (S, 1)}
+    ci = stats.bootstrap_stat_ci(
+      lambda idx: {k: v.mean(0) for k, v in stat(idx).items()},
+      n_images,
+      config.bootstrap,
+      seed=0,
+      groups=groups,
+    )
+    return {
+      "n": n_images,
+      **{k: {**stats.mean_std(v[:, 0]), "ci": ci[k]} for k, v in per_seed.items()},
+    }
+
+  out = {}
+  for a, name in enumerate(names):
+    known = labels[:, a] >= 0
+    t, p, e = labels[known, a], pred_SxNxA[:, known, a], exp_SxNxA[:, known, a]
+
+    def au_stat(idx, t=t, p=p, e=e):  # idx (B, n) -> {metric: (S, B)}
+      scores = metrics_lib.au_level_scores(t[idx][None], p[:, idx])
+      return {**scores, "mae": np.abs(e[:, idx] - t[idx][None]).mean(-1)}
+
+    out[name] = summary(au_stat, int(known.sum()), rat_ids[known]) if known.any() else {"n": 0}
+  known = labels >= 0
+  rows = known.any(axis=1)
+  counts = known[rows].sum(axis=1)
+  true_score = np.where(known, labels, 0)[rows].sum(axis=1) / counts
+  pred_score = np.where(known[None], exp_SxNxA, 0.0)[:, rows].sum(axis=2) / counts
+
+  def grimace_stat(idx):
+    return {"mae": np.abs(pred_score[:, idx] - true_score[idx][None]).mean(-1)}
+
+  if rows.any():
+    out["grimace_score"] = summary(grimace_stat, int(rows.sum()), rat_ids[rows])
   return out
 
 
@@ -357,26 +425,37 @@ def landmark_cells(landmarks_7x2, visible_7, grid: int) -> set:
   return cells
 
 
+def attention_hits(method, seed, config, workdir, lookup) -> dict | None:
+  """filename -> (share of the K_h largest beta of the image on grid cells holding a visible
+  AU landmark, share of such cells = chance) of one run; None without attention maps."""
+  run = layout.run_dir(workdir, method, seed)
+  if not os.path.exists(layout.attention_path(run)):
+    return None
+  data = layout.read_attention(run)
+  out = {}
+  for name, beta in zip(data["filename"], data["beta"]):
+    _, lm, vis = lookup[str(name)]
+    grid = int(round(np.sqrt(beta.size)))
+    cells = landmark_cells(lm, vis, grid)
+    top = np.argsort(-beta)[: config.loss.k_h]
+    hit = np.mean([(int(i) // grid, int(i) % grid) in cells for i in top])
+    out[str(name)] = (float(hit), len(cells) / beta.size)
+  return out
+
+
 def attention_localisation(method, seeds, config, workdir, lookup) -> dict | None:
   """Share of the K_h largest beta that fall on cells holding a visible AU landmark,
   per pose bin (mean ± std over seeds), with the chance level (share of such cells)."""
-  k_h = config.loss.k_h
   per_bin = {name: {"share": [], "chance": []} for name, _, _ in POSE_BINS}
   for s in seeds:
-    run = layout.run_dir(workdir, method, s)
-    if not os.path.exists(layout.attention_path(run)):
+    hits = attention_hits(method, s, config, workdir, lookup)
+    if hits is None:
       return None
-    data = layout.read_attention(run)
     sums = {name: [0.0, 0.0, 0] for name, _, _ in POSE_BINS}
-    for name, beta in zip(data["filename"], data["beta"]):
-      yaw, lm, vis = lookup[str(name)]
-      grid = int(round(np.sqrt(beta.size)))
-      cells = landmark_cells(lm, vis, grid)
-      top = np.argsort(-beta)[:k_h]
-      hit = np.mean([(int(i) // grid, int(i) % grid) in cells for i in top])
-      acc = sums[pose_bin(yaw)]
+    for name, (hit, chance) in hits.items():
+      acc = sums[pose_bin(lookup[name][0])]
       acc[0] += hit
-      acc[1] += len(cells) / beta.size
+      acc[1] += chance
       acc[2] += 1
     for name, (hit, chance, n) in sums.items():
       if n:
@@ -385,6 +464,33 @@ def attention_localisation(method, seeds, config, workdir, lookup) -> dict | Non
   return {
     name: {k: stats.mean_std(v) for k, v in d.items()} for name, d in per_bin.items() if d["share"]
   }
+
+
+def attention_difference(by_seeds, method, rows, rat_ids, config, workdir, lookup) -> dict | None:
+  """PainSeeker − method in the attention share of `attention_localisation` (the seed means),
+  over all test images (`rows`, stratified by `rat_ids`) and within each pose bin, with the
+  two-level bootstrap of the pain differences (`stats.paired_bootstrap_mean_diff`, seeds
+  resampled). None unless both have attention maps for every seed."""
+  (own, ref), files = by_seeds, [r["filename"] for r in rows]
+  shares = []
+  for m, seeds in (("painseeker", sorted(ref)), (method, sorted(own))):
+    hits = [attention_hits(m, s, config, workdir, lookup) for s in seeds]
+    if any(h is None for h in hits):
+      return None
+    shares.append(np.array([[h[f][0] for f in files] for h in hits]))
+  bins = np.array([pose_bin(lookup[f][0]) for f in files])
+  out = {}
+  for name, sel in [("all", np.ones(len(files), bool))] + [(b, bins == b) for b, _, _ in POSE_BINS]:
+    if sel.any():
+      out[name] = stats.paired_bootstrap_mean_diff(
+        shares[0][:, sel],
+        shares[1][:, sel],
+        n_boot=config.bootstrap,
+        seed=0,
+        groups=rat_ids[sel],
+        resample_runs=True,
+      )
+  return out
 
 
 def _fmt(ms, digits):
@@ -532,6 +638,60 @@ def _table3_attention(methods: dict, titles: dict, config) -> list[str]:
         for n in names
       ]
       lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  paired = {
+    m: d["vs_painseeker_mean"]["attention_share"]
+    for m, d in methods.items()
+    if "attention_share" in d.get("vs_painseeker_mean", {})
+  }
+  if paired:
+    lines += [
+      "",
+      "PainSeeker − method in that share (difference of the seed means, two-level bootstrap as "
+      "for ΔF1: images stratified by rat, seeds resampled; 95% CI, bootstrap p; negative: the "
+      "method puts more of its attention on the landmarks).",
+      "",
+      "| Method | all | " + " | ".join(names) + " |",
+      "|---" * (len(names) + 2) + "|",
+    ]
+    for m, d in paired.items():
+      cells = [
+        f"{_diff_ci(d[n])}, p {_p(d[n], config)}" if n in d else "—" for n in ["all", *names]
+      ]
+      lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def _table3_au(methods: dict, titles: dict, config) -> list[str]:
+  """Per-AU scores of the methods with grimace AU heads."""
+  if not any("au" in d for d in methods.values()):
+    return []
+  lines = [
+    "",
+    "## Grimace action units (methods with AU heads)",
+    "",
+    "Over the test images whose AU was scored, pooled over the folds: mean ± std over seeds "
+    f"[95% CI of the seed mean, stratified image bootstrap, {config.bootstrap} resamples]. "
+    "QWK: Cohen's kappa with quadratic weights; MAE: |expected score − label| (levels 0-2); "
+    "grimace score: mean over an image's scored AUs.",
+    "",
+    "| Method | AU | n | Accuracy (%) | Macro-F1 | QWK | MAE |",
+    "|---|---|---|---|---|---|---|",
+  ]
+
+  def cell(ms, digits):
+    return f"{_fmt(ms, digits)} [{ms['ci'][0]:.{digits}f}, {ms['ci'][1]:.{digits}f}]"
+
+  for m, d in methods.items():
+    for name, a in d.get("au", {}).items():
+      if name == "grimace_score" or not a["n"]:
+        continue
+      lines.append(
+        f"| {titles[m]} | {name} | {a['n']} | {cell(a['accuracy'], 1)} | "
+        f"{cell(a['macro_f1'], 3)} | {cell(a['qwk'], 3)} | {cell(a['mae'], 3)} |"
+      )
+    g = d.get("au", {}).get("grimace_score")
+    if g:
+      lines.append(f"| {titles[m]} | grimace score | {g['n']} | — | — | — | {cell(g['mae'], 3)} |")
   return lines
 
 
@@ -548,7 +708,8 @@ def _table3_paper() -> list[str]:
 
 
 def table3_markdown(report: dict, config) -> str:
-  """table3.md: scores, statistics, pose bins, attention localisation, the paper's numbers."""
+  """table3.md: scores, statistics, pose bins, attention localisation, AU scores (methods with
+  AU heads), the paper's numbers."""
   methods = report["methods"]
   titles = {m: loro.method_title(derive(config, METHODS[m])) for m in methods}
   missing = report.get("missing") or []
@@ -558,6 +719,7 @@ def table3_markdown(report: dict, config) -> str:
     + _table3_statistics(methods, titles, config)
     + _table3_pose_bins(methods, titles, config)
     + _table3_attention(methods, titles, config)
+    + _table3_au(methods, titles, config)
     + _table3_paper()
   )
   return "\n".join(lines)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix
 
 AU_LEVELS = (0, 1, 2)
 
@@ -109,6 +109,35 @@ def loro_metrics(y_true, y_pred, groups: Sequence[Any]) -> dict[str, Any]:
   return {"per_group": per_group, "pooled": {**pooled, **scores_from_confusion(**pooled)}}
 
 
+def au_level_scores(y_true, y_pred) -> dict[str, np.ndarray]:
+  """Accuracy (%), macro-F1 and quadratic-weighted kappa of AU levels 0/1/2, along the last
+  axis (any leading shape, e.g. seeds x bootstrap resamples x images).
+
+  From the 3 x 3 confusion matrix C of each row: macro-F1 averages 2 C_ll / (row_l + col_l)
+  over the levels present in the labels or predictions (sklearn's `f1_score(average="macro",
+  zero_division=0)`); QWK = 1 - sum w C / sum w E with w_ij = (i - j)^2 and E the outer product
+  of the label and prediction counts over n (sklearn's `cohen_kappa_score(weights=
+  "quadratic")`), 0 where sum w E = 0 (labels and predictions one and the same level, where
+  sklearn's is undefined).
+  """
+  y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+  k = len(AU_LEVELS)
+  code = y_true * k + y_pred  # (..., n)
+  lead, n = code.shape[:-1], code.shape[-1]
+  flat = code.reshape(-1, n) + k * k * np.arange(int(np.prod(lead, dtype=np.int64)))[:, None]
+  c = np.bincount(flat.ravel(), minlength=k * k * flat.shape[0]).reshape(*lead, k, k)
+  c = c.astype(np.float64)
+  rows, cols, diag = c.sum(-1), c.sum(-2), np.diagonal(c, axis1=-2, axis2=-1)
+  present = (rows + cols) > 0
+  f1_l = np.where(present, 2 * diag / np.maximum(rows + cols, 1), 0.0)
+  macro_f1 = f1_l.sum(-1) / np.maximum(present.sum(-1), 1)
+  w = (np.arange(k)[:, None] - np.arange(k)[None, :]) ** 2.0
+  expected = rows[..., :, None] * cols[..., None, :] / max(n, 1)
+  num, den = (w * c).sum((-2, -1)), (w * expected).sum((-2, -1))
+  qwk = np.where(den > 0, 1.0 - num / np.where(den > 0, den, 1.0), 0.0)
+  return {"accuracy": 100.0 * diag.sum(-1) / max(n, 1), "macro_f1": macro_f1, "qwk": qwk}
+
+
 def au_metrics(y_true, y_pred, expected, names: Sequence[str]) -> dict[str, Any]:
   """Per action unit (AU) and for the mean grimace score: how the AU heads score the images.
 
@@ -118,8 +147,8 @@ def au_metrics(y_true, y_pred, expected, names: Sequence[str]) -> dict[str, Any]
 
   Per AU, over its known scores: `n`, `accuracy` (%), `macro_f1` (F1 averaged over the levels
   present in the labels or predictions), `qwk` (Cohen's kappa with quadratic weights over the
-  levels 0, 1, 2; 0 when the labels and predictions are each one single level, as sklearn's
-  undefined case is), `mae` (mean |expected - label|).
+  levels 0, 1, 2; 0 where it is undefined), both as `au_level_scores` computes them, and `mae`
+  (mean |expected - label|).
   `grimace_score`: per image with at least one known AU, the mean of the known AU labels
   (the RGS/MGS score) against the mean of the same AUs' expected scores: `n`, `mae`.
   Returns plain floats/ints (JSON-friendly); an AU without known scores gets `{"n": 0}`.
@@ -142,14 +171,10 @@ def au_metrics(y_true, y_pred, expected, names: Sequence[str]) -> dict[str, Any]
     if not known.any():
       out[name] = {"n": 0}
       continue
-    single = len(np.unique(t)) == 1 and len(np.unique(p)) == 1
+    scores = au_level_scores(t, p)
     out[name] = {
       "n": int(known.sum()),
-      "accuracy": float(100.0 * np.mean(t == p)),
-      "macro_f1": float(f1_score(t, p, average="macro", zero_division=0)),
-      "qwk": 0.0
-      if single
-      else float(cohen_kappa_score(t, p, labels=list(AU_LEVELS), weights="quadratic")),
+      **{k: float(v) for k, v in scores.items()},
       "mae": float(np.mean(np.abs(e - t))),
     }
   known = y_true >= 0

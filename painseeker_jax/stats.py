@@ -7,7 +7,9 @@
   counts of a resample, never a mean of per-rat scores.
 * `mcnemar`: exact McNemar test of two classifiers on the same images.
 * `paired_bootstrap_diff`: bootstrap CI and p-value of metric(a) - metric(b)
-  for two classifiers on the same images (or of the means over their seeds).
+  for two classifiers on the same images (or of the means over their seeds);
+  `paired_bootstrap_mean_diff` the same for a per-image quantity (e.g. an
+  attention share), `bootstrap_stat_ci` CIs of any statistic of the images.
 
 Resampling unit: the image (LORO predictions are one per image, each made by
 the model that never saw its rat). With `groups` (e.g. the rat of each image)
@@ -120,18 +122,33 @@ def bootstrap_ci(
   """
   y_true, *rows = _check(y_true, *_named_runs("y_pred", y_pred))
   runs = np.stack(rows)
+
+  def stat(idx):  # (b, n) -> scores of each run on each resample, mean over the runs
+    return {k: v.mean(0) for k, v in _scores(y_true[idx], runs[:, idx]).items()}
+
+  return bootstrap_stat_ci(stat, len(y_true), n_boot, seed, alpha, groups)
+
+
+def bootstrap_stat_ci(
+  stat, n: int, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05, groups=None
+) -> dict[str, tuple[float, float]]:
+  """Percentile bootstrap (1 - alpha) CIs of any statistics of n images.
+
+  `stat(idx_BxN)` gets a block of resamples (B rows of N image indices, drawn with
+  replacement, within each of `groups` if given, as in `bootstrap_ci`) and returns
+  {name: (B,) values}; the result is {name: (lo, hi)}. E.g. the per-AU QWK of the mean over
+  seeds (`experiments.au_summary`).
+  """
   if not 0 < alpha < 1 or n_boot < 1:
     raise ValueError(f"need 0 < alpha < 1 and n_boot >= 1, got alpha={alpha}, n_boot={n_boot}")
+  if n < 1:
+    raise ValueError("no images")
   rng = np.random.default_rng(seed)
-  f1, acc = [], []
-  for idx in _resample_indices(len(y_true), n_boot, rng, groups):
-    s = _scores(y_true[idx], runs[:, idx])  # (runs, b) -> mean over runs
-    f1.append(s["f1"].mean(0))
-    acc.append(s["accuracy"].mean(0))
-  return {
-    "f1": _percentile_ci(np.concatenate(f1), alpha),
-    "accuracy": _percentile_ci(np.concatenate(acc), alpha),
-  }
+  samples: dict[str, list] = {}
+  for idx in _resample_indices(n, n_boot, rng, groups):
+    for k, v in stat(idx).items():
+      samples.setdefault(k, []).append(np.asarray(v, np.float64))
+  return {k: _percentile_ci(np.concatenate(v), alpha) for k, v in samples.items()}
 
 
 def mcnemar(y_true, pred_a, pred_b) -> dict:
@@ -194,18 +211,55 @@ def paired_bootstrap_diff(
   y_true, *rows = _check(y_true, *named_a, *named_b)
   a, b = np.stack(rows[: len(named_a)]), np.stack(rows[len(named_a) :])
 
-  def mean_score(runs, y, idx):  # mean over the runs (or over a draw of them, per resample)
-    score = _scores(y, runs[:, idx])[metric]  # (runs,) or (runs, b)
-    if resample_runs and score.ndim == 2 and len(runs) > 1:
-      score = np.take_along_axis(score, rng.integers(0, len(runs), score.shape), axis=0)
-    return score.mean(0)
+  def score(runs, idx):  # (runs,) on all images or (runs, b) on a block of resamples
+    return _scores(y_true[idx], runs[:, idx])[metric]
 
+  return _paired_diff(score, a, b, len(y_true), n_boot, seed, alpha, groups, resample_runs)
+
+
+def paired_bootstrap_mean_diff(
+  values_a,
+  values_b,
+  n_boot: int = 2000,
+  seed: int = 0,
+  alpha: float = 0.05,
+  groups=None,
+  resample_runs: bool = False,
+) -> dict:
+  """mean(a) - mean(b) of a per-image quantity measured on the same images, e.g. the share of
+  the K_h most attended regions on AU landmarks, with the paired bootstrap of
+  `paired_bootstrap_diff` (images stratified by `groups`; runs x n inputs are averaged over
+  the runs, and with `resample_runs` the runs are drawn too). Returns {"diff", "ci",
+  "p_value"} as `paired_bootstrap_diff` does."""
+  a, b = np.asarray(values_a, np.float64), np.asarray(values_b, np.float64)
+  a, b = (a[None] if a.ndim == 1 else a), (b[None] if b.ndim == 1 else b)
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or not a.size or not b.size:
+    raise ValueError(f"need (runs x) n values of the same n images, got {a.shape} and {b.shape}")
+  if not (np.isfinite(a).all() and np.isfinite(b).all()):
+    raise ValueError("values must be finite")
+
+  def score(runs, idx):
+    return runs[:, idx].mean(-1)
+
+  return _paired_diff(score, a, b, a.shape[1], n_boot, seed, alpha, groups, resample_runs)
+
+
+def _paired_diff(score, a, b, n, n_boot, seed, alpha, groups, resample_runs) -> dict:
+  """The bootstrap of `paired_bootstrap_diff` for `score(runs, idx)` ((runs,) for idx = all
+  images, (runs, B) for a (B, n) block of resamples)."""
   rng = np.random.default_rng(seed)
-  diff = float(mean_score(a, y_true, slice(None)) - mean_score(b, y_true, slice(None)))
+
+  def mean_score(runs, idx):  # mean over the runs (or over a draw of them, per resample)
+    s = score(runs, idx)
+    if resample_runs and s.ndim == 2 and len(runs) > 1:
+      s = np.take_along_axis(s, rng.integers(0, len(runs), s.shape), axis=0)
+    return s.mean(0)
+
+  diff = float(mean_score(a, slice(None)) - mean_score(b, slice(None)))
   diffs = np.concatenate(
     [
-      mean_score(a, y_true[idx], idx) - mean_score(b, y_true[idx], idx)
-      for idx in _resample_indices(len(y_true), n_boot, rng, groups)
+      mean_score(a, idx) - mean_score(b, idx)
+      for idx in _resample_indices(n, n_boot, rng, groups)
     ]
   )
   if diff > 0:

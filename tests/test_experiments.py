@@ -407,3 +407,104 @@ def test_config_files_that_import_configs_load_from_any_folder(tmp_path, monkeyp
   assert c.experiment == "table3" and c.dataset == "synthetic"
   with pytest.raises(ValueError, match="no field 'sizee'.*Did you mean"):
     cli.load_config(os.path.join(repo, "configs", "loro.py"), ["--config.model.sizee=full"])
+
+
+def _with_aus(rows, labels, preds, expected):
+  """Adds one AU (`au_orbital`, as loro.au_columns writes it) and an unscored `au_ear`."""
+  return [
+    dict(
+      r,
+      au_orbital=e,
+      au_orbital_pred=p,
+      au_orbital_label=t,
+      au_ear=1.0,
+      au_ear_pred=1,
+      au_ear_label=-1,
+      grimace_score=e,
+    )
+    for r, t, p, e in zip(rows, labels, preds, expected)
+  ]
+
+
+def test_au_scores_and_attention_difference_in_table3(tmp_path):
+  """Per-AU scores over seeds are au_metrics' per seed, averaged; the attention difference is
+  PainSeeker − method in the share of top regions on landmarks, per pose bin."""
+  from configs import table3
+  from painseeker_jax import metrics
+
+  c = table3.get_config("synthetic")
+  c.folds, c.seeds, c.bootstrap = (1, 2), (0, 1), 200
+  c.loss.k_h = 1
+  y = [1, 1, 0, 0, 1, 0]
+  # Images 0-3 of each rat frontal, 4-5 extreme; one visible landmark, in grid cell (0, 0).
+  lm = np.zeros((7, 2))
+  lm[0] = (0.1, 0.1)
+  vis = np.zeros(7, bool)
+  vis[0] = True
+  lookup = {f"rat{r}_{i}.jpg": (5.0 if i < 4 else 70.0, lm, vis) for r in (1, 2) for i in range(6)}
+  labels = [0, 1, 2, 2, 1, 0, 0, -1, 2, 1, 1, 0]
+  au = {
+    0: _with_aus(
+      _rows({1: (y, y), 2: (y, y)}), labels, [0, 1, 2, 1, 1, 0] * 2, [0.2, 1.0, 1.7] * 4
+    ),
+    1: _with_aus(
+      _rows({1: (y, y), 2: (y, y)}), labels, [0, 0, 2, 2, 2, 0] * 2, [0.5, 0.9, 2.0] * 4
+    ),
+  }
+  ps = {s: _rows({1: (y, y), 2: (y, y)}) for s in (0, 1)}
+  files = [r["filename"] for r in ps[0]]
+
+  def attention(method, seed, on_landmark):  # 3 x 3 maps, the largest beta on or off cell 0
+    run = os.path.join(tmp_path, "runs", method, f"seed{seed}")
+    os.makedirs(run, exist_ok=True)
+    beta = np.full((len(files), 9), 0.1)
+    beta[np.arange(len(files)), np.where(on_landmark, 0, 8)] = 0.2
+    np.savez(os.path.join(run, "attention.npz"), filename=np.array(files), beta=beta)
+
+  frontal = np.array([int(f.split("_")[1][0]) < 4 for f in files])
+  for s in (0, 1):
+    attention("painseeker", s, np.ones(len(files), bool))
+  attention("painseeker_au", 0, np.zeros(len(files), bool))
+  attention("painseeker_au", 1, frontal)  # seed 1 on the landmark on frontal faces only
+  d = experiments.summarize_method("painseeker_au", au, ps, lookup, c, str(tmp_path))
+
+  per_seed = [
+    metrics.au_metrics(
+      [[r["au_orbital_label"]] for r in au[s]],
+      [[r["au_orbital_pred"]] for r in au[s]],
+      [[r["au_orbital"]] for r in au[s]],
+      ["au_orbital"],
+    )
+    for s in (0, 1)
+  ]
+  orb = d["au"]["au_orbital"]
+  assert orb["n"] == 11 and d["au"]["au_ear"] == {"n": 0}
+  for k in ("accuracy", "macro_f1", "qwk", "mae"):
+    vals = [m["au_orbital"][k] for m in per_seed]
+    assert orb[k]["mean"] == pytest.approx(np.mean(vals))
+    assert orb[k]["std"] == pytest.approx(np.std(vals, ddof=1))
+    lo, hi = orb[k]["ci"]
+    assert lo <= hi
+  g = d["au"]["grimace_score"]
+  assert g["n"] == 11
+  assert g["mae"]["mean"] == pytest.approx(np.mean([m["grimace_score"]["mae"] for m in per_seed]))
+
+  att = d["vs_painseeker_mean"]["attention_share"]
+  assert att["frontal"]["diff"] == pytest.approx(0.5)
+  assert att["extreme"]["diff"] == pytest.approx(1.0) and att["extreme"]["ci"] == (1.0, 1.0)
+  assert att["all"]["diff"] == pytest.approx(1 - (0 + 8 / 12) / 2)
+  assert "moderate" not in att
+  md = experiments.table3_markdown(
+    {
+      "methods": {
+        "painseeker": experiments.summarize_method("painseeker", ps, ps, lookup, c, str(tmp_path)),
+        "painseeker_au": d,
+      }
+    },
+    c,
+  ).splitlines()
+  row = next(line for line in md if line.startswith("| PainSeeker + AU heads | au_orbital"))
+  assert f"| 11 | {orb['accuracy']['mean']:.1f} ± " in row
+  assert any(line.startswith("| PainSeeker + AU heads | grimace score | 11 |") for line in md)
+  att_row = next(line for line in md if line.startswith("| PainSeeker + AU heads | +0.667 ["))
+  assert "| +1.000 [+1.000, +1.000]" in att_row

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score
+from sklearn.metrics import cohen_kappa_score, f1_score
 
 from painseeker_jax import metrics
 
@@ -143,3 +143,26 @@ def test_au_metrics_unknown_and_single_level_and_bad_input():
     metrics.au_metrics([[3]], [[0]], [[0.0]], ["a"])
   with pytest.raises(ValueError, match="names"):
     metrics.au_metrics([[0]], [[0]], [[0.0]], ["a", "b"])
+
+
+def test_au_level_scores_match_sklearn_and_broadcast():
+  rng = np.random.default_rng(0)
+  cases = [(rng.integers(0, 3, 25), rng.integers(0, 3, 25)) for _ in range(30)]
+  cases += [
+    (np.array([1, 1, 2, 2]), np.array([1, 1, 1, 1])),  # one predicted level
+    (np.array([0, 0, 0]), np.array([2, 2, 2])),  # each one level, different ones
+    (np.array([0, 1]), np.array([0, 1])),  # two levels, perfect
+  ]
+  for t, p in cases:
+    s = metrics.au_level_scores(t, p)
+    assert s["accuracy"] == pytest.approx(100 * np.mean(t == p))
+    assert s["macro_f1"] == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
+    ref = cohen_kappa_score(t, p, labels=[0, 1, 2], weights="quadratic")
+    assert s["qwk"] == pytest.approx(0.0 if np.isnan(ref) else ref)
+  # The same level everywhere (sklearn: undefined) is 0.
+  assert metrics.au_level_scores([1, 1], [1, 1])["qwk"] == 0.0
+  # Leading axes (seeds x resamples) are scored row by row.
+  t, p = rng.integers(0, 3, (2, 3, 15)), rng.integers(0, 3, (2, 3, 15))
+  s = metrics.au_level_scores(t, p)
+  assert s["qwk"].shape == (2, 3)
+  assert s["qwk"][1, 2] == pytest.approx(metrics.au_level_scores(t[1, 2], p[1, 2])["qwk"])

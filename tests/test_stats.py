@@ -221,3 +221,38 @@ def _discordant(b, c, n=40):
   bb[:b] = 0
   a[b : b + c] = 0
   return a, bb
+
+
+def test_paired_bootstrap_mean_diff_is_the_accuracy_difference_of_correctness():
+  """A per-image 0/1 'right' value: its mean difference is the accuracy difference / 100, resample
+  by resample (the same draws: images stratified by group, seeds resampled)."""
+  rng = np.random.default_rng(7)
+  y, groups = rng.integers(0, 2, 90), rng.integers(0, 3, 90)
+  a = np.stack([np.where(rng.random(90) < e, 1 - y, y) for e in (0.1, 0.3)])
+  b = np.stack([np.where(rng.random(90) < e, 1 - y, y) for e in (0.2, 0.25, 0.4)])
+  kw = dict(n_boot=300, seed=4, groups=groups, resample_runs=True)
+  acc = stats.paired_bootstrap_diff(y, a, b, metric="accuracy", **kw)
+  mean = stats.paired_bootstrap_mean_diff((a == y).astype(float), (b == y).astype(float), **kw)
+  assert mean["diff"] == pytest.approx(acc["diff"] / 100)
+  assert mean["ci"] == pytest.approx(tuple(v / 100 for v in acc["ci"]))
+  assert mean["p_value"] == acc["p_value"]
+  # One run given as (n,) or (1 x n); a constant shift gives a degenerate interval.
+  v = rng.random(40)
+  one = stats.paired_bootstrap_mean_diff(v + 0.25, v, n_boot=100)
+  assert one["diff"] == pytest.approx(0.25) and one["ci"] == pytest.approx((0.25, 0.25))
+  assert stats.paired_bootstrap_mean_diff((v + 0.25)[None], v[None], n_boot=100) == one
+  with pytest.raises(ValueError, match="same n images"):
+    stats.paired_bootstrap_mean_diff(v, v[:-1])
+  with pytest.raises(ValueError, match="finite"):
+    stats.paired_bootstrap_mean_diff(np.full(40, np.nan), v)
+
+
+def test_bootstrap_stat_ci_of_a_mean_against_a_plain_loop():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=50)
+  ci = stats.bootstrap_stat_ci(lambda idx: {"mean": x[idx].mean(-1)}, 50, n_boot=200, seed=3)
+  idx = np.random.default_rng(3).integers(0, 50, (200, 50))
+  ref = [x[i].mean() for i in idx]
+  assert ci["mean"] == pytest.approx(tuple(np.quantile(ref, [0.025, 0.975])))
+  with pytest.raises(ValueError, match="n_boot"):
+    stats.bootstrap_stat_ci(lambda idx: {}, 50, n_boot=0)
