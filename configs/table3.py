@@ -21,6 +21,15 @@ runs plus the LBP runs (seconds each); real (224 px, 30 epochs, pretrained trunk
 minutes per run. Measured runtimes and results: docs/results.md ("Table 3 with the fitted
 recipe"). --config.seeds=0 for a single-seed table; --config.methods=painseeker,resnet18 for
 some methods.
+
+Not in the paper: `painseeker_au`, PainSeeker with the grimace AU heads (loss.lambda_au 1.0,
+issue #19), compared with PainSeeker like the others (pain scores, per pose bin, attention
+share) and scored AU by AU (accuracy, macro-F1, QWK, MAE, with CIs):
+
+  python run.py --config=configs/table3.py:synthetic --workdir=runs/table3_synthetic \
+    --config.methods=painseeker,painseeker_au
+
+Measured: docs/results.md ("AU supervision on the twin").
 """
 
 from configs import loro

@@ -6,7 +6,8 @@
     then table3.md / table3.json with mean ± std, bootstrap CIs, paired tests
     against PainSeeker, metrics per head-pose bin and attention localisation
     (when the data set knows pose and landmarks: the synthetic twin), and the
-    attention figure (Fig. 4).
+    attention figure (Fig. 4); methods with grimace AU heads are also scored
+    AU by AU (`au_summary`).
   * `sensitivity`: lambda, delta and K_h varied one at a time around the
     defaults (Fig. 5): sensitivity.json and figure5_sensitivity.png.
 
@@ -587,33 +588,41 @@ def _table3_pose_bins(methods: dict, titles: dict, config) -> list[str]:
       for n in names
     ]
     lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+
+  def cell(r):
+    acc = r["accuracy"]
+    return (
+      f"ΔF1 {_diff_ci(r['f1'])}, p {_p(r['f1'], config)}; ΔAcc {acc['diff']:+.1f} "
+      f"[{acc['ci'][0]:+.1f}, {acc['ci'][1]:+.1f}], p {_p(acc, config)}"
+    )
+
+  return lines + _paired_table(
+    methods,
+    titles,
+    "pose_bins",
+    names,
+    cell,
+    "PainSeeker − method within each bin: the difference of the seed means with the two-level "
+    "bootstrap of the Statistics section (images stratified by rat and seeds resampled), "
+    "ΔF1 and Δaccuracy (points), 95% CI, bootstrap p.",
+  )
+
+
+def _paired_table(methods, titles, key, columns, cell, caption) -> list[str]:
+  """A table of the methods' `vs_painseeker_mean[key]` ({column: difference}), one row per
+  method that has it, `cell(difference)` per column ("—" where absent)."""
   paired = {
-    m: d["vs_painseeker_mean"]["pose_bins"]
+    m: d["vs_painseeker_mean"][key]
     for m, d in methods.items()
-    if "pose_bins" in d.get("vs_painseeker_mean", {})
+    if key in d.get("vs_painseeker_mean", {})
   }
-  if paired:
-    lines += [
-      "",
-      "PainSeeker − method within each bin: the difference of the seed means with the two-level "
-      "bootstrap of the Statistics section (images stratified by rat and seeds resampled), "
-      "ΔF1 and Δaccuracy (points), 95% CI, bootstrap p.",
-      "",
-      "| Method | " + " | ".join(names) + " |",
-      "|---" * (len(names) + 1) + "|",
-    ]
-    for m, pb in paired.items():
-      cells = [
-        (
-          f"ΔF1 {_diff_ci(pb[n]['f1'])}, p {_p(pb[n]['f1'], config)}; "
-          f"ΔAcc {pb[n]['accuracy']['diff']:+.1f} [{pb[n]['accuracy']['ci'][0]:+.1f}, "
-          f"{pb[n]['accuracy']['ci'][1]:+.1f}], p {_p(pb[n]['accuracy'], config)}"
-        )
-        if n in pb
-        else "—"
-        for n in names
-      ]
-      lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  if not paired:
+    return []
+  lines = ["", caption, "", "| Method | " + " | ".join(columns) + " |"]
+  lines.append("|---" * (len(columns) + 1) + "|")
+  for m, by_column in paired.items():
+    cells = [cell(by_column[c]) if c in by_column else "—" for c in columns]
+    lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
   return lines
 
 
@@ -638,27 +647,16 @@ def _table3_attention(methods: dict, titles: dict, config) -> list[str]:
         for n in names
       ]
       lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
-  paired = {
-    m: d["vs_painseeker_mean"]["attention_share"]
-    for m, d in methods.items()
-    if "attention_share" in d.get("vs_painseeker_mean", {})
-  }
-  if paired:
-    lines += [
-      "",
-      "PainSeeker − method in that share (difference of the seed means, two-level bootstrap as "
-      "for ΔF1: images stratified by rat, seeds resampled; 95% CI, bootstrap p; negative: the "
-      "method puts more of its attention on the landmarks).",
-      "",
-      "| Method | all | " + " | ".join(names) + " |",
-      "|---" * (len(names) + 2) + "|",
-    ]
-    for m, d in paired.items():
-      cells = [
-        f"{_diff_ci(d[n])}, p {_p(d[n], config)}" if n in d else "—" for n in ["all", *names]
-      ]
-      lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
-  return lines
+  return lines + _paired_table(
+    methods,
+    titles,
+    "attention_share",
+    ["all", *names],
+    lambda r: f"{_diff_ci(r)}, p {_p(r, config)}",
+    "PainSeeker − method in that share (difference of the seed means, two-level bootstrap as "
+    "for ΔF1: images stratified by rat, seeds resampled; 95% CI, bootstrap p; negative: the "
+    "method puts more of its attention on the landmarks).",
+  )
 
 
 def _table3_au(methods: dict, titles: dict, config) -> list[str]:
