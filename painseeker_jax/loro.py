@@ -16,6 +16,7 @@ data (`input_pipeline.Groups`), the results `per_animal` and `loao`.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -129,7 +130,27 @@ def prediction_row(record, p_pain: float, pred: int, held_out, beta=None, au=Non
     "held_out": held_out,
     "beta": beta,
     **(au or {}),
+    # not a CSV column: for `data_fingerprint`
+    **(
+      {"image_sha256": hashlib.sha256(bytes(record["image"])).hexdigest()}
+      if "image" in record
+      else {}
+    ),
   }
+
+
+def data_fingerprint(rows: list[dict]) -> dict:
+  """What a run was tested on, so that two results.json can tell whether they scored the same
+  images: the number of test images and a SHA-256 over their (filename, pain level, SHA-256 of
+  the stored image bytes), sorted by filename. The synthetic twin is built on the user's machine
+  and its JPEG bytes can differ between machines and library versions (docs/results.md, "Table 3
+  with the fitted recipe"); this says whether they did."""
+  if not rows or any("image_sha256" not in r for r in rows):
+    return {"test_images": len(rows)}
+  h = hashlib.sha256()
+  for r in sorted(rows, key=lambda r: r["filename"]):
+    h.update(f"{r['filename']}\t{r['pain_level']}\t{r['image_sha256']}\n".encode())
+  return {"test_images": len(rows), "sha256": h.hexdigest()}
 
 
 def evaluate_folds(
@@ -242,7 +263,8 @@ def write_outputs(
   """Scores the test rows per group (rat or animal, `groups`) and pooled, writes the results
   files, returns the results.
 
-  `provenance_info` (versions, devices, commit, wall times) is stored under `provenance`."""
+  `provenance_info` (versions, devices, commit, wall times) is stored under `provenance`, with
+  the test images' `data_fingerprint`."""
   group_of = [groups.names[r["held_out"]] for r in rows]
   m = metrics_lib.loro_metrics([r["pain"] for r in rows], [r["pred"] for r in rows], group_of)
   per_group = {k: m["per_group"][k] for k in groups.names.values() if k in m["per_group"]}
@@ -255,7 +277,7 @@ def write_outputs(
     "config": json.loads(config.to_json_best_effort()),
     groups.per_group: per_group,
     groups.pooled: m["pooled"],
-    "provenance": provenance_info,
+    "provenance": dict(provenance_info, data=data_fingerprint(rows)),
   }
   if groups.unit != "rat":  # the fold directories of the run (`layout.fold_dir`), for loading
     results["fold_splits"] = list(dict.fromkeys(r["held_out"] for r in rows))

@@ -146,6 +146,8 @@ def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
   assert set(prov["wall_seconds"]) == {f"rat{k}" for k in range(1, 7)} | {"total"}
   assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
   assert prov["cpu"]["model"] and prov["versions"]["pillow"]
+  # The test images' fingerprint: the same data give the same one (`test_data_fingerprint`).
+  assert prov["data"]["test_images"] == 72 and len(prov["data"]["sha256"]) == 64
   # Rerunning a finished run retrains nothing and gives the same files.
   before = _read(workdir, "predictions.csv")
   loro.run_loro(mini_config(mini_data_dir), workdir)
@@ -507,3 +509,30 @@ def test_paper_model_has_no_au_columns(mini_data_dir, tmp_path):
     loro.run_loro(
       mini_config(mini_data_dir, folds=(1,), scale="mgs", **{"loss.lambda_au": 1.0}), workdir
     )
+
+
+def test_data_fingerprint():
+  """Order-free, and any changed image byte, label or name changes it."""
+  rows = [
+    loro.prediction_row(
+      {
+        "filename": f"rat1/{i}.jpg",
+        "rat_id": 1,
+        "pain_level": i % 3,
+        "pain": int(i % 3 > 0),
+        "image": bytes([i, 1, 2]),
+      },
+      0.5,
+      1,
+      1,
+    )
+    for i in range(4)
+  ]
+  fp = loro.data_fingerprint(rows)
+  assert fp["test_images"] == 4 and fp == loro.data_fingerprint(rows[::-1])
+  for change in ({"image_sha256": "0" * 64}, {"pain_level": 2}, {"filename": "rat1/9.jpg"}):
+    assert loro.data_fingerprint([dict(rows[0], **change)] + rows[1:])["sha256"] != fp["sha256"]
+  # Rows without image bytes (none here) give the count only.
+  assert loro.data_fingerprint(
+    [{k: v for k, v in r.items() if k != "image_sha256"} for r in rows]
+  ) == {"test_images": 4}
