@@ -260,3 +260,34 @@ def test_ratspain_only_experiments_refuse_a_lab_set(lab):
     config.experiment = "table3"
   with pytest.raises(ValueError, match="leave-one-animal-out"):
     experiments.run(config, str(lab.root / "t3"))
+
+
+def test_lambda_au_study_decision_rule():
+  """tools/lambda_au_study.py: the highest mean QWK among lambda_au > 0 whose pain accuracy is
+  within 3 points of lambda_au = 0's; a smaller lambda within 0.02 QWK of the best wins."""
+  sys.path.insert(0, os.path.join(ROOT, "tools"))
+  try:
+    import lambda_au_study as study
+  finally:
+    sys.path.pop(0)
+  s = lambda acc, qwk=None: {"accuracy": acc, "mean_qwk": qwk}  # noqa: E731
+  assert study.choose({1.0: s(80, 0.5)}) is None  # no lambda_au = 0 to compare with
+  assert study.choose({0.0: s(80), 0.3: s(79, 0.40), 1.0: s(78, 0.50), 3.0: s(70, 0.9)}) == 1.0
+  assert study.choose({0.0: s(80), 0.3: s(79, 0.49), 1.0: s(78, 0.50)}) == 0.3
+  assert study.choose({0.0: s(80), 1.0: s(76, 0.5)}) is None
+  results = {
+    "loao": {
+      "f1": 0.7,
+      "accuracy": 70.0,
+      "au": {
+        **{
+          a: {"qwk": q, "accuracy": 60.0, "mae": 0.5}
+          for a, q in zip(study.AUS, (0.1, 0.2, 0.3, 0.4))
+        },
+        "grimace_score": {"mae": 0.3},
+      },
+    },
+    "provenance": {"wall_seconds": {"total": 600.0}},
+  }
+  got = study.summary(results)
+  assert got["mean_qwk"] == pytest.approx(0.25) and got["minutes"] == 10.0

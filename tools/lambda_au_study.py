@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 from painseeker_jax import layout  # noqa: E402
 
 ANIMALS, PER_ANIMAL, TWIN_SEED = 6, 40, 1
-VARIANTS = (0.0, 0.3, 1.0, 3.0)  # loss.lambda_au; 0: the paper's model, no AU heads
+VARIANTS = (0.0, 1.0, 0.3, 3.0)  # loss.lambda_au, in the order run; 0: the paper's model, no heads
 AUS = ("au_orbital", "au_ear", "au_nose", "au_whisker")
 
 
@@ -95,7 +95,7 @@ def choose(summaries: dict[float, dict]) -> float | None:
 def report(workdir: str) -> str:
   summaries = {
     v: summary(layout.read_results(run_dir(workdir, v)))
-    for v in VARIANTS
+    for v in sorted(VARIANTS)
     if layout.is_finished(run_dir(workdir, v))
   }
   head = "| lambda_au | pain F1 | pain acc. (%) | " + " | ".join(f"QWK {a[3:]}" for a in AUS)
@@ -110,7 +110,7 @@ def report(workdir: str) -> str:
       au = " | ".join(["(no AU heads)"] + ["-"] * (len(AUS) + 3))
     lines.append(f"| {v:g} | {s['f1']:.4f} | {s['accuracy']:.2f} | {au} | {s['minutes']:.1f} |")
   chosen = choose(summaries)
-  missing = [f"{v:g}" for v in VARIANTS if v not in summaries]
+  missing = [f"{v:g}" for v in sorted(VARIANTS) if v not in summaries]
   lines.append("")
   lines.append(
     f"Chosen by the rule: lambda_au = {chosen:g}." if chosen is not None else "Nothing chosen yet."
