@@ -12,11 +12,12 @@ tfds_ratspain/grimace/README.md), built on first use into the TFDS builder
 The recipe is configs/loro.py's synthetic one (from scratch at 96 px, crops of
 112 px faces, batch 32, 8 epochs, its optimizer and learning rate) with the
 grimace AU heads on (`loss.lambda_au = 1.0`: results.json and predictions.csv
-gain per-AU scores).
-lambda_au = 1.0 is a provisional default, not yet measured against other
-values; the measurements will go to docs/results.md.
-Runtime: not yet measured (it grows with the number of animals and images: one
-fold per animal, each trained on the images of all the others).
+gain per-AU scores). lambda_au = 1.0 was chosen among 0.3, 1 and 3 on a
+development lab directory (twin seed 1, six rats) by a rule fixed before the
+runs: tools/lambda_au_study.py.
+Runtime: minutes for a few animals on 2 CPU cores, growing with the number of
+animals and images (one fold per animal, each trained on the images of all the
+others). Measured: docs/results.md ("The AU heads' weight for configs/loao.py").
 
 Outputs as for configs/loro.py (README, "What a run writes"), with the animals
 in place of the rats: results.json `per_animal` (keyed by the animal ids of
@@ -51,5 +52,5 @@ def get_config(arg: str = "rgs") -> ml_collections.ConfigDict:
   # The lab's directory (labels.csv + images/): required, --config.manual_dir=DIR.
   c.manual_dir = ml_collections.config_dict.placeholder(str)
   c.folds = ()  # held-out animals, ids as in labels.csv; empty = every animal
-  c.loss.lambda_au = 1.0  # provisional: not yet measured (docs/results.md)
+  c.loss.lambda_au = 1.0  # chosen by tools/lambda_au_study.py (docs/results.md)
   return c
