@@ -257,10 +257,7 @@ def _paired_diff(score, a, b, n, n_boot, seed, alpha, groups, resample_runs) -> 
 
   diff = float(mean_score(a, slice(None)) - mean_score(b, slice(None)))
   diffs = np.concatenate(
-    [
-      mean_score(a, idx) - mean_score(b, idx)
-      for idx in _resample_indices(n, n_boot, rng, groups)
-    ]
+    [mean_score(a, idx) - mean_score(b, idx) for idx in _resample_indices(n, n_boot, rng, groups)]
   )
   if diff > 0:
     p = 2.0 * np.mean(diffs <= 0)
