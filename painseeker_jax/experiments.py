@@ -284,15 +284,15 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
       }
   if lookup is not None:
     out["pose_bins"] = pose_bin_metrics(by_seed, lookup)
-    att = attention_localisation(method, seeds, config, workdir, lookup)
-    if att is not None:
-      out["attention_localisation"] = att
-    if "vs_painseeker_mean" in out:
-      diff = attention_difference(
-        (by_seed, ref_by_seed), method, first, rat_ids, config, workdir, lookup
-      )
-      if diff is not None:
-        out["vs_painseeker_mean"]["attention_share"] = diff
+    hits = attention_hits(method, seeds, config, workdir, lookup)
+    if hits is not None:
+      out["attention_localisation"] = attention_localisation(hits, lookup)
+      if "vs_painseeker_mean" in out:
+        ref_hits = attention_hits("painseeker", sorted(ref_by_seed), config, workdir, lookup)
+        if ref_hits is not None:
+          out["vs_painseeker_mean"]["attention_share"] = attention_difference(
+            ref_hits, hits, first, rat_ids, config, lookup
+          )
   au = au_summary(by_seed, config)
   if au is not None:
     out["au"] = au
@@ -308,7 +308,8 @@ def au_summary(by_seed: dict, config) -> dict | None:
   """Per AU of a method with AU heads: accuracy (%), macro-F1, QWK and MAE over the images
   whose AU is known, pooled over the folds (mean ± std over seeds, and 95% CIs of the seed mean
   by the stratified image bootstrap of `bootstrap_ci`); `grimace_score`: the MAE of the mean
-  expected score against the mean known label (`metrics.au_metrics`). None without AU heads."""
+  expected score against the mean known label (`metrics.grimace_scores`). None without AU
+  heads."""
   seeds = sorted(by_seed)
   first = by_seed[seeds[0]]
   names = _au_names(first)
@@ -344,11 +345,7 @@ def au_summary(by_seed: dict, config) -> dict | None:
       return {**scores, "mae": np.abs(e[:, idx] - t[idx][None]).mean(-1)}
 
     out[name] = summary(au_stat, int(known.sum()), rat_ids[known]) if known.any() else {"n": 0}
-  known = labels >= 0
-  rows = known.any(axis=1)
-  counts = known[rows].sum(axis=1)
-  true_score = np.where(known, labels, 0)[rows].sum(axis=1) / counts
-  pred_score = np.where(known[None], exp_SxNxA, 0.0)[:, rows].sum(axis=2) / counts
+  rows, true_score, pred_score = metrics_lib.grimace_scores(labels, exp_SxNxA)
 
   def grimace_stat(idx):
     return {"mae": np.abs(pred_score[:, idx] - true_score[idx][None]).mean(-1)}
@@ -426,32 +423,34 @@ def landmark_cells(landmarks_7x2, visible_7, grid: int) -> set:
   return cells
 
 
-def attention_hits(method, seed, config, workdir, lookup) -> dict | None:
-  """filename -> (share of the K_h largest beta of the image on grid cells holding a visible
-  AU landmark, share of such cells = chance) of one run; None without attention maps."""
-  run = layout.run_dir(workdir, method, seed)
-  if not os.path.exists(layout.attention_path(run)):
-    return None
-  data = layout.read_attention(run)
-  out = {}
-  for name, beta in zip(data["filename"], data["beta"]):
-    _, lm, vis = lookup[str(name)]
-    grid = int(round(np.sqrt(beta.size)))
-    cells = landmark_cells(lm, vis, grid)
-    top = np.argsort(-beta)[: config.loss.k_h]
-    hit = np.mean([(int(i) // grid, int(i) % grid) in cells for i in top])
-    out[str(name)] = (float(hit), len(cells) / beta.size)
+def attention_hits(method, seeds, config, workdir, lookup) -> list[dict] | None:
+  """Per seed of `method`, filename -> (share of the K_h largest beta of the image on grid cells
+  holding a visible AU landmark, share of such cells = chance); None unless every seed's run
+  has attention maps."""
+  out = []
+  for seed in seeds:
+    run = layout.run_dir(workdir, method, seed)
+    if not os.path.exists(layout.attention_path(run)):
+      return None
+    data = layout.read_attention(run)
+    hits = {}
+    for name, beta in zip(data["filename"], data["beta"]):
+      _, lm, vis = lookup[str(name)]
+      grid = int(round(np.sqrt(beta.size)))
+      cells = landmark_cells(lm, vis, grid)
+      top = np.argsort(-beta)[: config.loss.k_h]
+      hit = np.mean([(int(i) // grid, int(i) % grid) in cells for i in top])
+      hits[str(name)] = (float(hit), len(cells) / beta.size)
+    out.append(hits)
   return out
 
 
-def attention_localisation(method, seeds, config, workdir, lookup) -> dict | None:
+def attention_localisation(hits_by_seed: list[dict], lookup) -> dict:
   """Share of the K_h largest beta that fall on cells holding a visible AU landmark,
-  per pose bin (mean ± std over seeds), with the chance level (share of such cells)."""
+  per pose bin (mean ± std over seeds), with the chance level (share of such cells);
+  `hits_by_seed` as `attention_hits` gives it."""
   per_bin = {name: {"share": [], "chance": []} for name, _, _ in POSE_BINS}
-  for s in seeds:
-    hits = attention_hits(method, s, config, workdir, lookup)
-    if hits is None:
-      return None
+  for hits in hits_by_seed:
     sums = {name: [0.0, 0.0, 0] for name, _, _ in POSE_BINS}
     for name, (hit, chance) in hits.items():
       acc = sums[pose_bin(lookup[name][0])]
@@ -467,18 +466,13 @@ def attention_localisation(method, seeds, config, workdir, lookup) -> dict | Non
   }
 
 
-def attention_difference(by_seeds, method, rows, rat_ids, config, workdir, lookup) -> dict | None:
-  """PainSeeker − method in the attention share of `attention_localisation` (the seed means),
-  over all test images (`rows`, stratified by `rat_ids`) and within each pose bin, with the
-  two-level bootstrap of the pain differences (`stats.paired_bootstrap_mean_diff`, seeds
-  resampled). None unless both have attention maps for every seed."""
-  (own, ref), files = by_seeds, [r["filename"] for r in rows]
-  shares = []
-  for m, seeds in (("painseeker", sorted(ref)), (method, sorted(own))):
-    hits = [attention_hits(m, s, config, workdir, lookup) for s in seeds]
-    if any(h is None for h in hits):
-      return None
-    shares.append(np.array([[h[f][0] for f in files] for h in hits]))
+def attention_difference(ref_hits, hits, rows, rat_ids, config, lookup) -> dict:
+  """PainSeeker − method in the attention share of `attention_localisation` (the seed means;
+  `ref_hits` / `hits` as `attention_hits` gives them), over all test images (`rows`, stratified
+  by `rat_ids`) and within each pose bin, with the two-level bootstrap of the pain differences
+  (`stats.paired_bootstrap_mean_diff`, seeds resampled)."""
+  files = [r["filename"] for r in rows]
+  shares = [np.array([[h[f][0] for f in files] for h in by_seed]) for by_seed in (ref_hits, hits)]
   bins = np.array([pose_bin(lookup[f][0]) for f in files])
   out = {}
   for name, sel in [("all", np.ones(len(files), bool))] + [(b, bins == b) for b, _, _ in POSE_BINS]:

@@ -177,13 +177,25 @@ def au_metrics(y_true, y_pred, expected, names: Sequence[str]) -> dict[str, Any]
       **{k: float(v) for k, v in scores.items()},
       "mae": float(np.mean(np.abs(e - t))),
     }
-  known = y_true >= 0
-  rows = known.any(axis=1)
-  counts = known[rows].sum(axis=1)
-  true_score = np.where(known, y_true, 0)[rows].sum(axis=1) / counts
-  pred_score = np.where(known, expected, 0.0)[rows].sum(axis=1) / counts
+  rows, true_score, pred_score = grimace_scores(y_true, expected)
   out["grimace_score"] = {
     "n": int(rows.sum()),
     **({"mae": float(np.mean(np.abs(pred_score - true_score)))} if rows.any() else {}),
   }
   return out
+
+
+def grimace_scores(y_true, expected):
+  """The grimace score (RGS/MGS: the mean over an image's scored AUs) of the raters and of the
+  model, on the images with at least one scored AU.
+
+  `y_true` (N x A): scores 0/1/2, -1 not scorable; `expected` (... x N x A, any leading axes,
+  e.g. seeds): the model's expected AU scores. Returns (`scored` (N,) bool, the raters' score
+  (M,), the model's mean expected score of the same AUs (... x M)), M = scored.sum()."""
+  y_true, expected = np.asarray(y_true), np.asarray(expected, np.float64)
+  known = y_true >= 0
+  scored = known.any(axis=1)
+  counts = known[scored].sum(axis=1)
+  true_score = np.where(known, y_true, 0)[scored].sum(axis=1) / counts
+  pred_score = np.where(known, expected, 0.0)[..., scored, :].sum(axis=-1) / counts
+  return scored, true_score, pred_score
