@@ -4,7 +4,8 @@ PainSeeker (lambda 0.1, delta 0.2, K_h 5), PainSeeker w/o PRSC (lambda 0),
 ResNet-18 (global average pooling + FC, same recipe) and LBP + linear SVM
 (R in {1, 3}, P = 8, grids 4x4 / 8x8 / 16x16), each over `seeds` (LBP + SVM is
 deterministic and runs once), with mean ± std, bootstrap 95% CIs, paired tests
-against PainSeeker and, on the synthetic twin, metrics per head-pose bin,
+against PainSeeker, each deep method against the best LBP variant and, on the
+synthetic twin, metrics per head-pose bin,
 attention localisation and the attention figure (Fig. 4).
 
   python run.py --config=configs/table3.py:synthetic --workdir=runs/table3_synthetic

@@ -40,6 +40,14 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
     "attention_localisation" in ps and "attention_localisation" not in report["methods"]["resnet18"]
   )
   assert "vs_painseeker" in report["methods"]["resnet18"] and "vs_painseeker" not in ps
+  # Every deep method against the best (here the only) LBP variant: the difference of the means.
+  vs_lbp = report["vs_best_lbp"]
+  assert vs_lbp["lbp"] == "lbp_r1_g4"
+  assert set(vs_lbp["methods"]) == {"painseeker", "painseeker_wo_prsc", "resnet18"}
+  for m, d in vs_lbp["methods"].items():
+    for k in ("f1", "accuracy"):
+      own, lbp = report["methods"][m]["loro"][k]["mean"], report["methods"]["lbp_r1_g4"]["loro"][k]
+      assert d[k]["diff"] == pytest.approx(own - lbp["mean"])
   md = open(os.path.join(workdir, "table3.md")).read()
   for title in (
     "| PainSeeker |",
@@ -49,6 +57,7 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
     "## Statistics",
     "## By head pose",
     "## Attention localisation",
+    "## Deep methods against the best LBP + SVM (LBP (R=1, 4x4) + SVM)",
   ):
     assert title in md
   fig = Image.open(os.path.join(workdir, "figure4_attention.png"))

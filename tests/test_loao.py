@@ -55,17 +55,12 @@ PLAN_DIGESTS = {
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
   """The lab directory (3 animals x 8 labelled + 2 unlabelled images), a TFDS data dir and the
-  environment of the commands (a shared compilation cache)."""
+  environment of the commands."""
   root = tmp_path_factory.mktemp("loao")
   lab_dir = root / "lab"
   argv = ["write-lab-dir", f"--out={lab_dir}", "--animals=3", "--per_animal=8"]
   assert tfds_cli.main(argv + ["--image_size=64", "--unlabelled=2"]) == 0
-  env = dict(
-    os.environ,
-    JAX_COMPILATION_CACHE_DIR=str(root / "jax_cache"),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-  )
+  env = dict(os.environ)  # with the suite's compilation cache (conftest)
   with open(lab_dir / "labels.csv", newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
   return types.SimpleNamespace(
