@@ -231,20 +231,26 @@ def versus_best_lbp(preds: dict, summaries: dict, config) -> dict | None:
     own = np.array([[r["pred"] for r in _align(first, preds[m][s])[1]] for s in seeds])
     ref = np.array([[r["pred"] for r in _align(first, lbp_rows)[1]]])
     y, rat_ids = np.array([r["pain"] for r in first]), np.array([r["rat_id"] for r in first])
-    out["methods"][m] = {
-      k: stats.paired_bootstrap_diff(
-        y,
-        own,
-        ref,
-        metric=k,
-        n_boot=config.bootstrap,
-        seed=0,
-        groups=rat_ids,
-        resample_runs=True,
-      )
-      for k in ("f1", "accuracy")
-    }
+    out["methods"][m] = _seed_mean_diffs(y, own, ref, rat_ids, config)
   return out
+
+
+def _seed_mean_diffs(y, preds_a, preds_b, rat_ids, config) -> dict:
+  """F1 and accuracy of a − b, the difference of the means over each one's runs (runs x n), with
+  the two-level bootstrap (images stratified by rat, runs resampled)."""
+  return {
+    k: stats.paired_bootstrap_diff(
+      y,
+      preds_a,
+      preds_b,
+      metric=k,
+      n_boot=config.bootstrap,
+      seed=0,
+      groups=rat_ids,
+      resample_runs=True,
+    )
+    for k in ("f1", "accuracy")
+  }
 
 
 def _confusion_scores(rows):
@@ -291,36 +297,12 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
     )
     out["vs_painseeker_mean"] = {
       "painseeker_seeds": sorted(ref_by_seed),
-      **{
-        k: stats.paired_bootstrap_diff(
-          y,
-          ref_preds,
-          preds,
-          metric=k,
-          n_boot=config.bootstrap,
-          seed=0,
-          groups=rat_ids,
-          resample_runs=True,
-        )
-        for k in ("f1", "accuracy")
-      },
+      **_seed_mean_diffs(y, ref_preds, preds, rat_ids, config),
     }
     if lookup is not None:  # the same difference within each head-pose bin
       bins = np.array([pose_bin(lookup[r["filename"]][0]) for r in first])
       out["vs_painseeker_mean"]["pose_bins"] = {
-        name: {
-          k: stats.paired_bootstrap_diff(
-            y[sel],
-            ref_preds[:, sel],
-            preds[:, sel],
-            metric=k,
-            n_boot=config.bootstrap,
-            seed=0,
-            groups=rat_ids[sel],
-            resample_runs=True,
-          )
-          for k in ("f1", "accuracy")
-        }
+        name: _seed_mean_diffs(y[sel], ref_preds[:, sel], preds[:, sel], rat_ids[sel], config)
         for name, _, _ in POSE_BINS
         if (sel := bins == name).any()
       }
