@@ -186,13 +186,20 @@ def run_table3(config, workdir: str) -> dict:
 def table3_report(config, workdir: str, runs, lookup) -> dict:
   """Writes table3.json / table3.md (and Fig. 4) from the finished runs of `runs`
   ((method, seed, config, run dir) as `_method_runs` gives them); the unfinished ones are
-  listed in the report's `missing`."""
+  listed in the report's `missing`. The finished runs of the other Table 3 methods in `workdir`
+  (e.g. `painseeker_au` from an earlier `--config.methods=...` command) are reported too when
+  their settings are the ones these runs would have; they are not listed as missing."""
   preds, missing = {}, []
   for m, s, _, w in runs:
     if layout.is_finished(w):
       preds.setdefault(m, {})[s] = layout.read_predictions(w)
     else:
       missing.append(f"{m} seed {s}")
+  others = config.copy_and_resolve_references()
+  others.methods = tuple(m for m in METHODS if m not in config.methods)
+  for m, s, c, w in _method_runs(others, workdir):
+    if layout.is_finished(w) and layout.config_differences(c, w) == []:
+      preds.setdefault(m, {})[s] = layout.read_predictions(w)
   report = {"config": json.loads(config.to_json_best_effort()), "methods": {}, "missing": missing}
   ref = preds.get("painseeker")
   for m, by_seed in preds.items():

@@ -195,34 +195,43 @@ def _comparable(config_dict: dict) -> dict:
   }
 
 
+def config_differences(config, workdir: str) -> list[str] | None:
+  """The top-level config fields in which `workdir`'s config.json differs from `config` ([] if
+  none), or None if it has no config.json."""
+  if not os.path.exists(config_path(workdir)):
+    return None
+  current = json.loads(config.to_json_best_effort())
+  saved = read_config(workdir)
+  for key, value in _ADDED_DEFAULTS.items():  # fields added later: absent means the default
+    *parents, name = key.split(".")
+    cur, old = current, saved
+    for p in parents:
+      cur, old = cur.get(p), old.get(p)
+      if not isinstance(cur, dict) or not isinstance(old, dict):
+        break
+    else:
+      if name in cur:
+        old.setdefault(name, value)
+  if _comparable(saved) == _comparable(current):
+    return []
+  return sorted(
+    k
+    for k in set(saved) | set(current)
+    if k not in _IGNORED_FIELDS and saved.get(k) != current.get(k)
+  )
+
+
 def check_config(config, workdir: str) -> None:
   """A work directory belongs to one configuration: refuses another one (ValueError),
   else writes config.json (creating the directory)."""
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(config_path(workdir)):
-    saved = read_config(workdir)
-    for key, value in _ADDED_DEFAULTS.items():  # fields added later: absent means the default
-      *parents, name = key.split(".")
-      cur, old = current, saved
-      for p in parents:
-        cur, old = cur.get(p), old.get(p)
-        if not isinstance(cur, dict) or not isinstance(old, dict):
-          break
-      else:
-        if name in cur:
-          old.setdefault(name, value)
-    if _comparable(saved) != _comparable(current):
-      diff = sorted(
-        k
-        for k in set(saved) | set(current)
-        if k not in _IGNORED_FIELDS and saved.get(k) != current.get(k)
-      )
-      raise ValueError(
-        f"{workdir} holds a run with another configuration (differs in: "
-        f"{', '.join(diff)}); use a new --workdir or the same config."
-      )
+  diff = config_differences(config, workdir)
+  if diff:
+    raise ValueError(
+      f"{workdir} holds a run with another configuration (differs in: "
+      f"{', '.join(diff)}); use a new --workdir or the same config."
+    )
   os.makedirs(workdir, exist_ok=True)
-  write_json(config_path(workdir), current)
+  write_json(config_path(workdir), json.loads(config.to_json_best_effort()))
 
 
 _HELD: set[str] = set()  # lock files this process holds (a nested claim of one is granted)

@@ -67,6 +67,17 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
   again = experiments.run(_table3_config(mini_data_dir), workdir)
   assert again["methods"]["painseeker"]["loro"] == report["methods"]["painseeker"]["loro"]
   assert report["missing"] == [] and "PainSeeker − method within each bin" in md
+  # A command for some methods still reports the other finished methods of the work directory,
+  # when they were run with the same settings.
+  some = _table3_config(mini_data_dir)
+  some.methods = ("painseeker",)
+  runs = experiments._method_runs(some, workdir)
+  lookup = experiments.ground_truth_lookup(some)
+  sub = experiments.table3_report(some, workdir, runs, lookup)
+  assert set(sub["methods"]) == set(report["methods"]) and sub["missing"] == []
+  assert sub["methods"]["resnet18"]["loro"] == report["methods"]["resnet18"]["loro"]
+  some.num_epochs += 1  # the other runs' settings differ now: left out
+  assert set(experiments.table3_report(some, workdir, runs, lookup)["methods"]) == {"painseeker"}
   # A partly filled work directory: the table of the finished runs, the others listed.
   more = _table3_config(mini_data_dir)
   more.seeds = (0, 1, 7)
