@@ -15,12 +15,12 @@ if ROOT not in sys.path:  # configs/ and run.py live at the repository root
 REAL_SAMPLES = os.path.join(ROOT, "tests", "data", "real_samples")
 
 # One XLA compilation cache for the whole run, read by JAX at import: the tests build many
-# trainers of the same tiny model, each a fresh jit of an identical program, and recompiling it
-# is most of their time on a CPU. Set in the process that starts the run (this conftest loads
-# before collection) and inherited by pytest-xdist's workers and the tests' subprocesses; removed
-# when that process ends. Every program is cached, also those that compile in under a second
-# (JAX's default threshold): a subprocess starts with nothing in memory. A cache directory set by
-# the user is used and kept.
+# trainers of the same tiny model, each a fresh jit of an identical program, which the cache
+# compiles once. Set in the process that starts the run (this conftest loads before collection)
+# and inherited by pytest-xdist's workers and the tests' subprocesses; removed when that process
+# ends. Every program is cached, also those that compile in under a second (JAX's default
+# threshold): a subprocess starts with nothing in memory. A cache directory set by the user is
+# used and kept.
 _XLA_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   _XLA_CACHE = tempfile.mkdtemp(prefix="painseeker_tests_xla_")
@@ -28,12 +28,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # And LLVM optimises XLA:CPU programs at its level 1, not 2: its level-2 passes are most of the
-# compile time of the tests' tiny models (the tiny ResNet's `init`: 14.8 s at level 2, 3.8 s at
-# 1, on a 2-core EPYC) and buy nothing for a program that runs a few steps. The tests check what
-# the code computes, not how fast (benchmarks/ does that); results differ from a level-2 build by
-# float rounding only. Level 0 (2.8 s) was tried and dropped: with it the fold-stacked (vmapped)
-# training drifted from the sequential one beyond test_multi_run's tolerance after 14 steps (cause
-# not established). Not set where XLA_FLAGS already chooses a level.
+# compile time of the tests' tiny models and buy nothing for a program that runs a few steps.
+# The tests check what the code computes, not how fast (benchmarks/ does that); the same
+# operations run in the same order, so results differ from a level-2 build by float rounding
+# (the golden tests pass at both levels). Level 0 was tried and dropped: with it the fold-stacked
+# (vmapped) training drifted from the sequential one beyond test_multi_run's tolerance (cause not
+# established). Not set where XLA_FLAGS already chooses a level. Times: README, "Tests".
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1"
