@@ -158,11 +158,11 @@ def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each
 # Table 3.
 
 
-def _method_runs(config, workdir):
-  """(method, seed, config, workdir) of every run of Table 3. LBP + SVM is
-  deterministic: one run serves every seed."""
+def _method_runs(config, workdir, methods=None):
+  """(method, seed, config, workdir) of every run of Table 3 (of `methods`, default
+  config.methods). LBP + SVM is deterministic: one run serves every seed."""
   out = []
-  for m in config.methods:
+  for m in config.methods if methods is None else methods:
     if m not in METHODS:
       raise ValueError(f"config.methods: unknown method {m!r}; known: {', '.join(METHODS)}")
     seeds = (config.seeds[0],) if METHODS[m].get("model.name") == "lbp_svm" else tuple(config.seeds)
@@ -195,9 +195,8 @@ def table3_report(config, workdir: str, runs, lookup) -> dict:
       preds.setdefault(m, {})[s] = layout.read_predictions(w)
     else:
       missing.append(f"{m} seed {s}")
-  others = config.copy_and_resolve_references()
-  others.methods = tuple(m for m in METHODS if m not in config.methods)
-  for m, s, c, w in _method_runs(others, workdir):
+  others = [m for m in METHODS if m not in config.methods]
+  for m, s, c, w in _method_runs(config, workdir, others):
     if layout.is_finished(w) and layout.config_differences(c, w) == []:
       preds.setdefault(m, {})[s] = layout.read_predictions(w)
   report = {"config": json.loads(config.to_json_best_effort()), "methods": {}, "missing": missing}
@@ -233,13 +232,21 @@ def versus_best_lbp(preds: dict, summaries: dict, config) -> dict | None:
   lbp_rows = preds[best][min(preds[best])]
   out = {"lbp": best, "methods": {}}
   for m in deep:
-    seeds = sorted(preds[m])
-    first = preds[m][seeds[0]]
-    own = np.array([[r["pred"] for r in _align(first, preds[m][s])[1]] for s in seeds])
-    ref = np.array([[r["pred"] for r in _align(first, lbp_rows)[1]]])
-    y, rat_ids = np.array([r["pain"] for r in first]), np.array([r["rat_id"] for r in first])
+    first = preds[m][min(preds[m])]
+    y, rat_ids = _labels(first)
+    own, ref = _seed_preds(first, preds[m]), _seed_preds(first, {0: lbp_rows})
     out["methods"][m] = _seed_mean_diffs(y, own, ref, rat_ids, config)
   return out
+
+
+def _labels(rows):
+  """The pain labels and rat ids of `rows` (arrays, in their order)."""
+  return np.array([r["pain"] for r in rows]), np.array([r["rat_id"] for r in rows])
+
+
+def _seed_preds(rows, by_seed: dict) -> np.ndarray:
+  """seeds x images: each seed's predictions on the images of `rows`, in their order."""
+  return np.array([[r["pred"] for r in _align(rows, by_seed[s])[1]] for s in sorted(by_seed)])
 
 
 def _seed_mean_diffs(y, preds_a, preds_b, rat_ids, config) -> dict:
@@ -279,8 +286,8 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
     k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")
   }
   first = by_seed[seeds[0]]
-  preds = np.array([[r["pred"] for r in _align(first, by_seed[s])[1]] for s in seeds])
-  y, rat_ids = np.array([r["pain"] for r in first]), np.array([r["rat_id"] for r in first])
+  preds = _seed_preds(first, by_seed)
+  y, rat_ids = _labels(first)
   out["bootstrap_ci"] = stats.bootstrap_ci(
     y, preds, n_boot=config.bootstrap, seed=0, groups=rat_ids
   )  # of the seed mean
@@ -299,9 +306,7 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
       }
     # The difference of the means over all seeds of both, seeds resampled too (covers the
     # seed spread).
-    ref_preds = np.array(
-      [[r["pred"] for r in _align(first, ref_by_seed[s])[1]] for s in sorted(ref_by_seed)]
-    )
+    ref_preds = _seed_preds(first, ref_by_seed)
     out["vs_painseeker_mean"] = {
       "painseeker_seeds": sorted(ref_by_seed),
       **_seed_mean_diffs(y, ref_preds, preds, rat_ids, config),

@@ -54,18 +54,14 @@ PLAN_DIGESTS = {
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-  """The lab directory (3 animals x 8 labelled + 2 unlabelled images), a TFDS data dir and the
-  environment of the commands."""
+  """The lab directory (3 animals x 8 labelled + 2 unlabelled images) and a TFDS data dir."""
   root = tmp_path_factory.mktemp("loao")
   lab_dir = root / "lab"
   argv = ["write-lab-dir", f"--out={lab_dir}", "--animals=3", "--per_animal=8"]
   assert tfds_cli.main(argv + ["--image_size=64", "--unlabelled=2"]) == 0
-  env = dict(os.environ)  # with the suite's compilation cache (conftest)
   with open(lab_dir / "labels.csv", newline="", encoding="utf-8") as f:
     rows = list(csv.DictReader(f))
-  return types.SimpleNamespace(
-    dir=str(lab_dir), data_dir=str(root / "tfds"), root=root, env=env, rows=rows
-  )
+  return types.SimpleNamespace(dir=str(lab_dir), data_dir=str(root / "tfds"), root=root, rows=rows)
 
 
 def _args(lab, *extra) -> list[str]:
@@ -79,9 +75,7 @@ def _args(lab, *extra) -> list[str]:
 
 
 def _command(lab, argv: list[str]) -> subprocess.CompletedProcess:
-  r = subprocess.run(
-    [sys.executable, *argv], cwd=ROOT, env=lab.env, capture_output=True, text=True, timeout=900
-  )
+  r = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stderr[-4000:]
   return r
 
