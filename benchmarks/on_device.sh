@@ -11,8 +11,10 @@
 # virtual environment), checks that everything imports and that JAX sees the GPU, and writes what
 # it found to LOG_DIR/setup.log. Then it runs COMMAND, or by default benchmarks/accelerator.sh
 # LOG_DIR with the seconds left (its work directory under /tmp/work). SECONDS covers everything,
-# set-up included; keep it at most ~70% of the call's limit. DEVICE_PYTHON overrides the interpreter
-# (a dry run here: a Python 3.12 virtual environment with the image's packages).
+# set-up included; keep it at most ~70% of the call's limit. COMMAND gets the end as DEVICE_DEADLINE
+# (seconds since the epoch) and is killed then (benchmarks/device_fill.sh: an experiment's runs).
+# DEVICE_PYTHON overrides the interpreter (a dry run here: a Python 3.12 virtual environment with
+# the image's packages).
 set -uo pipefail
 OUT=$1 BUDGET=$2
 shift 2
@@ -33,6 +35,7 @@ LOG=$OUT/setup.log
 printf '#!/bin/sh\nexec "%s" "$@"\n' "$PY" > "$BIN/python"
 chmod +x "$BIN/python"
 export PATH=$BIN:$PATH PYTHONPATH=$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export DEVICE_DEADLINE=$((START + BUDGET))
 python - >> "$LOG" 2>&1 <<'EOF' || { echo "import check failed:"; tail -n 20 "$LOG"; exit 1; }
 import importlib.metadata as md
 import jax

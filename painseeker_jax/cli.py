@@ -5,6 +5,7 @@ r"""The `painseeker` command (also `python -m painseeker_jax`; `python run.py` i
   painseeker predict --model models/painseeker_synthetic --output scores.csv faces/
   painseeker predict --model runs/loro_synthetic --output scores.csv --heatmaps maps/ video.mp4
   painseeker predict --model models/m --output cage.csv --boxes cageDLC_resnet50.h5 cage.mp4
+  painseeker merge-runs gpu_runs.tar.gz runs/sensitivity_fitted
 
 `run` and `train-final` take a config file (`path[:arg]`, big_vision style)
 and `--config.x=y` overrides, parsed by one function (`load_config`,
@@ -25,6 +26,8 @@ COMMANDS = {
   "predict": "score face images, folders or videos with a model directory or a LORO work directory",
   "pretrain-trunk": "pretrain a ResNet-18 trunk on synthetic rats (head pose and identity, never "
   "pain): the twin's stand-in for ImageNet weights",
+  "merge-runs": "bring the finished runs of an experiment work directory (Table 3, sensitivity) "
+  "filled on another machine into this one's, or pack them into an archive",
 }
 
 
@@ -92,6 +95,19 @@ def _parser() -> argparse.ArgumentParser:
     "--workdir", metavar="DIR", help="pool shards and checkpoints (default runs/<config name>)"
   )
   w.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+
+  m = sub.add_parser(
+    "merge-runs",
+    help=COMMANDS["merge-runs"],
+    allow_abbrev=False,
+    description=f"{COMMANDS['merge-runs']}. Copies each finished run's results, predictions, "
+    "attention, config and training curves (not its checkpoints); a run this work directory has "
+    "finished is kept, one it has only started is replaced, one in use or with another config is "
+    "skipped. Rerun the experiment's command afterwards to rewrite its table or figure.",
+    epilog="e.g. painseeker merge-runs gpu_runs.tar.gz runs/sensitivity_fitted",
+  )
+  m.add_argument("src", metavar="SRC", help="work directory, or .tar.gz written by merge-runs")
+  m.add_argument("dest", metavar="DEST", help="work directory, or a new .tar.gz to write")
 
   q = sub.add_parser(
     "predict",
@@ -343,6 +359,18 @@ def train_final(args, overrides: list[str]) -> int:
   return 0
 
 
+def merge_runs(args) -> int:
+  from painseeker_jax import layout
+
+  report = layout.merge_runs(args.src, args.dest)
+  for what in ("copied", "replaced", "kept", "skipped"):
+    runs = report[what]
+    print(f"{what}: {len(runs)} run{'s' * (len(runs) != 1)}")
+    for r in runs:
+      print(f"  {r}")
+  return 0
+
+
 def predict(args) -> int:
   from painseeker_jax import predict as predict_lib
 
@@ -388,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
       return train_final(args, rest)
     if rest:
       parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    if args.command == "merge-runs":
+      return merge_runs(args)
     return predict(args)
   except Exception as e:
     if not isinstance(e, _user_errors()):

@@ -17,7 +17,8 @@ scores and the animal columns in predictions.csv (`ANIMAL_PREDICTION_FIELDS`). A
 named by `fold_label(held_out)`: the rat number k (`rat<k>`) or the animal's split name.
 
 An experiment work directory (Table 3, sensitivity) keeps one LORO work
-directory per run under `runs/<method>/seed<k>/` (`run_dir`).
+directory per run under `runs/<method>/seed<k>/` (`run_dir`); `merge_runs` brings
+the finished runs of another machine's copy into it.
 
 Everything is written atomically (a temporary file, then a rename), so a file
 is either complete or absent. Imports neither JAX nor TensorFlow.
@@ -31,8 +32,11 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import socket
 import sys
+import tarfile
+import tempfile
 import time
 
 import numpy as np
@@ -54,6 +58,7 @@ ANIMAL_PREDICTION_FIELDS = [
   "pred",
 ]
 ATTENTION_NPZ = "attention.npz"
+METRICS_JSONL = "metrics.jsonl"
 RUN_LOCK = "run.lock"
 
 # Config fields that do not change results: a work directory accepts runs that differ only in
@@ -96,7 +101,7 @@ def tensorboard_dir(workdir: str, held_out) -> str:
 
 def metrics_path(workdir: str, held_out) -> str:
   """`<fold dir>/metrics.jsonl`: the per-epoch training metrics (the training curves)."""
-  return os.path.join(fold_dir(workdir, held_out), "metrics.jsonl")
+  return os.path.join(fold_dir(workdir, held_out), METRICS_JSONL)
 
 
 def run_dir(workdir: str, name: str, seed: int) -> str:
@@ -164,8 +169,8 @@ def write_json(path: str, data) -> None:
 
 
 def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) -> None:
-  """results.json, results.md, predictions.csv and (rows with `beta`) attention.npz."""
-  write_json(results_path(workdir), results)
+  """results.md, predictions.csv, (rows with `beta`) attention.npz, and last results.json, whose
+  presence marks the run finished (`is_finished`): a run stopped in between is not finished."""
   write_atomic(os.path.join(workdir, RESULTS_MD), markdown)
   buf = io.StringIO()
   # Models with AU heads add their AU columns (loro.au_columns) after the pain columns.
@@ -185,6 +190,7 @@ def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) 
       beta=np.stack([r["beta"] for r in rows]),
     )
     os.replace(tmp, attention_path(workdir))
+  write_json(results_path(workdir), results)
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -200,8 +206,11 @@ def config_differences(config, workdir: str) -> list[str] | None:
   none), or None if it has no config.json."""
   if not os.path.exists(config_path(workdir)):
     return None
-  current = json.loads(config.to_json_best_effort())
-  saved = read_config(workdir)
+  return _dict_differences(json.loads(config.to_json_best_effort()), read_config(workdir))
+
+
+def _dict_differences(current: dict, saved: dict) -> list[str]:
+  """`config_differences` of two config.json contents (`saved` gets the added defaults)."""
   for key, value in _ADDED_DEFAULTS.items():  # fields added later: absent means the default
     *parents, name = key.split(".")
     cur, old = current, saved
@@ -210,7 +219,8 @@ def config_differences(config, workdir: str) -> list[str] | None:
       if not isinstance(cur, dict) or not isinstance(old, dict):
         break
     else:
-      if name in cur:
+      if name in cur or name in old:
+        cur.setdefault(name, value)
         old.setdefault(name, value)
   if _comparable(saved) == _comparable(current):
     return []
@@ -294,3 +304,143 @@ def set_aside_checkpoint(workdir: str, held_out, step: int) -> str:
   dest = os.path.join(dest_dir, f"{step}.{int(time.time())}")
   os.replace(os.path.join(checkpoint_dir(workdir, held_out), str(step)), dest)
   return dest
+
+
+def experiment_runs(workdir: str) -> list[str]:
+  """The run directories that exist in an experiment work directory, relative to it
+  (`runs/<name>/seed<k>`, `run_dir`), sorted."""
+  root = os.path.join(workdir, "runs")
+  if not os.path.isdir(root):
+    return []
+  return [
+    os.path.join("runs", name, seed)
+    for name in sorted(os.listdir(root))
+    if os.path.isdir(os.path.join(root, name))
+    for seed in sorted(os.listdir(os.path.join(root, name)))
+    if seed.startswith("seed") and os.path.isdir(os.path.join(root, name, seed))
+  ]
+
+
+def run_record_files(workdir: str) -> list[str]:
+  """What the reports read of a finished run, relative to `workdir`: config.json, results.md,
+  predictions.csv, attention.npz (PainSeeker), each fold's metrics.jsonl, and results.json last
+  (it marks the run finished). Not the checkpoints or TensorBoard files."""
+  files = [
+    n
+    for n in (CONFIG_JSON, RESULTS_MD, PREDICTIONS_CSV, ATTENTION_NPZ)
+    if os.path.exists(os.path.join(workdir, n))
+  ]
+  files += [
+    os.path.join(d, METRICS_JSONL)
+    for d in sorted(os.listdir(workdir))
+    if (d.startswith("fold_") or d == "final")
+    and os.path.exists(os.path.join(workdir, d, METRICS_JSONL))
+  ]
+  return files + [RESULTS_JSON]
+
+
+def _data_sha256(workdir: str) -> str | None:
+  """The data fingerprint of a finished run's test images (`loro.data_fingerprint`), if any."""
+  return (read_results(workdir).get("provenance") or {}).get("data", {}).get("sha256")
+
+
+def _copy_atomic(src: str, dst: str) -> None:
+  os.makedirs(os.path.dirname(dst), exist_ok=True)
+  tmp = f"{dst}.tmp{os.getpid()}"
+  shutil.copyfile(src, tmp)
+  os.replace(tmp, dst)
+
+
+def _merge_one(src_run: str, dest_run: str, rel: str, data_sha: set[str], report: dict) -> None:
+  """One finished run of `merge_runs` into a work directory (see there)."""
+  sha = _data_sha256(src_run)
+  if sha and data_sha and sha not in data_sha:
+    report["skipped"].append(
+      f"{rel}: it scored other test images than the finished runs already there (data sha256 "
+      f"{sha[:12]} vs {', '.join(sorted(x[:12] for x in data_sha))}): a data set built "
+      "elsewhere; train on one copy of the data set"
+    )
+    return
+  if is_finished(dest_run):
+    report["kept"].append(rel)
+    return
+  started = os.path.isdir(dest_run)
+  if started and os.path.exists(config_path(dest_run)):
+    diff = _dict_differences(read_config(src_run), read_config(dest_run))
+    if diff:
+      report["skipped"].append(
+        f"{rel}: the run started there has another configuration (differs in: {', '.join(diff)})"
+      )
+      return
+  with claim(dest_run, wait=False) as mine:
+    if not mine:
+      report["skipped"].append(f"{rel}: in use by {lock_holder(dest_run) or 'another process'}")
+      return
+    for entry in os.listdir(dest_run):  # a started run's checkpoints: the finished run replaces it
+      path = os.path.join(dest_run, entry)
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      elif entry != RUN_LOCK:
+        os.remove(path)
+    for f in run_record_files(src_run):  # results.json last
+      _copy_atomic(os.path.join(src_run, f), os.path.join(dest_run, f))
+  report["replaced" if started else "copied"].append(rel)
+
+
+def _inside(name: str) -> bool:
+  """Whether an archive member's path stays inside the folder it is extracted to."""
+  parts = name.replace("\\", "/").split("/")
+  return not os.path.isabs(name) and ".." not in parts
+
+
+def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
+  """Copies the finished runs of experiment work directory `src` into `dest`: one Table 3 or
+  sensitivity work directory filled on several machines (`painseeker merge-runs`).
+
+  `src` is a work directory or an archive (.tar.gz, .tgz) written by this function. `dest` is a
+  work directory or a new archive, which then holds the finished runs' record files
+  (`run_record_files`: results, predictions, attention, configs, training curves; not the
+  checkpoints). Into a work directory, per finished run of `src`:
+    * `dest` has finished it too: left as it is ("kept");
+    * `dest` has started it: replaced, its checkpoints removed ("replaced"), unless a process
+      holds its lock or its configuration differs ("skipped", with the reason);
+    * else copied ("copied").
+  A run that scored other test images than `dest`'s finished runs (the data fingerprint of
+  results.json: a data set built on another machine) is skipped. Files are written atomically and
+  results.json last, so an interrupted merge leaves no run marked finished that is not complete.
+  Returns {"copied", "replaced", "kept", "skipped"}: run paths relative to the work directories
+  (skipped ones with their reason). Raises ValueError if `src` has no runs or `dest` is an
+  existing archive.
+  """
+  is_archive = lambda p: p.endswith((".tar.gz", ".tgz"))
+  with tempfile.TemporaryDirectory() as tmp:
+    if is_archive(src):
+      with tarfile.open(src, "r:gz") as tar:
+        bad = [m.name for m in tar if not (m.isfile() or m.isdir()) or not _inside(m.name)]
+        if bad:
+          raise ValueError(f"{src}: not an archive of merge-runs (holds {bad[0]})")
+        # `filter` (Python >= 3.10.12) also refuses what the check above refuses.
+        tar.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+      src = tmp
+    runs = [r for r in experiment_runs(src) if is_finished(os.path.join(src, r))]
+    if not runs:
+      raise ValueError(
+        f"{src} holds no finished runs (runs/<method>/seed<k>/results.json); give an experiment "
+        "work directory (Table 3, sensitivity) or an archive written by merge-runs"
+      )
+    if is_archive(dest):
+      if os.path.exists(dest):
+        raise ValueError(f"{dest} already exists; give the archive a new name")
+      part = f"{dest}.tmp{os.getpid()}"
+      with tarfile.open(part, "w:gz") as tar:
+        for r in runs:
+          for f in run_record_files(os.path.join(src, r)):
+            tar.add(os.path.join(src, r, f), arcname=os.path.join(r, f))
+      os.replace(part, dest)
+      return {"copied": runs, "replaced": [], "kept": [], "skipped": []}
+    report: dict[str, list[str]] = {"copied": [], "replaced": [], "kept": [], "skipped": []}
+    finished = [os.path.join(dest, r) for r in experiment_runs(dest)]
+    data_sha = {x for x in map(_data_sha256, filter(is_finished, finished)) if x}
+    for r in runs:
+      _merge_one(os.path.join(src, r), os.path.join(dest, r), r, data_sha, report)
+    return report
