@@ -993,3 +993,33 @@ def test_prepare_removes_stale_incomplete_folders(tmp_path):
   assert sorted(_files_under(path)) == finished
   source = tfds.data_source("ratspain/synthetic_mini", data_dir=os.fspath(dd), split="rat1")
   assert len(source) == 12
+
+
+def test_a_second_process_waits_for_the_first_build_and_reuses_it(
+  tmp_path, mini_data_dir, monkeypatch
+):
+  """Workers starting at once on a fresh data dir (benchmarks/parallel_workdir.sh) build the
+  data set once: one holds the build lock, the others wait for it, then reuse its build (two
+  concurrent TFDS builds of one config crashed one of them)."""
+  import threading
+
+  from tfds_ratspain.ratspain import ratspain_dataset_builder as rb
+
+  dd = os.fspath(tmp_path / "data")
+  built = []
+  monkeypatch.setattr(rb.Builder, "download_and_prepare", lambda *a, **k: built.append(1))
+  result = {}
+  with build.build_lock(build._open("synthetic_mini", dd)):  # the first worker, building
+    waiting = threading.Thread(
+      target=lambda: result.setdefault("path", build.prepare("synthetic_mini", data_dir=dd))
+    )
+    waiting.start()
+    waiting.join(timeout=2)
+    assert waiting.is_alive() and not result  # blocked on the lock
+    shutil.copytree(  # the first worker's finished build
+      os.path.join(mini_data_dir, "ratspain", "synthetic_mini"),
+      os.path.join(dd, "ratspain", "synthetic_mini"),
+    )
+  waiting.join(timeout=60)
+  assert result["path"] == os.path.join(dd, "ratspain", "synthetic_mini", "1.0.0")
+  assert built == []  # reused, not built again

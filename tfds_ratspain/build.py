@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shlex
@@ -108,17 +110,16 @@ def prepare(
   TFDS writes into a temporary directory and renames it when complete, so a
   failed build leaves nothing behind; the temporary `incomplete.*` folders a
   killed build (kill -9) leaves are removed once this config's build is
-  finished (see `remove_stale_incomplete`).
+  finished (see `remove_stale_incomplete`). Processes that start at once on one
+  data dir (several workers filling one experiment) build it once: the others
+  wait for that build (`build_lock`) and then reuse it.
   """
   b = _open(config, data_dir)
-  if overwrite and os.path.isdir(b.data_dir):
-    shutil.rmtree(b.data_dir)
-    b = _open(config, data_dir)
-  if b.is_prepared():
+  if not overwrite and b.is_prepared():
     remove_stale_incomplete(b)
     _check_format(b, config, manual_dir)
     return os.fspath(b.data_dir)
-  if config == "real":
+  if config == "real":  # validated before anything is written (metadata, folders, the lock)
     manual_dir = manual_dir or os.path.join(os.fspath(b.data_dir_root), "downloads", "manual")
     if not os.path.isdir(manual_dir) or not any(
       not n.startswith(".") for n in os.listdir(manual_dir)
@@ -129,10 +130,38 @@ def prepare(
         "For a quick start without the real data use the synthetic twin: "
         "python run.py --config=configs/loro.py:synthetic"
       )
-    try:  # Validate before TFDS writes anything (metadata, empty folders).
+    try:
       manual.scan(manual_dir)
     except manual.ManualDataError as e:
       raise DataError(f"invalid RatsPain manual directory: {e}") from None
+  with build_lock(b):
+    return _prepare_locked(config, data_dir, manual_dir, overwrite)
+
+
+@contextlib.contextmanager
+def build_lock(b: tfds.core.DatasetBuilder):
+  """Holds `<data dir>/.<builder>_<config>.build.lock` (an advisory flock, released when the
+  process ends): one build of a builder config per data dir at a time."""
+  root = os.fspath(b.data_dir_root)
+  os.makedirs(root, exist_ok=True)
+  with open(os.path.join(root, f".{b.name}_{b.builder_config.name}.build.lock"), "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _prepare_locked(config: str, data_dir, manual_dir, overwrite: bool) -> str:
+  """`prepare` while holding the build lock."""
+  b = _open(config, data_dir)
+  if overwrite and os.path.isdir(b.data_dir):
+    shutil.rmtree(b.data_dir)
+    b = _open(config, data_dir)
+  if b.is_prepared():  # another process built it while this one waited
+    remove_stale_incomplete(b)
+    _check_format(b, config, manual_dir)
+    return os.fspath(b.data_dir)
   try:
     b.download_and_prepare(
       download_config=tfds.download.DownloadConfig(

@@ -23,7 +23,7 @@ import shutil
 
 import tensorflow_datasets as tfds
 
-from tfds_ratspain.build import ARRAY_RECORD, DataError, remove_stale_incomplete
+from tfds_ratspain.build import ARRAY_RECORD, DataError, build_lock, remove_stale_incomplete
 from tfds_ratspain.grimace import grimace_dataset_builder as gb
 from tfds_ratspain.grimace import manual
 
@@ -120,6 +120,17 @@ def prepare(
     manual.scan(manual_dir, scale)
   except manual.ManualDataError as e:
     raise DataError(f"invalid grimace manual directory: {e}") from None
+  with build_lock(b):  # processes starting at once build it once (tfds_ratspain.build.prepare)
+    return _prepare_locked(scale, manual_dir, data_dir, overwrite)
+
+
+def _prepare_locked(scale: str, manual_dir: str, data_dir, overwrite: bool) -> str:
+  """`prepare` after validation, while holding the build lock."""
+  b = _open(scale, data_dir)
+  if b.is_prepared() and not overwrite:  # another process built it while this one waited
+    remove_stale_incomplete(b)
+    _check_build(b, scale, manual_dir)
+    return os.fspath(b.data_dir)
   if overwrite and os.path.isdir(b.data_dir):
     shutil.rmtree(b.data_dir)
     b = _open(scale, data_dir)
