@@ -112,6 +112,10 @@ def derive(config, overrides: dict, seed: int | None = None) -> ml_collections.C
   return c
 
 
+def _hours(seconds: float) -> str:
+  return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
 def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each=None) -> dict:
   """Runs the jobs in order, skipping finished ones, with a progress summary;
   `after_each()` (if given) is called after every run this process trains.
@@ -123,13 +127,19 @@ def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each
   then reading the results) once it has nothing else to do. A process that
   dies releases its claims, and its runs resume from their checkpoints.
   """
-  results, waiting = {}, []
+  results, waiting, timed = {}, [], []  # timed: seconds of the runs this process trained
 
   def one(label, cfg, wd):
     done = sum(layout.is_finished(w) for _, _, w in jobs)
-    log.info("[%d/%d runs finished] %s", done, len(jobs), label)
     t0, fresh = time.time(), not layout.is_finished(wd)
+    pace = ""
+    if fresh and timed:
+      per_run = sum(timed) / len(timed)
+      pace = f" (about {_hours(per_run * (len(jobs) - done))} left at {_hours(per_run)} a run)"
+    log.info("[%d/%d runs finished] %s%s", done, len(jobs), label, pace)
     results[label] = run_method(cfg, wd)
+    if fresh:
+      timed.append(time.time() - t0)
     log.info(
       "%s: F1 %.4f, accuracy %.2f%% (%.0f s)",
       label,

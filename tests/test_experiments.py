@@ -2,13 +2,14 @@
 
 import json
 import os
+import types
 
 import numpy as np
 import pytest
 from conftest import mini_config
 from PIL import Image
 
-from painseeker_jax import experiments, figures, loro
+from painseeker_jax import experiments, figures, layout, loro
 
 
 def _table3_config(data_dir, **kw):
@@ -528,3 +529,29 @@ def test_au_scores_and_attention_difference_in_table3(tmp_path):
   assert any(line.startswith("| PainSeeker + AU heads | grimace score | 11 |") for line in md)
   att_row = next(line for line in md if line.startswith("| PainSeeker + AU heads | +0.667 ["))
   assert "| +1.000 [+1.000, +1.000]" in att_row
+
+
+def test_progress_says_how_long_the_rest_takes(tmp_path, monkeypatch, caplog):
+  """After the first run it trains, a process logs the time left at its own pace per run."""
+  clock = [0.0]
+
+  def fake(cfg, wd):
+    clock[0] += 1200.0  # every run takes 20 minutes
+    res = {"loro": {"f1": 0.5, "accuracy": 50.0}}
+    layout.write_json(layout.results_path(wd), res)
+    return res
+
+  monkeypatch.setattr(experiments, "run_method", fake)
+  monkeypatch.setattr(experiments, "time", types.SimpleNamespace(time=lambda: clock[0]))
+  jobs = [(f"m seed {s}", None, str(tmp_path / f"seed{s}")) for s in range(6)]
+  os.makedirs(jobs[0][2])  # finished before: neither timed nor counted as left
+  layout.write_json(layout.results_path(jobs[0][2]), {"loro": {"f1": 0, "accuracy": 0}})
+  with caplog.at_level("INFO", logger="painseeker"):
+    experiments._schedule(jobs)
+  lines = [r.getMessage() for r in caplog.records if "runs finished]" in r.getMessage()]
+  assert lines[:3] == [
+    "[1/6 runs finished] m seed 0",
+    "[1/6 runs finished] m seed 1",  # nothing timed yet
+    "[2/6 runs finished] m seed 2 (about 80 min left at 20 min a run)",
+  ]
+  assert lines[5] == "[5/6 runs finished] m seed 5 (about 20 min left at 20 min a run)"
