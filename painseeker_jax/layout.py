@@ -413,6 +413,7 @@ def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
   existing archive.
   """
   is_archive = lambda p: p.endswith((".tar.gz", ".tgz"))
+  name = src
   with tempfile.TemporaryDirectory() as tmp:
     if is_archive(src):
       with tarfile.open(src, "r:gz") as tar:
@@ -425,18 +426,22 @@ def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
     runs = [r for r in experiment_runs(src) if is_finished(os.path.join(src, r))]
     if not runs:
       raise ValueError(
-        f"{src} holds no finished runs (runs/<method>/seed<k>/results.json); give an experiment "
+        f"{name} holds no finished runs (runs/<method>/seed<k>/results.json); give an experiment "
         "work directory (Table 3, sensitivity) or an archive written by merge-runs"
       )
     if is_archive(dest):
       if os.path.exists(dest):
         raise ValueError(f"{dest} already exists; give the archive a new name")
       part = f"{dest}.tmp{os.getpid()}"
-      with tarfile.open(part, "w:gz") as tar:
-        for r in runs:
-          for f in run_record_files(os.path.join(src, r)):
-            tar.add(os.path.join(src, r, f), arcname=os.path.join(r, f))
-      os.replace(part, dest)
+      try:
+        with tarfile.open(part, "w:gz") as tar:
+          for r in runs:
+            for f in run_record_files(os.path.join(src, r)):
+              tar.add(os.path.join(src, r, f), arcname=os.path.join(r, f))
+        os.replace(part, dest)
+      finally:
+        if os.path.exists(part):
+          os.remove(part)
       return {"copied": runs, "replaced": [], "kept": [], "skipped": []}
     report: dict[str, list[str]] = {"copied": [], "replaced": [], "kept": [], "skipped": []}
     finished = [os.path.join(dest, r) for r in experiment_runs(dest)]

@@ -129,6 +129,11 @@ def test_bad_sources_are_refused(tmp_path):
     tar.addfile(info, io.BytesIO(b"{}"))
   with pytest.raises(ValueError, match="not an archive of merge-runs"):
     layout.merge_runs(evil, str(tmp_path / "dest"))
+  no_runs = str(tmp_path / "no_runs.tar.gz")
+  with tarfile.open(no_runs, "w:gz") as tar:
+    tar.add(empty, arcname="runs")
+  with pytest.raises(ValueError, match="no_runs.tar.gz holds no finished runs"):
+    layout.merge_runs(no_runs, str(tmp_path / "dest"))
   assert not os.path.exists(tmp_path / "outside.json")
 
 
