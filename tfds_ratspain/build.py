@@ -116,9 +116,7 @@ def prepare(
   """
   b = _open(config, data_dir)
   if not overwrite and b.is_prepared():
-    remove_stale_incomplete(b)
-    _check_format(b, config, manual_dir)
-    return os.fspath(b.data_dir)
+    return _reuse(b, config, manual_dir)
   if config == "real":  # validated before anything is written (metadata, folders, the lock)
     manual_dir = manual_dir or os.path.join(os.fspath(b.data_dir_root), "downloads", "manual")
     if not os.path.isdir(manual_dir) or not any(
@@ -136,6 +134,14 @@ def prepare(
       raise DataError(f"invalid RatsPain manual directory: {e}") from None
   with build_lock(b):
     return _prepare_locked(config, data_dir, manual_dir, overwrite)
+
+
+def _reuse(b: tfds.core.DatasetBuilder, config: str, manual_dir: str | None) -> str:
+  """A finished build: removes what killed builds left beside it, checks its format, returns its
+  path."""
+  remove_stale_incomplete(b)
+  _check_format(b, config, manual_dir)
+  return os.fspath(b.data_dir)
 
 
 @contextlib.contextmanager
@@ -159,9 +165,7 @@ def _prepare_locked(config: str, data_dir, manual_dir, overwrite: bool) -> str:
     shutil.rmtree(b.data_dir)
     b = _open(config, data_dir)
   if b.is_prepared():  # another process built it while this one waited
-    remove_stale_incomplete(b)
-    _check_format(b, config, manual_dir)
-    return os.fspath(b.data_dir)
+    return _reuse(b, config, manual_dir)
   try:
     b.download_and_prepare(
       download_config=tfds.download.DownloadConfig(

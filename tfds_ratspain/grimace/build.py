@@ -113,9 +113,7 @@ def prepare(
     )
   manual_dir = os.fspath(manual_dir)
   if b.is_prepared() and not overwrite:
-    remove_stale_incomplete(b)
-    _check_build(b, scale, manual_dir)
-    return os.fspath(b.data_dir)
+    return _reuse(b, scale, manual_dir)
   try:  # Validate before TFDS writes (or this deletes) anything.
     manual.scan(manual_dir, scale)
   except manual.ManualDataError as e:
@@ -124,13 +122,19 @@ def prepare(
     return _prepare_locked(scale, manual_dir, data_dir, overwrite)
 
 
+def _reuse(b: tfds.core.DatasetBuilder, scale: str, manual_dir: str) -> str:
+  """A finished build: removes what killed builds left beside it, checks that it is array_record
+  and made from this directory's current state, returns its path."""
+  remove_stale_incomplete(b)
+  _check_build(b, scale, manual_dir)
+  return os.fspath(b.data_dir)
+
+
 def _prepare_locked(scale: str, manual_dir: str, data_dir, overwrite: bool) -> str:
   """`prepare` after validation, while holding the build lock."""
   b = _open(scale, data_dir)
   if b.is_prepared() and not overwrite:  # another process built it while this one waited
-    remove_stale_incomplete(b)
-    _check_build(b, scale, manual_dir)
-    return os.fspath(b.data_dir)
+    return _reuse(b, scale, manual_dir)
   if overwrite and os.path.isdir(b.data_dir):
     shutil.rmtree(b.data_dir)
     b = _open(scale, data_dir)
