@@ -353,6 +353,9 @@ def _copy_atomic(src: str, dst: str) -> None:
 
 def _merge_one(src_run: str, dest_run: str, rel: str, data_sha: set[str], report: dict) -> None:
   """One finished run of `merge_runs` into a work directory (see there)."""
+  if is_finished(dest_run):  # whatever the source scored: the finished run here stays
+    report["kept"].append(rel)
+    return
   sha = _data_sha256(src_run)
   if sha and data_sha and sha not in data_sha:
     report["skipped"].append(
@@ -360,9 +363,6 @@ def _merge_one(src_run: str, dest_run: str, rel: str, data_sha: set[str], report
       f"{sha[:12]} vs {', '.join(sorted(x[:12] for x in data_sha))}): a data set built "
       "elsewhere; train on one copy of the data set"
     )
-    return
-  if is_finished(dest_run):
-    report["kept"].append(rel)
     return
   started = os.path.isdir(dest_run)
   if started and os.path.exists(config_path(dest_run)):

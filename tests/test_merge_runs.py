@@ -100,6 +100,7 @@ def test_runs_in_use_with_another_config_or_other_data_are_skipped(tmp_path):
   for rel in ("runs/held/seed0", "runs/other_config/seed0", "runs/other_data/seed0"):
     _run(src, rel)
   _run(src, "runs/other_data/seed0", sha="bb" * 32)
+  _run(src, "runs/done/seed0", sha="bb" * 32)  # finished in dest: kept, not a data mismatch
   _run(dest, "runs/done/seed0")
   held = _run(dest, "runs/held/seed0", finished=False, checkpoint=True)
   _run(dest, "runs/other_config/seed0", finished=False, config=dict(CONFIG, loss={"k_h": 3}))
@@ -108,7 +109,8 @@ def test_runs_in_use_with_another_config_or_other_data_are_skipped(tmp_path):
     fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     report = layout.merge_runs(src, dest)
 
-  assert report["copied"] == report["replaced"] == report["kept"] == []
+  assert report["copied"] == report["replaced"] == []
+  assert report["kept"] == ["runs/done/seed0"]
   skipped = dict(s.split(": ", 1) for s in report["skipped"])
   assert skipped["runs/held/seed0"].startswith("in use by")
   assert "differs in: loss" in skipped["runs/other_config/seed0"]
