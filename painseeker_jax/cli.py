@@ -300,7 +300,7 @@ def pretrain_trunk(args, overrides: list[str]) -> int:
   print(
     f"painseeker pretrain-trunk: wrote {args.output}; held-out pose error (deg) "
     f"{held['pose_mae_deg']}, identity accuracy {held['identity_accuracy']} (chance "
-    f"{held['identity_chance']}); details: {os.path.join(workdir, 'pretrain_results.json')}"
+    f"{held['identity_chance']}); details: {os.path.join(workdir, pretrain.RESULTS_JSON)}"
   )
   return 0
 

@@ -184,8 +184,8 @@ def _method_runs(config, workdir, methods=None):
 def run_table3(config, workdir: str) -> dict:
   """Trains the runs of Table 3 that are not finished, rewriting table3.md / .json (and Fig. 4)
   after every run this process trains: a partly filled work directory shows its table so far."""
+  runs = _method_runs(config, workdir)  # checked before anything is written
   os.makedirs(workdir, exist_ok=True)
-  runs = _method_runs(config, workdir)
   # the data set's pose and landmarks, read once, when the first report needs them
   lookup = functools.cache(lambda: ground_truth_lookup(config))
   report = lambda: table3_report(config, workdir, runs, lookup())
@@ -850,8 +850,8 @@ def run_sensitivity(config, workdir: str) -> dict:
   a partly filled work directory shows the curves so far (points without a
   finished run are null in the JSON and gaps in the figure).
   """
+  defaults, jobs, points = sensitivity_plan(config, workdir)  # checked before anything is written
   os.makedirs(workdir, exist_ok=True)
-  defaults, jobs, points = sensitivity_plan(config, workdir)
   report = lambda: sensitivity_report(config, workdir, defaults, points)
   _schedule(jobs, after_each=report)
   return report()

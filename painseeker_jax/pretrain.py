@@ -15,12 +15,13 @@ nose action units, so they would teach the trunk pain. `pretrain_results.json` r
 correlation of every target with every AU score over the pool (the leak check) and the
 held-out pose error and identity accuracy.
 
-Steps (all in `--workdir`, resumable: a rerun continues where it stopped):
+Steps (all in `--workdir`, resumable: a rerun continues where it stopped; `config.json` ties
+the work directory to one configuration, and a rerun with another is refused):
   1. render the pool into shards (`pool/shard_00000.npz` ...: images at
      `config.resize_size`, pose, identity, AU scores), each written atomically;
   2. train `models.ResNet18(num_classes=3 + num_rats)` (random crop of `image_size`, horizontal
-     flip with yaw and roll negated), AdamW with a cosine schedule; an orbax checkpoint after
-     every epoch;
+     flip with yaw and roll negated), AdamW with a cosine schedule; an orbax checkpoint and the
+     epoch's training metrics (`epochs.json`) after every epoch;
   3. evaluate on the held-out images of every rat (`val_per_rat`), write
      `pretrain_results.json` and the trunk to `--output` as a torchvision-layout
      `.safetensors` state dict (`pretrained.save_state_dict`), the file format the ImageNet
@@ -50,6 +51,10 @@ log = logging.getLogger("painseeker")
 
 POSE_SCALE = 30.0  # degrees per unit of the regression target
 SHARD_SIZE = 256  # pool images per shard file
+RESULTS_JSON = "pretrain_results.json"
+EPOCHS_JSON = "epochs.json"  # the finished epochs' training metrics, one dict per epoch
+# Config fields that change neither the pool nor the trunk (a work directory accepts them).
+_FREE_FIELDS = ("progress", "render_workers", "conv")
 
 
 # ---------------------------------------------------------------------------
@@ -262,7 +267,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     config.first_rat = synthetic.POOL_FIRST_RAT
   if not output.endswith(".safetensors"):
     raise ValueError(f"--output {output}: the trunk is written as a .safetensors file")
-  os.makedirs(workdir, exist_ok=True)
+  # One configuration per work directory: its pool shards and checkpoints belong to it.
+  fixed = {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
+  layout.check_config(ml_collections.ConfigDict(fixed), workdir)
   t0 = time.time()
   pool = build_pool(config, workdir, config.progress)
   train_idx, val_idx = split_pool(pool, config.val_per_rat)
@@ -280,9 +287,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
   ckpt_dir = os.path.abspath(os.path.join(workdir, "checkpoints"))
   mngr = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(max_to_keep=1))
   start_epoch = 0
+  epochs_path = os.path.join(workdir, EPOCHS_JSON)
+  epochs = []  # the training metrics of every epoch
   if mngr.latest_step() is not None:
     state = mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore(state))
     start_epoch = int(state.step) // max(1, steps_per_epoch)
+    if os.path.exists(epochs_path):
+      with open(epochs_path, encoding="utf-8") as f:
+        epochs = json.load(f)[:start_epoch]  # written before the checkpoint: may hold one more
     log.info("pretrain: resumed after epoch %d of %d", start_epoch, config.num_epochs)
   bar = tqdm(
     total=total,
@@ -292,7 +304,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     disable=None if config.progress is None else not config.progress,
   )
   t1 = time.time()
-  metrics = {}
   for epoch in range(start_epoch, config.num_epochs):
     rng = np.random.default_rng([config.seed, epoch])  # the epoch's order and augmentation
     order = rng.permutation(train_idx)
@@ -309,6 +320,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     if not all(np.isfinite(v) for v in metrics.values()):
       raise FloatingPointError(f"pretrain epoch {epoch + 1}: non-finite {metrics}")
     log.info("pretrain epoch %d/%d: %s", epoch + 1, config.num_epochs, metrics)
+    epochs.append(metrics)
+    layout.write_json(epochs_path, epochs)
     mngr.save(int(state.step), args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()
   bar.close()
@@ -318,7 +331,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     "config": json.loads(config.to_json_best_effort()),
     "pool": {"rats": int(config.num_rats), "images": int(len(pool["rat"]))},
     "train_images": int(len(train_idx)),
-    "last_epoch": metrics,
+    "last_epoch": epochs[-1] if epochs else {},  # {}: epochs trained before epochs.json existed
+    "epochs": epochs,
     "held_out": evaluate(predict, state, pool, val_idx, config),
     "leak_check": leak_check(pool),
     "seconds": {"render_and_load": round(render_s, 1), "train_this_call": round(train_s, 1)},
@@ -332,5 +346,5 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     "config": json.dumps(results["config"], sort_keys=True),
   }
   pretrained.save_state_dict(output, state_dict, meta)
-  layout.write_json(os.path.join(workdir, "pretrain_results.json"), results)
+  layout.write_json(os.path.join(workdir, RESULTS_JSON), results)
   return results

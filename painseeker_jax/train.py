@@ -200,7 +200,7 @@ def is_number(x) -> bool:
 
 # The numeric training fields: (field, test, what it must be).
 _TRAINING_FIELDS = (
-  ("seed", is_int, "an integer"),
+  ("seed", lambda x: is_int(x) and x >= 0, "an integer >= 0"),
   ("num_epochs", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
   ("batch_size", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
   ("checkpoint_every_epochs", lambda x: is_int(x) and x >= 1, "an integer >= 1"),

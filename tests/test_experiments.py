@@ -112,13 +112,14 @@ def test_sensitivity_end_to_end(mini_data_dir, tmp_path):
   assert img.size == (1260, 340)
 
 
-def test_derive_rejects_unknown_fields(mini_data_dir):
+def test_derive_rejects_unknown_fields(mini_data_dir, tmp_path):
   with pytest.raises(KeyError, match="loss.lamda"):
     experiments.derive(_table3_config(mini_data_dir), {"loss.lamda": 1.0})
   with pytest.raises(ValueError, match="unknown method"):
     c = _table3_config(mini_data_dir)
     c.methods = ("painseekr",)
-    experiments.run(c, "/nonexistent")
+    experiments.run(c, str(tmp_path / "table3"))
+  assert not os.path.exists(tmp_path / "table3")  # refused before anything was written
 
 
 def test_landmark_cells_and_pose_bins():

@@ -51,14 +51,29 @@ def test_results_hold_the_held_out_figures_and_the_leak_check(trunk):
   assert sorted(os.listdir(trunk["workdir"] / "pool")) == ["shard_00000.npz"]
 
 
-def test_a_rerun_resumes_and_refuses_to_overwrite(trunk, capsys, caplog):
+def test_a_rerun_resumes_and_refuses_to_overwrite(trunk, capsys, monkeypatch):
   assert cli.main(trunk["argv"]) == 2  # the output exists
   assert "already exists" in capsys.readouterr().err
+  results_path = trunk["workdir"] / pretrain.RESULTS_JSON
   before = pretrained.read_state_dict(str(trunk["out"]))
+  results_before = json.load(open(results_path))
+  assert len(results_before["epochs"]) == 2 and results_before["last_epoch"]["loss"] > 0
+
+  def no_training(*args):
+    raise AssertionError("a finished pretraining trained again")
+
+  monkeypatch.setattr(pretrain, "augment", no_training)  # called by every training step
   assert cli.main(trunk["argv"] + ["--overwrite"]) == 0  # nothing left to train
   after = pretrained.read_state_dict(str(trunk["out"]))
   for k in before:
     np.testing.assert_array_equal(before[k], after[k])
+  results_after = json.load(open(results_path))  # the training figures survive the rerun
+  assert results_after["epochs"] == results_before["epochs"]
+  assert results_after["last_epoch"] == results_before["last_epoch"]
+
+  capsys.readouterr()
+  assert cli.main(trunk["argv"] + ["--overwrite", "--config.seed=1"]) == 2  # another pool
+  assert "another configuration (differs in: seed)" in capsys.readouterr().err
 
 
 def test_pool_is_new_rats_with_independent_au_scores():
