@@ -16,7 +16,7 @@ see README "Real data"):
   (about 950 training images per fold at batch 64). With lr 1e-4 Adam a
   ResNet-18 trunk fits 950 images within a few hundred steps, and with only
   five rats per fold, longer training mainly overfits to the training rats'
-  identity; 30 keeps the full protocol to about 7 GPU-minutes.
+  identity. (Its wall time: README, "Wall time of the full paper protocol".)
   The paper's result and ours: README, docs/results.md.
 
 Synthetic twin (quick start, runs anywhere, builds the twin on first use):
@@ -46,7 +46,7 @@ import ml_collections
 # optimizer is AdamW (decoupled weight decay 0.01, constant lr 1e-3): chosen by the recipe study
 # on the development twin (tools/recipe_study.py, docs/results.md "Recipe study"), where the
 # paper's adam_l2 (L2 added to the gradient, meant for fine-tuning at lr 1e-4) generalised
-# 10.8 points worse from scratch, with near-uniform attention.
+# worse from scratch, with near-uniform attention (by how much: docs/results.md).
 SYNTHETIC = dict(
   image_size=96,
   resize_size=112,

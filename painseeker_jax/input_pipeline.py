@@ -9,8 +9,9 @@ worker threads.
   `image_size` (224) crop, random horizontal flip; a seeded order per epoch;
   a fixed batch shape (the last incomplete batch of an epoch is dropped; the
   per-epoch reshuffle means every image is still seen).
-* Test (`eval_batches`): decode, resize to `image_size`; every example exactly
-  once in source order, the last batch padded and marked by `mask`.
+* Test (`eval_batches`): decode, resize to `image_size` (the whole face, no
+  crop: why, README "Configuration"); every example exactly once in source
+  order, the last batch padded and marked by `mask`.
 
 Batches are dicts of numpy arrays: `image` (uint8, B x H x W x 3; normalised
 on the device by `inference.normalize`), `label` (the binary `pain` target), `mask`,

@@ -465,6 +465,8 @@ def test_workdir_from_before_the_schedule_fields_is_the_same_config(mini_data_di
   saved = layout.read_config(workdir)
   del saved["optimizer"]["schedule"], saved["optimizer"]["wd_params"]
   layout.write_json(layout.config_path(workdir), saved)
+  layout.check_config(mini_config(mini_data_dir), workdir)  # the defaults: the same config
+  assert "schedule" in layout.read_config(workdir)["optimizer"]  # rewritten with the new fields
   layout.write_json(layout.config_path(workdir), saved)
   with pytest.raises(ValueError, match="another configuration.*optimizer"):
     layout.check_config(mini_config(mini_data_dir, **{"optimizer.schedule": "cosine"}), workdir)
