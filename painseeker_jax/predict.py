@@ -10,8 +10,9 @@ Pipeline:
     (DeepLabCut .h5/.csv, SLEAP analysis .h5, or a plain box CSV; read and
     turned into square face boxes by `tracking`), matched by name or given as
     VIDEO=FILE, and checked against its video (frame count, resolution) before
-    anything is written; a box CSV keyed by image path for images. With several
-    animals every frame gives one row per animal;
+    anything is written; a box CSV keyed by image path for images (an input image that
+    none of its rows names is `skipped=not_in_boxes`; a row naming no file stops the run).
+    With several animals every frame gives one row per animal;
   * decoding (`load_image`, `iter_frames`, `prepare`): EXIF rotation, any PIL
     mode to RGB (`images.to_rgb`: grayscale, RGBA, CMYK, 16-bit), the face box
     (the `--crop` box, a box from `--boxes`, or the whole image), the quality
@@ -34,18 +35,21 @@ Pipeline:
     handed in input order to the report;
   * outputs (`predict_report.Report`): the CSV (one row per image or sampled
     frame and animal, with the box it scored, its sharpness and exposure, and
-    why it was skipped; flushed after every batch, so a crash keeps what was
-    done; with AU heads also the expected score of each AU and their mean,
-    `grimace_score`), heat-map PNGs, one p_pain-over-time plot per video and
-    animal, the session summary (`<output stem>_summary.csv` / `.md`: counts,
-    mean p_pain with a block-bootstrap interval, share of time in pain, AU
-    means), a console summary.
+    why it was skipped; written to `<output>.partial`, flushed after every batch,
+    and renamed over --output at the end: a crash keeps what was done there and
+    leaves an earlier --output as it was; with AU heads also the expected score
+    of each AU and their mean, `grimace_score`), heat-map PNGs, one
+    p_pain-over-time plot per video and animal, the session summary
+    (`<output stem>_summary.csv` / `.md`: counts, mean p_pain with a
+    block-bootstrap interval, share of time in pain, AU means), a console
+    summary.
 
 A file that cannot be read or decoded, an empty folder, an unsupported video or
 an input for which the network's output is not finite gives a row with the
 message in the `error` column and a message on stderr; the run goes on and
-exits with status 1 at the end. No output ever replaces an input, --overwrite
-or not (`_check_not_inputs`, before anything is written). Nothing here imports
+exits with status 1 at the end. No output ever replaces an input (an image, a
+video, a --boxes file), --overwrite or not (`_check_not_inputs`, before anything
+is written). Nothing here imports
 TensorFlow, TFDS or the trainer.
 """
 
@@ -311,7 +315,7 @@ class Crop:
   box: tuple[int, int, int, int] | None  # x, y, w, h in the upright image (None: no face)
   sharpness: float | None = None
   exposure: float | None = None
-  skipped: str = ""  # "", "no_face", "blurred" or "dark"
+  skipped: str = ""  # "", "blurred" or "dark" (rows without a box: no_face, not_in_boxes)
 
 
 def prepare(
@@ -559,6 +563,8 @@ def _bounded_map(fn, items: Iterable, num_threads: int, window: int) -> Iterator
 
 
 NO_FACE = "no_face"  # a target without a usable face box
+# An input image that no row of the --boxes image CSV(s) names (their paths name other files).
+NOT_IN_BOXES = "not_in_boxes"
 
 
 @dataclasses.dataclass
@@ -567,6 +573,7 @@ class BoxPlan:
 
   videos: dict = dataclasses.field(default_factory=dict)  # video path -> tracking.Tracks
   images: dict | None = None  # realpath of an image -> [(animal, box)]; None: images whole
+  files: list = dataclasses.field(default_factory=list)  # the --boxes files read (inputs)
 
 
 def _fill(row: dict, crop: Crop) -> None:
@@ -580,7 +587,8 @@ def _targets_items(
   img, path, targets, size, gate, frame="", t="", full_size=None, quality_image=None
 ) -> list[Item]:
   """The rows of one image or frame: one per (animal, box) target; box None is the whole
-  image (`full_size`, `quality_image`: see `prepare`), NO_FACE a skipped row."""
+  image (`full_size`, `quality_image`: see `prepare`), a string (NO_FACE, NOT_IN_BOXES) the
+  reason of a skipped row."""
   where = path if frame == "" else f"{path}, frame {frame}"
   out = []
   for animal, box in targets:
@@ -605,6 +613,8 @@ def _image_targets(path: str, img: Image.Image, opts: Options, plan: BoxPlan) ->
   if plan.images is None:
     return [("", opts.crop)]
   entries = plan.images.get(os.path.realpath(path))
+  if entries is None:
+    return [("", NOT_IN_BOXES)]
   if not entries:
     return [("", NO_FACE)]
   out = []
@@ -732,20 +742,29 @@ def _file_id(path: str) -> tuple[int, int] | None:
 
 
 def _check_not_inputs(
-  opts: Options, sources: list[Source], folders: list[str], others: dict[str, str]
+  opts: Options,
+  sources: list[Source],
+  folders: list[str],
+  others: dict[str, str],
+  box_files: Sequence[str] = (),
 ) -> None:
   """Refuses (UsageError, with or without --overwrite) an output that would replace an
   input: the CSV or another output (`others`: path -> what it is, e.g. a video's plot, the
-  session summary) being an input file, or a heat-map folder breaking
-  `HEATMAPS_RULE` (heat maps are written directly in that folder, under names made from
-  the inputs' names). Files and folders are compared as the file system sees them
-  (device and inode: symbolic links, hard links, other spellings of a path)."""
+  session summary) being an input file (an image, a video, or a --boxes file: `box_files`),
+  or a heat-map folder breaking `HEATMAPS_RULE` (heat maps are written directly in that
+  folder, under names made from the inputs' names). Files and folders are compared as the
+  file system sees them (device and inode: symbolic links, hard links, other spellings of a
+  path)."""
   inputs: dict[tuple[int, int], str] = {}
   for s in sources:
     if s.kind in ("image", "video"):
       key = _file_id(s.path)
       if key is not None:
         inputs.setdefault(key, s.path)
+  for path in box_files:
+    key = _file_id(path)
+    if key is not None:
+      inputs.setdefault(key, f"{path} (a --boxes file)")
   refuse = "refusing to write over an input (with or without --overwrite)"
   outputs = [(opts.output, f"--output {opts.output}")]
   outputs += list(others.items())
@@ -798,14 +817,18 @@ def _sessions(sources: list[Source], plan: BoxPlan) -> list[tuple[str, str]]:
 def _check_outputs(
   opts: Options, sources: list[Source], folders: list[str], plan: BoxPlan | None = None
 ) -> dict[tuple[str, str], str]:
-  """Refuses outputs that are inputs (`_check_not_inputs`, always), and existing outputs
-  unless --overwrite; returns the plot path of each (video, animal)."""
-  plots = predict_report.plot_paths(opts.output, _sessions(sources, plan or BoxPlan()))
+  """Refuses outputs that are inputs (`_check_not_inputs`, always: images, videos, --boxes
+  files), and existing outputs unless --overwrite (also the partial CSV an interrupted run
+  left, `predict_report.partial_path`); returns the plot path of each (video, animal)."""
+  plan = plan or BoxPlan()
+  plots = predict_report.plot_paths(opts.output, _sessions(sources, plan))
   summaries = predict_report.summary_paths(opts.output)
+  partial = predict_report.partial_path(opts.output)
   others = {**{p: f"{p} (the time-course plot of {v})" for (v, _), p in plots.items()}}
   if any(s.kind == "video" for s in sources):
     others.update({p: f"{p} (the session summary)" for p in summaries})
-  _check_not_inputs(opts, sources, folders, others)
+  others[partial] = f"{partial} (the rows an interrupted run wrote for --output {opts.output})"
+  _check_not_inputs(opts, sources, folders, others, plan.files)
   out_dir = os.path.dirname(os.path.abspath(opts.output))
   if os.path.isdir(opts.output):
     raise UsageError(f"--output {opts.output} is a folder; give a CSV file name")
@@ -839,10 +862,27 @@ def _is_image_box_csv(path: str) -> bool:
   return "image" in [c.strip().lower() for c in header.split(",")]
 
 
+def _stated_frames(path: str) -> int:
+  """The number of frames the video's container states; 0 when unknown or when the video
+  cannot be opened (`probe_video` reports that later). Nothing is decoded."""
+  try:
+    container = _open_video(path)
+  except InputError:
+    return 0
+  try:
+    return max(0, int(container.streams.video[0].frames or 0))
+  finally:
+    container.close()
+
+
 def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
   """Reads the --boxes files (before anything is written): every video needs one (matched by
-  name, or VIDEO=FILE); image box CSVs (an `image` column) give the boxes of images. Raises
-  UsageError naming the file and the problem."""
+  name, or VIDEO=FILE; a box CSV's `frame` column is bounded by the video's stated frame
+  count before its table is made); image box CSVs (an `image` column) give the boxes of
+  images, each row's path read from the working directory or from the CSV's folder (a path
+  that is neither is refused; an input image without a row is skipped=not_in_boxes). Rows
+  below --min-likelihood count as no face. Raises UsageError naming the file (and line) and
+  the problem."""
   if not opts.boxes:
     return BoxPlan()
   videos = [s.path for s in sources if s.kind == "video"]
@@ -860,12 +900,14 @@ def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
         )
       matched = tracking.match_tracking_files(videos, video_files)
       for video, path in matched.items():
+        plan.files.append(path)
         plan.videos[video] = tracking.read_tracks(
           path,
           face_keypoints=opts.face_keypoints,
           min_likelihood=opts.min_likelihood,
           min_keypoints=opts.min_keypoints,
           video=video,
+          num_frames=_stated_frames(video),
         )
     missing = [v for v in videos if v not in plan.videos]
     if missing:
@@ -876,12 +918,21 @@ def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
     if image_files:
       plan.images = {}
       for path in image_files:
+        plan.files.append(path)
+        lines: dict[str, int] = {}
+        boxes = tracking.read_image_boxes(path, min_likelihood=opts.min_likelihood, lines=lines)
         base = os.path.dirname(os.path.abspath(path))
-        for name, entries in tracking.read_image_boxes(path).items():
-          for candidate in (name, os.path.join(base, name)):
-            if os.path.exists(candidate):
-              plan.images.setdefault(os.path.realpath(candidate), []).extend(entries)
-              break
+        for name, entries in boxes.items():
+          candidates = (name, os.path.join(base, name))
+          found = next((c for c in candidates if os.path.isfile(c)), None)
+          if found is None:
+            looked = " and ".join(dict.fromkeys(os.path.abspath(c) for c in candidates))
+            raise UsageError(
+              f"{path}, line {lines[name]}: the image {name!r} is not found (looked for "
+              f"{looked}); an image path is read from the working directory or from the CSV's "
+              "folder: correct it, or remove the row"
+            )
+          plan.images.setdefault(os.path.realpath(found), []).extend(entries)
   except tracking.TrackingError as e:
     raise UsageError(str(e)) from None
   return plan

@@ -2,15 +2,21 @@
 
 `Report` receives the rows of a run in input order (`Item`s made by
 predict.py: one per image or sampled frame and animal, skipped rows, error rows,
-end-of-video markers), writes them to the CSV (flushed after every batch, so a
-crash keeps what was done), draws a heat-map PNG per scored image when asked, a
-p_pain-over-time plot per video and animal at the end of each video, and prints
-the console summary. `finish()` writes the session summary of every video and
-animal (`<output stem>_summary.csv` and `.md`): frames sampled, scored and
-skipped by reason, mean p_pain with a 95% block-bootstrap interval over time
+end-of-video markers), writes them to the CSV, draws a heat-map PNG per scored
+image when asked, a p_pain-over-time plot per video and animal at the end of each
+video, and prints the console summary. The CSV is written to
+`<output>.partial` (`partial_path`), flushed after every batch, and renamed over
+the output by `finish()`: a crash keeps the rows done in the partial file (and
+says where it is) and leaves an earlier output as it was. Heat maps, plots and
+summaries are each written to a temporary name and renamed. `finish()` writes
+the session summary of every video and animal (`<output stem>_summary.csv` and
+`.md`): frames sampled, scored and skipped by reason, errors (a video-level
+error, e.g. decoding failing part-way, counts in every animal of its video),
+mean p_pain with a 95% block-bootstrap interval over time
 (`stats.block_bootstrap_mean_ci`), the share of scored time predicted in pain and
-the AU means. Skipped rows (`skipped`: no_face, blurred, dark) are not errors and
-count in no mean. For a model with
+the AU means. Skipped rows (`skipped`: no_face, blurred, dark; for images also
+not_in_boxes, an image that no row of the --boxes image CSV names) are not
+errors and count in no mean. For a model with
 grimace-scale AU heads each row also gets, after the other columns, the expected
 score (0..2) of each AU (`au_orbital`, ...: the AU names) and `grimace_score`,
 their mean (the RGS/MGS convention); the summary gives its mean over the run. It
@@ -44,13 +50,15 @@ CSV_FIELDS = [
   "sharpness",
   "exposure",
 ]
-SKIP_REASONS = ("no_face", "blurred", "dark")
+# Why a video frame is skipped (the session summary's columns), and any row.
+FRAME_SKIP_REASONS = ("no_face", "blurred", "dark")
+SKIP_REASONS = (*FRAME_SKIP_REASONS, "not_in_boxes")
 SUMMARY_FIELDS = [
   "video",
   "animal",
   "frames_sampled",
   "frames_scored",
-  *(f"skipped_{r}" for r in SKIP_REASONS),
+  *(f"skipped_{r}" for r in FRAME_SKIP_REASONS),
   "errors",
   "mean_p_pain",
   "ci95_low",
@@ -118,6 +126,11 @@ def plot_paths(output: str, sessions: Sequence[tuple[str, str]]) -> dict[tuple[s
     stem = f"{prefix}_{file_stem(video)}" + (f"_{file_stem(animal)}" if animal else "")
     out[(video, animal)] = os.path.join(out_dir, unique_name(f"{stem}_p_pain", used))
   return out
+
+
+def partial_path(output: str) -> str:
+  """Where the CSV is written until the run finishes: `<output>.partial`, next to it."""
+  return os.path.abspath(output) + ".partial"
 
 
 def summary_paths(output: str) -> tuple[str, str]:
@@ -238,7 +251,7 @@ class _Session:
     self.times: list[float] = []
     self.p: list[float] = []
     self.au: list[np.ndarray] = []
-    self.skipped: dict[str, list[float]] = {r: [] for r in SKIP_REASONS}
+    self.skipped: dict[str, list[float]] = {r: [] for r in FRAME_SKIP_REASONS}
     self.errors = 0
     self._ci: tuple[int, tuple[float, float, float, int]] | None = None
 
@@ -258,11 +271,13 @@ class Report:
   """Writes the outputs of one run; `finish()` it when all rows are written, `close()` it
   (also after a crash), then `summary()`.
 
-  Opening creates the CSV (refusing an existing file unless `overwrite`) and
-  writes its header. `plots` maps each (video, animal) to its time-course PNG
-  (animal "" for a video scored without animals); `class_names` gives the label
-  of p_pain <= / > `THRESHOLD`; `au_names` the AU columns (empty: none, and no
-  `grimace_score`); `total` sizes the progress bar (`progress`: None shows it
+  Opening creates the partial CSV (`partial_path`; refusing an existing one unless
+  `overwrite`) and writes its header; `finish()` renames it over `output` (refusing to
+  replace an output that appeared meanwhile unless `overwrite`); `close()` without
+  `finish()` leaves it there and says so on `err`. `plots` maps each (video, animal)
+  to its time-course PNG (animal "" for a video scored without animals); `class_names`
+  gives the label of p_pain <= / > `THRESHOLD`; `au_names` the AU columns (empty: none,
+  and no `grimace_score`); `total` sizes the progress bar (`progress`: None shows it
   only on a terminal).
   """
 
@@ -284,6 +299,8 @@ class Report:
     from tqdm.auto import tqdm
 
     self.output, self.heatmaps, self.plots = output, heatmaps, plots
+    self.overwrite, self.partial = overwrite, partial_path(output)
+    self._finished = False
     self.class_names, self.ensemble = class_names, ensemble
     self.out, self.err = out, err
     self.au_names = tuple(au_names)
@@ -299,7 +316,7 @@ class Report:
     if heatmaps:
       os.makedirs(heatmaps, exist_ok=True)
     self._t_start = time.time()
-    self._file = open(output, "w" if overwrite else "x", encoding="utf-8", newline="")
+    self._file = open(self.partial, "w" if overwrite else "x", encoding="utf-8", newline="")
     self._csv = csv.DictWriter(self._file, fieldnames=self.fields, lineterminator="\n")
     self._csv.writeheader()
     self._file.flush()
@@ -372,7 +389,9 @@ class Report:
         if row.get("animal"):
           stem += f"_{file_stem(row['animal'])}"
         name = unique_name(stem, self._heat_names)
-        heatmap_overlay(it.image, beta[j], pj, label).save(os.path.join(self.heatmaps, name))
+        path = os.path.join(self.heatmaps, name)
+        heatmap_overlay(it.image, beta[j], pj, label).save(path + ".tmp.png")
+        os.replace(path + ".tmp.png", path)
         row["heatmap"] = name
     self._bar.update(len(items))
 
@@ -387,8 +406,8 @@ class Report:
       if row["error"]:
         self.num_errors += 1
         self._bar.write(f"error: {row['error']}", file=self.err)
-        if row["frame"] != "" or (row["path"], row.get("animal", "")) in self.plots:
-          self._session(row).errors += 1
+        for key in self._error_sessions(row):
+          self.sessions.setdefault(key, _Session()).errors += 1
       elif row.get("skipped"):
         self.num_skipped[row["skipped"]] += 1
         self._bar.update(1)
@@ -396,6 +415,17 @@ class Report:
           self._session(row).skipped[row["skipped"]].append(float(row["time_s"]))
       self._csv.writerow({k: row.get(k, "") for k in self.fields})
     self._file.flush()
+
+  def _error_sessions(self, row) -> list[tuple[str, str]]:
+    """The (video, animal) sessions an error row counts in: its frame's animal; for an error
+    of the whole video (no frame, no animal: it failed to decode part-way, its tracking file
+    does not fit) every animal of that video; none for an image."""
+    key = (row["path"], row.get("animal", ""))
+    if row["frame"] != "" or key in self.plots:
+      return [key]
+    if not key[1]:
+      return [k for k in self.plots if k[0] == key[0]]
+    return []
 
   def _plot(self, video: str) -> None:
     for (v, animal), session in self.sessions.items():
@@ -418,7 +448,7 @@ class Report:
     """One summary row per video and animal (SUMMARY_FIELDS, then the AU means)."""
     rows = []
     for (video, animal), s in self.sessions.items():
-      n_skipped = {r: len(s.skipped[r]) for r in SKIP_REASONS}
+      n_skipped = {r: len(s.skipped[r]) for r in FRAME_SKIP_REASONS}
       row = {
         "video": video,
         "animal": animal,
@@ -446,8 +476,18 @@ class Report:
     return rows
 
   def finish(self) -> None:
-    """Writes the session summary (CSV and markdown, each to a temporary name, then renamed)
-    when the run scored videos."""
+    """Puts the CSV in place (the partial file closed and renamed over the output), then
+    writes the session summary (CSV and markdown, each to a temporary name, then renamed)
+    when the run scored videos. Raises FileExistsError, keeping the partial file, when the
+    output appeared during the run and `overwrite` is off."""
+    self._file.close()
+    if not self.overwrite and os.path.lexists(self.output):
+      raise FileExistsError(
+        f"{self.output} was created by something else during the run; not replaced (no "
+        f"--overwrite). The rows of this run are in {self.partial}"
+      )
+    os.replace(self.partial, self.output)
+    self._finished = True
     rows = self.session_rows()
     if not rows:
       return
@@ -478,7 +518,7 @@ class Report:
     ]
     for row in rows:
       title = row["video"] + (f", animal {row['animal']}" if row["animal"] else "")
-      skipped = ", ".join(f"{r} {row[f'skipped_{r}']}" for r in SKIP_REASONS)
+      skipped = ", ".join(f"{r} {row[f'skipped_{r}']}" for r in FRAME_SKIP_REASONS)
       lines += [f"## {title}", ""]
       lines.append(
         f"- frames sampled {row['frames_sampled']}, scored {row['frames_scored']}; "
@@ -504,8 +544,17 @@ class Report:
     return "\n".join(lines)
 
   def close(self) -> None:
+    """Closes the progress bar and the CSV; without `finish()` (a crash, an interrupt) says
+    on `err` where the rows done are and that the output was left as it was."""
     self._bar.close()
     self._file.close()
+    if not self._finished:
+      left = "left as it was" if os.path.lexists(self.output) else "not written"
+      print(
+        f"painseeker predict: stopped before the end; the rows done so far are in "
+        f"{self.partial} ({self.output} {left})",
+        file=self.err,
+      )
 
   def summary(self) -> int:
     """Prints what was done (stdout; failed inputs on stderr); returns the exit status
@@ -525,6 +574,12 @@ class Report:
     if sum(self.num_skipped.values()):
       skipped = ", ".join(f"{r} {k}" for r, k in self.num_skipped.items() if k)
       print(f"  skipped (not scored, in no mean): {skipped}", file=out)
+    if self.num_skipped["not_in_boxes"]:
+      print(
+        f"  not_in_boxes: {self.num_skipped['not_in_boxes']} input image(s) have no row in the "
+        "--boxes image CSV; check that its `image` paths name these files",
+        file=out,
+      )
     if n:
       print(
         f"  mean p_pain {self.sum_p / n:.4f}; predicted pain: {self.num_pain} of {n} "

@@ -13,7 +13,10 @@ Accepted files (`read_tracks` tells them apart by content and extension):
     its own analysis reader takes the column as the frame index). The old standalone
     `python -m sleap.info.write_tracking_h5` without `--all-frames` starts at the first
     predicted frame and records no offset: such a file cannot be told apart and is read
-    shifted, so export with sleap-convert.
+    shifted, so export with sleap-convert. Untracked predictions (no track names, or sleap-io's
+    one empty name) are read as one animal when the file has one column, as SLEAP exports them
+    (it writes one of a frame's untracked instances there: track a video of several rats
+    first); several untracked columns are refused, since a column is then no identity.
   * A plain box CSV, e.g. a face detector's output: video,frame,x,y,w,h[,animal][,score], frame
     0-based; boxes are used as written (a detector's box already is a face box). One file may
     hold the boxes of several videos (`match_tracking_files`, `read_tracks(video=...)`).
@@ -55,6 +58,10 @@ BOX_MARGIN = 1.24
 BOX_CENTER_DY = 0.03
 # `clip_box` drops boxes smaller than this on a side (pixels).
 MIN_BOX_SIDE = 8
+# The largest `frame` a box CSV may hold when the video's frame count is unknown: 27.7 hours at
+# 100 fps. The boxes are a dense table (frames x animals x 4 floats), so a column of timestamps
+# (e.g. milliseconds) would ask for gigabytes; it is refused before the table is made.
+MAX_CSV_FRAMES = 10_000_000
 
 INSTALL_HINT = 'pip install "painseeker-jax[tracking]"'
 ACCEPTED_FORMATS = (
@@ -252,6 +259,7 @@ def read_tracks(
   min_likelihood: float = DEFAULT_MIN_LIKELIHOOD,
   min_keypoints: int = DEFAULT_MIN_KEYPOINTS,
   video: str | None = None,
+  num_frames: int | None = None,
 ) -> Tracks:
   """Reads a tracking file into face boxes.
 
@@ -270,6 +278,9 @@ def read_tracks(
     min_keypoints: confident face keypoints a frame needs for a box.
     video: for a box CSV with a `video` column, the video whose rows to take (its values are
       matched to it by exact path, then file name, then stem); ignored for other files.
+    num_frames: the video's number of frames when known (None or 0: unknown); a box CSV's
+      `frame` column must stay below it (below MAX_CSV_FRAMES when unknown), checked before its
+      table is made. Other files are checked against the video by the caller.
   """
   path = os.fspath(path)
   if isinstance(face_keypoints, str):
@@ -284,7 +295,7 @@ def read_tracks(
   header = _first_row(path)
   if header and header[0].strip().lower() == "scorer":
     return _read_dlc_csv(path, **args)
-  return _read_box_csv(path, min_likelihood=min_likelihood, video=video)
+  return _read_box_csv(path, min_likelihood=min_likelihood, video=video, num_frames=num_frames)
 
 
 def _select_keypoints(
@@ -415,10 +426,23 @@ def _read_sleap(path, f, *, face_keypoints, min_likelihood, min_keypoints) -> Tr
       f"{path}: {len(nodes)} node names for {n_nodes} nodes in `tracks`; the file is damaged"
     )
   names = _h5_strings(path, f, "track_names") if "track_names" in f else []
-  if len(names) == n_tracks:
+  if not any(names):  # not tracked: SLEAP writes no track names, sleap-io an empty one
+    if n_tracks > 1:
+      raise TrackingError(
+        f"{path}: {n_tracks} instance columns but no track names: its instances were not "
+        "tracked, so a column is not the same animal from frame to frame and per-animal rows, "
+        "plots and summaries would mix the rats. Run SLEAP's tracker first (e.g. `sleap-track "
+        "predictions.slp --tracking.tracker simple --tracking.target_instance_count N -o "
+        "tracked.slp`, N the number of rats; check the identities in the SLEAP GUI), then export "
+        "the tracked file with `sleap-convert --format analysis`"
+      )
+    if len(names) > n_tracks:
+      raise TrackingError(
+        f"{path}: {len(names)} track names for {n_tracks} tracks in `tracks`; the file is damaged"
+      )
+    animals = [""]
+  elif len(names) == n_tracks:
     animals = [name or f"track_{i}" for i, name in enumerate(names)]
-  elif not names:  # not tracked: SLEAP writes no track names
-    animals = [""] if n_tracks == 1 else [f"track_{i}" for i in range(n_tracks)]
   else:
     raise TrackingError(
       f"{path}: {len(names)} track names for {n_tracks} tracks in `tracks`; the file is damaged"
@@ -758,7 +782,9 @@ def _short_list(items: Sequence[str], n: int = 8) -> str:
   return ", ".join(items[:n]) + more
 
 
-def _read_box_csv(path: str, *, min_likelihood: float, video: str | None) -> Tracks:
+def _read_box_csv(
+  path: str, *, min_likelihood: float, video: str | None, num_frames: int | None = None
+) -> Tracks:
   layout = "video,frame,x,y,w,h (optional: animal, score)"
   columns, rows = _box_table(path, "frame", ("frame", "x", "y", "w", "h"), layout)
   if "video" in columns:
@@ -796,6 +822,24 @@ def _read_box_csv(path: str, *, min_likelihood: float, video: str | None) -> Tra
       f"{path}, line {lines[r]}: column `frame` is {rows[r][1][columns['frame']].strip()!r}, not "
       "a frame number (a whole number from 0, the video's first frame)"
     )
+  last = int(np.argmax(frame_values))
+  limit = num_frames or MAX_CSV_FRAMES
+  if frame_values[last] >= limit:
+    cell = rows[last][1][columns["frame"]].strip()
+    if num_frames:
+      why = (
+        f"but the video{f' {video}' if video else ''} has {num_frames} frames (0 to "
+        f"{num_frames - 1}): it is the box file of another video (or another cut), or its "
+        "`frame` column holds timestamps; give the right file as VIDEO=FILE, or write 0-based "
+        "frame numbers"
+      )
+    else:
+      why = (
+        f"beyond {MAX_CSV_FRAMES:,} frames (27.7 hours at 100 fps): the `frame` column must "
+        "hold 0-based frame numbers, not timestamps (e.g. milliseconds); convert them with the "
+        "video's frame rate (frame = round(seconds * fps))"
+      )
+    raise TrackingError(f"{path}, line {lines[last]}: column `frame` is {cell!r}, {why}")
   frames = frame_values.astype(np.int64)
   boxes = np.stack([_number_column(path, rows, columns, c) for c in ("x", "y", "w", "h")], axis=1)
   for k, c in ((2, "w"), (3, "h")):
@@ -840,8 +884,8 @@ def _read_box_csv(path: str, *, min_likelihood: float, video: str | None) -> Tra
       + f" lacks a box or has a score below {min_likelihood}; check the file, or lower "
       "--min-likelihood"
     )
-  num_frames = int(frames.max()) + 1
-  out = np.full((num_frames, len(animals), 4), np.nan)
+  length = int(frames.max()) + 1
+  out = np.full((length, len(animals), 4), np.nan)
   out[frames[usable], rows_animal[usable]] = boxes[usable]
   if animal_col is not None:
     found = np.isfinite(out).all(axis=-1).any(axis=0)
@@ -853,20 +897,21 @@ def _read_box_csv(path: str, *, min_likelihood: float, video: str | None) -> Tra
     animals=animals,
     boxes=out,
     max_xy=max_xy,
-    num_frames=num_frames,
+    num_frames=length,
     exact_length=False,
   )
 
 
 def read_image_boxes(
-  path, *, min_likelihood: float = DEFAULT_MIN_LIKELIHOOD
+  path, *, min_likelihood: float = DEFAULT_MIN_LIKELIHOOD, lines: dict[str, int] | None = None
 ) -> dict[str, list[tuple[str, tuple[float, float, float, float]]]]:
   """A box CSV keyed by image path: image,x,y,w,h[,animal][,score].
 
   Returns {image path as written: [(animal, (x, y, w, h)), ...]} in the file's order; animal ""
   without an `animal` column. Rows without a box (empty or NaN x/y/w/h) or with a score below
   `min_likelihood` give no box, but their image keeps its (then maybe empty) list: the file
-  says that image has no face. One row per image and animal.
+  says that image has no face. One row per image and animal. `lines`, when given, receives
+  {image path as written: the line of its first row} (for messages about an entry).
   """
   path = os.fspath(path)
   layout = "image,x,y,w,h (optional: animal, score)"
@@ -886,6 +931,8 @@ def read_image_boxes(
         "and animal (give several animals' boxes an `animal` column)"
       )
     seen[image, animal] = line
+    if lines is not None:
+      lines.setdefault(image, line)
     box, score = _box_row(path, line, row, columns)
     boxes = out.setdefault(image, [])
     if all(math.isfinite(v) for v in box) and score >= min_likelihood:

@@ -216,6 +216,18 @@ BAD = {
     None,
     ["line 1", "au_ear", "twice"],
   ),
+  "semicolons": (
+    [["a1.png;A;0", "b1.png;B;1"]],
+    "filename;animal_id;pain_level",
+    None,
+    ["labels.csv, line 1", "separated by semicolons", "must be comma-separated"],
+  ),
+  "tabs": (
+    [["a1.png\tA\t0", "b1.png\tB\t1"]],
+    "filename\tanimal_id\tpain_level",
+    None,
+    ["labels.csv, line 1", "separated by tabs", "must be comma-separated"],
+  ),
   "missing_column": (
     [["a.png,0", "b.png,1"]],
     "filename,pain_level",
@@ -336,6 +348,28 @@ def test_bad_input_stops_before_writing(tmp_path, case):
   assert "invalid grimace manual directory" in message
   assert "Layout of a grimace manual directory" in message or case == "corrupt_image"
   assert _untouched(data_dir), list(data_dir.rglob("*"))
+
+
+def test_rows_of_only_commas_are_skipped(tmp_path):
+  """The empty rows a spreadsheet leaves at the end (",,,,,,") are skipped like blank lines."""
+  md = _lab(tmp_path, BASE_ROWS + [",,,,,,", " ,, ,,,,", ",,,,,,"])
+  assert [r.filename for r in manual.scan(os.fspath(md), "rgs")] == ["a1.png", "a2.png", "b1.png"]
+
+
+def test_write_lab_dir_gets_the_mode_of_a_new_folder(tmp_path):
+  """--out is renamed into place from a mkdtemp folder (0o700): it gets 0o777 less the umask,
+  as a folder made by mkdir."""
+  from tfds_ratspain.grimace import twin_lab_dir
+
+  old = os.umask(0o022)
+  try:
+    twin_lab_dir.write(
+      os.fspath(tmp_path / "lab"), 2, per_animal=2, unlabelled=0, image_size=32, num_workers=0
+    )
+  finally:
+    os.umask(old)
+  assert (tmp_path / "lab").stat().st_mode & 0o777 == 0o755
+  assert (tmp_path / "lab" / "labels.csv").is_file()
 
 
 def test_missing_manual_dir_and_unknown_scale(tmp_path):

@@ -464,6 +464,24 @@ def _case_csv_unknown_column(md):
   return ["labels.csv", "unknown column(s) pain_score"]
 
 
+def _case_csv_duplicate_column(md):
+  _csv_base(md)
+  _write_csv(md, CSV_HEADER + ",pain_level", ["ok1.jpg,1,0,2", "ok2.jpg,2,1,1"])
+  return ["labels.csv, line 1", "column(s) pain_level appear twice", "keep one"]
+
+
+def _case_csv_semicolons(md):
+  _csv_base(md)
+  _write_csv(md, "filename;rat_id;pain_level", ["ok1.jpg;1;0", "ok2.jpg;2;1"])
+  return ["labels.csv, line 1", "separated by semicolons", "must be comma-separated"]
+
+
+def _case_csv_tabs(md):
+  _csv_base(md)
+  _write_csv(md, "filename\trat_id\tpain_level", ["ok1.jpg\t1\t0", "ok2.jpg\t2\t1"])
+  return ["labels.csv, line 1", "separated by tabs", "must be comma-separated"]
+
+
 def _case_csv_au_out_of_range(md):
   _csv_base(md)
   _write_csv(md, CSV_HEADER + ",au_orbital,au_ear", ["ok1.jpg,1,0,1,2", "ok2.jpg,2,1,0,5"])
@@ -611,6 +629,9 @@ BAD_CASES = {
     _case_csv_same_content,
     _case_csv_missing_column,
     _case_csv_unknown_column,
+    _case_csv_duplicate_column,
+    _case_csv_semicolons,
+    _case_csv_tabs,
     _case_csv_au_out_of_range,
     _case_tree_file_under_rat,
     _case_empty_dir,
@@ -732,6 +753,14 @@ def test_hidden_and_thumbs_files_ignored(tmp_path):
   _prepare(md, dd)
   assert set(_examples(dd, "rat1")) == {"Rat1/0/a.jpg", "Rat1/2/b.png"}
   assert set(_examples(dd, "low_confidence")) == {"low_confidence/x/c.jpg"}
+
+
+def test_rows_of_only_commas_are_skipped(tmp_path):
+  """The empty rows a spreadsheet leaves at the end (",,") are skipped like blank lines."""
+  md = tmp_path / "manual"
+  _csv_base(md, [",,", " , ,", "", ",,"])
+  records = manual.scan(os.fspath(md))
+  assert sorted(r.filename for r in records) == ["ok1.jpg", "ok2.jpg"]
 
 
 def test_hidden_files_ignored_in_csv_layout(tmp_path):

@@ -358,8 +358,8 @@ def test_a_crash_keeps_the_rows_done(final, samples, tmp_path, monkeypatch):
   out = tmp_path / "partial.csv"
   with pytest.raises(RuntimeError, match="simulated crash"):
     _predict(out, final["model"], samples, extra=("--batch-size", 2))
-  rows = _rows(out)
-  assert len(rows) == 2 and all(r["p_pain"] for r in rows)
+  rows = _rows(tmp_path / "partial.csv.partial")  # renamed to --output only at the end
+  assert len(rows) == 2 and all(r["p_pain"] for r in rows) and not out.exists()
 
 
 # `python -m painseeker_jax` in this interpreter, then the modules it loaded (sys.argv set before).

@@ -337,13 +337,32 @@ def test_sleap_multi_track(tmp_path):
   _assert_boxes(tracks.boxes[:, 1], _expected_boxes(xy2, conf2))
   assert tracks.max_xy == (600.0, 470.0)
 
-  # Untracked: no track names.
-  path = _write_sleap(str(tmp_path / "untracked.analysis.h5"), xy[:, :2], conf[:, :2], PARTS, [])
-  assert tracking.read_tracks(path).animals == ["track_0", "track_1"]
-  path = _write_sleap(str(tmp_path / "single.analysis.h5"), xy[:, :1], conf[:, :1], PARTS, [])
-  tracks = tracking.read_tracks(path)
-  assert tracks.animals == [""]
-  _assert_boxes(tracks.boxes[:, 0], _expected_boxes(xy1, conf1))
+  # Untracked: no track names. One column (as SLEAP and sleap-io export untracked
+  # predictions; sleap-io writes one empty name) is one animal.
+  for names in ([], [""]):
+    path = _write_sleap(str(tmp_path / "single.analysis.h5"), xy[:, :1], conf[:, :1], PARTS, names)
+    tracks = tracking.read_tracks(path)
+    assert tracks.animals == [""], names
+    _assert_boxes(tracks.boxes[:, 0], _expected_boxes(xy1, conf1))
+
+
+@pytest.mark.parametrize("names", [[], ["", ""]])
+def test_sleap_several_untracked_columns_are_refused(tmp_path, names):
+  """Untracked instance columns are no identities across frames: per-animal rows, plots and
+  summaries would mix the rats, so the file is refused with what to run."""
+  xy1, conf1 = _face_keypoints()
+  xy2, conf2 = _face_keypoints(shift=(50.0, 60.0))
+  xy, conf = np.stack([xy1, xy2], axis=1), np.stack([conf1, conf2], axis=1)
+  path = _write_sleap(str(tmp_path / "untracked.analysis.h5"), xy, conf, PARTS, names)
+  _raises(
+    lambda: tracking.read_tracks(path),
+    path,
+    "2 instance columns but no track names",
+    "not tracked",
+    "sleap-track",
+    "--tracking.tracker",
+    "sleap-convert --format analysis",
+  )
 
 
 def test_sleap_user_labelled_points_count(tmp_path):
@@ -438,6 +457,9 @@ def test_image_boxes(tmp_path):
   assert tracking.read_image_boxes(path, min_likelihood=0.2)["imgs/b.png"] == [
     ("ratA", (5.0, 6.0, 70.0, 80.0))
   ]
+  lines = {}
+  tracking.read_image_boxes(path, lines=lines)  # the line of each image's first row
+  assert lines == {"imgs/a.jpg": 2, "imgs/b.png": 4, "C:\\data\\c.jpg": 5}
   plain = _write_csv(tmp_path / "plain.csv", "image,x,y,w,h\nx.jpg,1,2,3,4\n")
   assert tracking.read_image_boxes(plain) == {"x.jpg": [("", (1.0, 2.0, 3.0, 4.0))]}
   dup = _write_csv(
@@ -654,6 +676,30 @@ def test_errors_box_csv(tmp_path):
   )
   check("dup2.csv", "video,frame,x,y,w,h\nv,0,1,2,3,4\nv,0,1,2,3,4\n", "line 3", "`animal` column")
   check("header.csv", "video,frame,x,y,w,h\n", "no boxes")
+
+
+def test_box_csv_frame_beyond_the_video_is_refused_before_its_table(tmp_path):
+  """The boxes are a dense frames x animals x 4 table: a `frame` column of timestamps (here
+  milliseconds since 1970) would ask for terabytes. It is refused naming the line, before the
+  table is made: against the video's frame count when known, else MAX_CSV_FRAMES."""
+  text = "video,frame,x,y,w,h\nv,0,1,2,3,4\nv,1700000000000,1,2,3,4\nv,33,1,2,3,4\n"
+  path = _write_csv(tmp_path / "ms.csv", text)
+  _raises(
+    lambda: tracking.read_tracks(path),
+    f"{path}, line 3: column `frame` is '1700000000000'",
+    "10,000,000 frames",
+    "not timestamps",
+  )
+  assert tracking.MAX_CSV_FRAMES == 10_000_000
+  short = _write_csv(tmp_path / "s.csv", "frame,x,y,w,h\n0,1,2,3,4\n100,1,2,3,4\n99,1,2,3,4\n")
+  _raises(
+    lambda: tracking.read_tracks(short, video="/v/rat1.mp4", num_frames=100),
+    f"{short}, line 3: column `frame` is '100'",
+    "the video /v/rat1.mp4 has 100 frames (0 to 99)",
+    "VIDEO=FILE",
+  )
+  assert tracking.read_tracks(short, num_frames=101).num_frames == 101
+  assert tracking.read_tracks(short).num_frames == 101  # frame count unknown: the limit only
 
 
 def test_errors_missing_packages(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ The model is an untrained tiny PainSeeker (the boxes, rows and summaries are wha
 not the scores)."""
 
 import csv
+import io
 import os
 import shutil
 
@@ -175,7 +176,7 @@ def test_au_means_in_the_session_summary(cage, tmp_path):
   assert "AU means (0..2): au_orbital" in (tmp_path / "au_summary.md").read_text()
 
 
-def test_boxes_for_images_from_a_csv(model, tmp_path):
+def test_boxes_for_images_from_a_csv(model, tmp_path, capsys):
   face = Image.open(os.path.join(REAL_SAMPLES, "label0_sample0.jpg")).convert("RGB")
   canvas = Image.new("RGB", (face.width + 60, face.height + 40), (40, 40, 40))
   canvas.paste(face, (50, 30))
@@ -189,11 +190,201 @@ def test_boxes_for_images_from_a_csv(model, tmp_path):
   )
   assert rc == 0
   rows = {os.path.basename(r["path"]): r for r in _rows(out)}
-  assert rows["face.png"]["skipped"] == "no_face"  # not in the box file
+  assert rows["face.png"]["skipped"] == "not_in_boxes"  # no row in the box file
   assert [rows["cage.png"][k] for k in ("box_x", "box_y")] == ["50", "30"]
+  printed = capsys.readouterr().out
+  assert "skipped (not scored, in no mean): not_in_boxes 1" in printed
+  assert "not_in_boxes: 1 input image(s) have no row in the --boxes image CSV" in printed
   out2 = tmp_path / "plain.csv"
   assert _predict(out2, model, tmp_path / "face.png") == 0
   assert _rows(out2)[0]["p_pain"] == rows["cage.png"]["p_pain"]  # the same pixels scored
+
+
+def _image_opts(tmp_path, *paths, **kw):
+  return predict.Options(model="", output=str(tmp_path / "o.csv"), paths=list(paths), **kw)
+
+
+def test_image_box_csv_rows_follow_min_likelihood_and_must_name_files(tmp_path, monkeypatch):
+  face = Image.open(os.path.join(REAL_SAMPLES, "label0_sample0.jpg")).convert("RGB")
+  (tmp_path / "imgs").mkdir()
+  face.save(tmp_path / "imgs" / "a.png")
+  a = str(tmp_path / "imgs" / "a.png")
+  box_csv = tmp_path / "boxes.csv"
+  box_csv.write_text("image,x,y,w,h,score\nimgs/a.png,10,20,100,90,0.5\n")
+  sources = predict.collect_inputs([a])
+  # A score below --min-likelihood is no face; the option is the cutoff (default 0.6).
+  plan = predict.load_boxes(_image_opts(tmp_path, a, boxes=[str(box_csv)]), sources)
+  assert plan.images == {os.path.realpath(a): []} and plan.files == [str(box_csv)]
+  opts = _image_opts(tmp_path, a, boxes=[str(box_csv)], min_likelihood=0.4)
+  assert predict.load_boxes(opts, sources).images == {
+    os.path.realpath(a): [("", (10.0, 20.0, 100.0, 90.0))]
+  }
+  # Paths are read from the working directory, then from the CSV's folder.
+  monkeypatch.chdir(tmp_path / "imgs")
+  box_csv.write_text("image,x,y,w,h\na.png,1,2,30,40\n")
+  assert list(predict.load_boxes(opts, sources).images) == [os.path.realpath(a)]
+  # A row naming no file stops the run, naming the CSV and line (a lab whose paths do not
+  # match would otherwise get a clean-looking run with nothing scored).
+  box_csv.write_text("image,x,y,w,h\nimgs/a.png,1,2,30,40\nold/b.png,1,2,30,40\n")
+  with pytest.raises(predict.UsageError) as e:
+    predict.load_boxes(opts, sources)
+  assert f"{box_csv}, line 3: the image 'old/b.png' is not found" in str(e.value)
+  assert str(tmp_path / "imgs" / "old" / "b.png") in str(e.value)  # where it was looked for
+  assert str(tmp_path / "old" / "b.png") in str(e.value)
+
+
+def test_box_files_are_inputs_never_outputs(model, cage, tmp_path, capsys):
+  """--boxes files (also the FILE of VIDEO=FILE) are inputs: no output replaces them, with or
+  without --overwrite; nothing is written."""
+  refused = "refusing to write over an input (with or without --overwrite)"
+  face = Image.open(os.path.join(REAL_SAMPLES, "label0_sample0.jpg")).convert("RGB")
+  face.save(tmp_path / "a.png")
+  image_boxes = tmp_path / "boxes.csv"
+  image_boxes.write_text("image,x,y,w,h\na.png,0,0,100,100\n")
+  video_boxes = tmp_path / "track.csv"
+  shutil.copy(cage["csv"], video_boxes)
+  summary = tmp_path / "s_summary.csv"
+  shutil.copy(cage["csv"], summary)
+  before = {f: f.read_bytes() for f in (image_boxes, video_boxes, summary)}
+  video = cage["video"]
+  cases = [
+    (image_boxes, tmp_path / "a.png", image_boxes, f"--output {image_boxes} is the input"),
+    (video_boxes, video, f"{video}={video_boxes}", f"--output {video_boxes} is the input"),
+    (tmp_path / "s.csv", video, f"cage.mp4={summary}", f"{summary} (the session summary) is"),
+  ]
+  for out, source, boxes, words in cases:
+    assert _predict(out, model, source, extra=("--boxes", boxes, "--overwrite")) == 2, words
+    err = capsys.readouterr().err
+    assert words in err and "(a --boxes file)" in err and refused in err, err
+  assert {f: f.read_bytes() for f in before} == before
+  assert not (tmp_path / "s.csv").exists()
+  assert not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+
+
+def test_box_csv_frames_beyond_the_video_are_refused(model, cage, tmp_path, capsys):
+  """A box CSV is checked against the video's stated frame count as it is read (a `frame`
+  column of timestamps would otherwise make a huge table)."""
+  boxes = tmp_path / "ms.csv"
+  boxes.write_text("frame,x,y,w,h\n0,10,10,100,100\n400,10,10,100,100\n")
+  out = tmp_path / "ms_out.csv"
+  assert _predict(out, model, cage["video"], extra=("--boxes", f"cage.mp4={boxes}")) == 2
+  err = capsys.readouterr().err
+  assert f"{boxes}, line 3: column `frame` is '400'" in err and "has 10 frames" in err
+  assert not out.exists()
+
+
+def test_a_video_level_error_counts_in_every_animal(tmp_path):
+  """An error of a whole video (no frame, no animal: decoding failed part-way, the tracking
+  file does not fit) counts in the summary of each of its animals; an image's in none."""
+  out, video = tmp_path / "r.csv", "/v/cage.mp4"
+  plots = predict_report.plot_paths(str(out), [(video, "rat1"), (video, "rat2")])
+  report = predict_report.Report(
+    str(out),
+    overwrite=False,
+    heatmaps=None,
+    plots=plots,
+    class_names=["no_pain", "pain"],
+    ensemble=False,
+    total=4,
+    progress=False,
+    out=io.StringIO(),
+    err=io.StringIO(),
+  )
+  try:
+    items = []
+    for animal in ("rat1", "rat2"):
+      row = predict_report.new_row(video, 0, 0.0, animal=animal)
+      row["skipped"] = "no_face"
+      items.append(predict_report.Item(row))
+    items.append(predict_report.Item(predict_report.new_row(video, error=f"{video}: failed")))
+    items.append(predict_report.Item(predict_report.new_row("/i/a.png", error="/i/a.png: bad")))
+    items.append(predict_report.Item(None, video_end=video))
+    report.write(items)
+    report.finish()
+  finally:
+    report.close()
+  summary = {r["animal"]: r for r in _rows(tmp_path / "r_summary.csv")}
+  assert {a: (r["errors"], r["frames_sampled"]) for a, r in summary.items()} == {
+    "rat1": ("1", "2"),
+    "rat2": ("1", "2"),
+  }
+  assert (tmp_path / "r_summary.md").read_text().count("errors 1") == 2
+  assert report.summary() == 1 and report.num_errors == 2
+
+
+def test_an_interrupted_run_keeps_the_earlier_output(model, tmp_path, monkeypatch, capsys):
+  """The CSV is written to <output>.partial and renamed at the end: a crash keeps the rows done
+  there (and says so) and leaves the earlier output whole; heat maps and the CSV replace
+  earlier files by renaming, never by writing into them (a hard link to one keeps it)."""
+  faces = tmp_path / "faces"
+  faces.mkdir()
+  for name in ("label0_sample0.jpg", "label1_sample0.jpg", "label2_sample0.jpg"):
+    shutil.copy(os.path.join(REAL_SAMPLES, name), faces / name)
+  out, partial = tmp_path / "scores.csv", tmp_path / "scores.csv.partial"
+  out.write_text("precious\n")
+  real = predict.make_predict_fn
+
+  def failing(loaded):
+    fn, calls = real(loaded), []
+
+    def wrapped(*a):
+      calls.append(1)
+      if len(calls) == 2:
+        raise RuntimeError("simulated crash")
+      return fn(*a)
+
+    return wrapped
+
+  monkeypatch.setattr(predict, "make_predict_fn", failing)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _predict(out, model, faces, extra=("--batch-size", 1, "--overwrite"))
+  assert out.read_text() == "precious\n"
+  rows = _rows(partial)
+  assert len(rows) == 1 and rows[0]["p_pain"]
+  err = capsys.readouterr().err
+  assert f"the rows done so far are in {partial} ({out} left as it was)" in err
+  # The partial file is an output: a rerun without --overwrite refuses it, as the CSV.
+  out.unlink()
+  assert _predict(out, model, faces) == 2
+  assert f"{partial} (the rows an interrupted run wrote" in capsys.readouterr().err
+  monkeypatch.setattr(predict, "make_predict_fn", real)
+  # A finished run renames: files linked to the earlier CSV and heat map keep their bytes.
+  out.write_text("precious\n")
+  maps = tmp_path / "maps"
+  maps.mkdir()
+  (tmp_path / "keep.png").write_bytes(b"old")
+  os.link(tmp_path / "keep.png", maps / "label0_sample0.png")
+  os.link(out, tmp_path / "keep.csv")
+  assert _predict(out, model, faces, extra=("--overwrite", "--heatmaps", maps)) == 0
+  assert len(_rows(out)) == 3 and not partial.exists()
+  assert (tmp_path / "keep.csv").read_text() == "precious\n"
+  assert (tmp_path / "keep.png").read_bytes() == b"old"
+  assert Image.open(maps / "label0_sample0.png").format == "PNG"
+  assert sorted(os.listdir(maps)) == [f"label{k}_sample0.png" for k in range(3)]  # no temporary
+
+
+def test_cage_video_demo_refuses_existing_files(tmp_path, capsys):
+  """The demo writes into --out only with --overwrite when its files exist there, each through
+  a temporary name (an interrupted writer leaves the earlier file)."""
+  argv = ["--out", str(tmp_path), "--frames", "3", "--width", "160", "--height", "120"]
+  argv += ["--face_px", "64"]
+  (tmp_path / "cage_boxes.csv").write_text("mine\n")
+  assert cage_video.main(argv) == 2
+  err = capsys.readouterr().err
+  assert str(tmp_path / "cage_boxes.csv") in err and "--overwrite" in err
+  assert os.listdir(tmp_path) == ["cage_boxes.csv"]
+  assert (tmp_path / "cage_boxes.csv").read_text() == "mine\n"
+  assert cage_video.main(argv + ["--overwrite"]) == 0
+  assert sorted(os.listdir(tmp_path)) == sorted(cage_video.OUTPUT_NAMES)  # no temporary left
+  tracks = tracking.read_tracks(str(tmp_path / "cage_boxes.csv"), video="cage.mp4")
+  assert tracks.num_frames == 3
+  video = tmp_path / "cage.mp4"
+  before = video.read_bytes()
+  frame = Image.new("RGB", (160, 120))
+  with pytest.raises((AttributeError, TypeError, ValueError)):
+    cage_video.write_video(str(video), [frame, None], 5.0)  # fails after the first frame
+  assert video.read_bytes() == before
+  assert sorted(os.listdir(tmp_path)) == sorted(cage_video.OUTPUT_NAMES)
 
 
 def test_quality_gate_on_images(model, tmp_path):

@@ -17,18 +17,21 @@ Writers, each in the format its tool writes:
     `point_scores`, `node_names`, `track_names`, `track_occupancy`, `instance_scores`);
   * `write_box_csv`: the plain `video,frame,x,y,w,h,animal,score` CSV.
 
-  python -m tfds_ratspain.cage_video --out demo/ [--frames 300 --animals 2]
-writes demo/cage.mp4 and its three tracking files.
+  python -m tfds_ratspain.cage_video --out demo/ [--frames 300 --animals 2] [--overwrite]
+writes demo/cage.mp4 and its three tracking files (`OUTPUT_NAMES`); existing files of those
+names are refused unless --overwrite. Every writer writes to a temporary name in the
+destination's folder and renames it into place, so a file is either whole or absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -38,6 +41,28 @@ from tfds_ratspain.ratspain import synthetic
 # The twin's landmarks that outline the face, named as a DeepLabCut/SLEAP project would.
 KEYPOINTS = ("left_eye", "right_eye", "left_ear", "right_ear", "nose")
 SCORER = "DLC_resnet50_cagedemoNov29shuffle1_100000"
+# What `main` writes into --out: the video, then its DeepLabCut, SLEAP and box-CSV files.
+OUTPUT_NAMES = (
+  "cage.mp4",
+  f"cage{SCORER}.h5",
+  "labels.v001.000_cage.analysis.h5",
+  "cage_boxes.csv",
+)
+
+
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+  """Yields a temporary path next to `path` (hidden, same extension: the writers pick the
+  format by it) and renames it over `path` when the block ends; removes it on an error."""
+  folder, name = os.path.split(os.path.abspath(path))
+  tmp = os.path.join(folder, f".{name}.tmp{os.path.splitext(name)[1]}")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
 
 
 @dataclasses.dataclass
@@ -129,7 +154,7 @@ def write_video(path: str, frames: Sequence[Image.Image], fps: float, codec="lib
   import av
 
   w, h = frames[0].size
-  with av.open(path, "w") as container:
+  with _replacing(path) as tmp, av.open(tmp, "w") as container:
     stream = container.add_stream(codec, rate=int(round(fps)))
     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
     if codec == "libx264":
@@ -165,10 +190,11 @@ def deeplabcut_table(scene: Scene, multi_animal: bool | None = None):
 def write_deeplabcut(path: str, scene: Scene, multi_animal: bool | None = None) -> None:
   """`.h5` (needs PyTables) or `.csv`, as DeepLabCut's analyze_videos writes them."""
   df = deeplabcut_table(scene, multi_animal)
-  if path.endswith(".csv"):
-    df.to_csv(path)
-  else:
-    df.to_hdf(path, key="df_with_missing", format="table", mode="w")
+  with _replacing(path) as tmp:
+    if path.endswith(".csv"):
+      df.to_csv(tmp)
+    else:
+      df.to_hdf(tmp, key="df_with_missing", format="table", mode="w")
 
 
 def write_sleap(path: str, scene: Scene) -> None:
@@ -178,7 +204,7 @@ def write_sleap(path: str, scene: Scene) -> None:
   tracks = np.transpose(scene.keypoints, (1, 3, 2, 0))  # A x 2 x N x F
   scores = np.transpose(scene.likelihood, (1, 2, 0))  # A x N x F
   occupancy = np.isfinite(scene.keypoints[..., 0]).any(-1).astype(np.uint8)  # F x A
-  with h5py.File(path, "w") as f:
+  with _replacing(path) as tmp, h5py.File(tmp, "w") as f:
     f.create_dataset("tracks", data=tracks.astype(np.float64))
     f.create_dataset("point_scores", data=scores.astype(np.float64))
     f.create_dataset("instance_scores", data=scores.mean(1))
@@ -196,7 +222,7 @@ def write_box_csv(path: str, scene: Scene, video: str) -> None:
       if np.isfinite(scene.face_boxes[f, a]).all():
         x, y, w, h = (int(v) for v in scene.face_boxes[f, a])
         lines.append(f"{video},{f},{x},{y},{w},{h},{animal},0.99")
-  with open(path, "w", encoding="utf-8") as fh:
+  with _replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
     fh.write("\n".join(lines) + "\n")
 
 
@@ -210,7 +236,20 @@ def main(argv=None) -> int:
   ap.add_argument("--face_px", type=int, default=200)
   ap.add_argument("--fps", type=float, default=15.0)
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument(
+    "--overwrite", action="store_true", help="replace the files of an earlier demo in --out"
+  )
   args = ap.parse_args(argv)
+  names = dict(zip(("video", "dlc", "sleap", "csv"), OUTPUT_NAMES))
+  paths = {k: os.path.join(args.out, n) for k, n in names.items()}
+  existing = [p for p in paths.values() if os.path.lexists(p)]
+  if existing and not args.overwrite:
+    print(
+      f"error: {', '.join(existing)} already exist(s); pass --overwrite to replace the demo "
+      "files, or choose another --out",
+      file=sys.stderr,
+    )
+    return 2
   os.makedirs(args.out, exist_ok=True)
   scene = make_scene(
     num_frames=args.frames,
@@ -221,11 +260,11 @@ def main(argv=None) -> int:
     fps=args.fps,
     seed=args.seed,
   )
-  video = os.path.join(args.out, "cage.mp4")
+  video = paths["video"]
   write_video(video, scene.frames, scene.fps)
-  write_deeplabcut(os.path.join(args.out, f"cage{SCORER}.h5"), scene)
-  write_sleap(os.path.join(args.out, "labels.v001.000_cage.analysis.h5"), scene)
-  write_box_csv(os.path.join(args.out, "cage_boxes.csv"), scene, "cage.mp4")
+  write_deeplabcut(paths["dlc"], scene)
+  write_sleap(paths["sleap"], scene)
+  write_box_csv(paths["csv"], scene, names["video"])
   print(f"wrote {video} ({args.frames} frames) and its DeepLabCut, SLEAP and box files")
   return 0
 

@@ -67,7 +67,9 @@ au_ear, au_nose, au_whisker; mgs: au_orbital, au_nose, au_cheek, au_ear,
 au_whisker; each 0, 1, 2, or -1/empty when not scorable), session and condition
 (free text). A row without pain_level is labelled with the mean of its known AU
 scores rounded half up (0.5 -> 1, 1.5 -> 2); a row with neither goes to the
-`unlabelled` split. Each row has exactly as many fields as the header. Images
+`unlabelled` split. labels.csv is comma-separated (not ';' or tabs), names each
+column once, and each row has exactly as many fields as the header (rows of only
+commas, as spreadsheets leave at the end, are skipped). Images
 are JPEG, PNG, BMP, TIFF or WebP and must lie inside images/ (no `..`, absolute
 paths or symbolic links leading out).
 """
@@ -273,7 +275,9 @@ def read_rows(manual_dir: str, scale: str) -> list[Record]:
   image_root = os.path.join(manual_dir, "images")
   if not os.path.isfile(csv_path):
     raise _error(csv_path, "labels.csv missing; write it at the top of the manual directory")
-  rows = manual.read_csv(csv_path, lambda h: _check_header(csv_path, h, scale), LAYOUT_HELP)
+  rows = manual.read_csv(
+    csv_path, lambda h: _check_header(csv_path, h, scale), LAYOUT_HELP, REQUIRED_COLUMNS
+  )
   if not os.path.isdir(image_root):
     raise _error(image_root, "folder missing; put the images under images/")
   manual_real = os.path.realpath(manual_dir)

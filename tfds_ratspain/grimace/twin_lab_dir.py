@@ -31,7 +31,8 @@ the nearest cue). A rat rendered as a mouse: for trying the mgs path only.
 
 The directory is written into a temporary sibling and renamed into place when
 complete, so `--out` is either the whole directory or absent; an existing
-non-empty `--out` is refused unless `--overwrite` (then replaced).
+non-empty `--out` is refused unless `--overwrite` (then replaced). It gets the
+mode of a folder made by mkdir (0o777 less the umask), not the temporary's 0o700.
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ def write(
   rows = [_row(s, scale, animals) for s in specs]
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp", dir=parent)
   try:
+    # mkdtemp makes it 0o700; --out gets the mode os.makedirs would give it (umask applied).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     for row, example in zip(rows, synthetic.render_many(specs, num_workers)):
       path = os.path.join(tmp, "images", *row["filename"].split("/"))
       os.makedirs(os.path.dirname(path), exist_ok=True)

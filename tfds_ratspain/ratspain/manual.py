@@ -8,8 +8,11 @@ that names the offending file or CSV line and says what is expected.
 Rules beyond the layout itself:
   * A directory holding both layouts (labels.csv and Rat<k>/ or
     low_confidence/ folders) is refused; keep one of them.
-  * A CSV row must have exactly as many fields as the header (empty fields
-    keep their commas).
+  * labels.csv is comma-separated (a header separated by ';' or tabs, as
+    Excel saves "CSV" in some locales, is refused as such) and names each
+    column once. A CSV row must have exactly as many fields as the header
+    (empty fields keep their commas); rows of only commas and spaces (the
+    empty rows a spreadsheet leaves at the end) are skipped like blank lines.
   * Symbolic links are followed, but every image (and every folder walked in
     layout 2) must really lie inside the manual directory: its real path
     (os.path.realpath) may not leave it. Copy outside images in instead.
@@ -249,25 +252,57 @@ def _rel(path: str, root: str) -> str:
   return os.path.relpath(path, root).replace(os.sep, "/")
 
 
+def _check_separator(
+  csv_path: str, header: list[str], required: Iterable[str], help_text: str
+) -> None:
+  """Refuses a header separated by semicolons or tabs (what Excel saves as "CSV" where the
+  list separator is ';'): read with commas it is one column that none of `required` is."""
+  if any(c in header for c in required):
+    return
+  for sep, name in ((";", "semicolons (;)"), ("\t", "tabs")):
+    if any(sep in h for h in header):
+      raise _error(
+        f"{csv_path}, line 1",
+        f"the header is separated by {name}, but the file must be comma-separated (,): "
+        "export it again with a comma as the field separator (LibreOffice asks for it; Excel "
+        "uses the system's list separator) or replace the separators with commas",
+        help_text,
+      )
+
+
 def read_csv(
-  csv_path: str, check_header: Callable[[list[str]], None], help_text: str = LAYOUTS_HELP
+  csv_path: str,
+  check_header: Callable[[list[str]], None],
+  help_text: str = LAYOUTS_HELP,
+  required: Iterable[str] = REQUIRED_COLUMNS,
 ) -> list[tuple[dict[str, str], int]]:
   """The rows of a UTF-8 CSV file as (column -> value, 1-based line number) pairs.
 
-  `check_header(header)` is called with the stripped header fields before any
-  row is read (it raises on a missing or unknown column). Blank lines are
-  skipped. Raises ManualDataError (followed by `help_text`) for a row with
-  more or fewer fields than the header, a file that is not UTF-8, or a file
+  A header separated by semicolons or tabs rather than commas (none of the `required`
+  columns found) is refused as such. Then `check_header(header)` is called with the
+  stripped header fields before any row is read (it raises on a missing or unknown
+  column), and a column named twice is refused. Blank lines and rows of nothing but
+  commas and spaces (the empty rows a spreadsheet leaves at the end) are skipped. Raises
+  ManualDataError (naming the file and line, followed by `help_text`) for these and for a
+  row with more or fewer fields than the header, a file that is not UTF-8, or a file
   without rows.
   """
   try:
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
       reader = csv.reader(f)
       header = [h.strip() for h in next(reader, [])]
+      _check_separator(csv_path, header, required, help_text)
       check_header(header)
+      twice = sorted({c for c in header if c and header.count(c) > 1})
+      if twice:
+        raise _error(
+          f"{csv_path}, line 1",
+          f"column(s) {', '.join(twice)} appear twice in the header; keep one of each",
+          help_text,
+        )
       rows = []
       for fields in reader:
-        if not fields:  # a blank line
+        if not "".join(fields).strip():  # a blank line, or only commas (and spaces)
           continue
         where = f"{csv_path}, line {reader.line_num}"
         if len(fields) != len(header):
