@@ -7,7 +7,9 @@ Accepted files (`read_tracks` tells them apart by content and extension):
     with pandas, which needs PyTables) or CSV (.csv, first cell "scorer"). In multi-animal files
     the individual "single" holds the unique bodyparts and is not an animal.
   * SLEAP analysis files (`sleap-convert --format analysis`, .h5, read with h5py): the
-    dataset `tracks` (tracks, 2, nodes, frames), `node_names`, `track_names`, `point_scores`.
+    dataset `tracks` (tracks, 2, nodes, frames), `node_names`, `track_names`, `point_scores`;
+    sleap-io's exports in another axis order (`sio export --h5-dim-order standard`) name their
+    axes in each dataset's `dims` attribute and are read by it.
     Column i is video frame i: the GUI's and sleap-convert's export writes every frame from
     0 to the last one with a prediction (sleap's `write_tracking_h5`, `all_frames=True`, and
     its own analysis reader takes the column as the frame index). The old standalone
@@ -38,6 +40,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib
+import json
 import math
 import os
 import re
@@ -407,8 +410,36 @@ def _h5_strings(path: str, f, name: str) -> list[str]:
   return out
 
 
+# The axis order of SLEAP's own analysis export (sleap-io's default `matlab` preset); sleap-io's
+# `standard` and custom orders name their axes in each dataset's `dims` attribute.
+_SLEAP_DIMS = {
+  "tracks": ("track", "xy", "node", "frame"),
+  "point_scores": ("track", "node", "frame"),
+}
+
+
+def _sleap_array(path, f, name: str) -> np.ndarray:
+  """Dataset `name` of a SLEAP analysis file in SLEAP's axis order (`_SLEAP_DIMS`): a file whose
+  dataset names its axes (`dims`, a JSON list, as sleap-io writes) is transposed by them."""
+  data = np.asarray(f[name][()], dtype=np.float64)
+  dims = f[name].attrs.get("dims")
+  if dims is None:
+    return data
+  try:
+    dims = json.loads(dims.decode() if isinstance(dims, bytes) else str(dims))
+    order = [dims.index(d) for d in _SLEAP_DIMS[name]]
+  except (ValueError, TypeError, AttributeError):
+    order = None
+  if order is None or len(dims) != data.ndim:
+    raise TrackingError(
+      f"{path}: dataset `{name}` names its axes {dims!r} (attribute `dims`), not an order of "
+      f"{list(_SLEAP_DIMS[name])}; export the file again with `sio export ... -o FILE.h5`"
+    )
+  return data.transpose(order)
+
+
 def _read_sleap(path, f, *, face_keypoints, min_likelihood, min_keypoints) -> Tracks:
-  tracks = np.asarray(f["tracks"][()], dtype=np.float64)
+  tracks = _sleap_array(path, f, "tracks")
   if tracks.ndim != 4 or tracks.shape[1] != 2:
     raise TrackingError(
       f"{path}: dataset `tracks` has the shape {tracks.shape}, not (tracks, 2, nodes, frames) as "
@@ -450,7 +481,7 @@ def _read_sleap(path, f, *, face_keypoints, min_likelihood, min_keypoints) -> Tr
   index = _select_keypoints(path, nodes, face_keypoints, min_keypoints)
   xy_all = tracks.transpose(3, 0, 2, 1)  # frames x tracks x nodes x 2
   if "point_scores" in f:
-    scores = np.asarray(f["point_scores"][()], dtype=np.float64)
+    scores = _sleap_array(path, f, "point_scores")
     if scores.shape != (n_tracks, n_nodes, n_frames):
       raise TrackingError(
         f"{path}: dataset `point_scores` has the shape {scores.shape}, not (tracks, nodes, "

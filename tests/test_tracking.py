@@ -7,6 +7,7 @@ some frames. Expected boxes are computed here, one frame at a time, from the rul
 """
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -106,15 +107,25 @@ def _write_dlc(df, path):
   return path
 
 
-def _write_sleap(path, xy, conf, nodes, track_names):
-  """A SLEAP analysis file: xy (F, T, N, 2), conf (F, T, N), stored transposed as SLEAP does."""
+def _write_sleap(path, xy, conf, nodes, track_names, dims=None):
+  """A SLEAP analysis file: xy (F, T, N, 2), conf (F, T, N), stored transposed as SLEAP does;
+  with `dims` ("standard": sleap-io's `--h5-dim-order standard`) as sleap-io writes it, the axes
+  in that order and named in each dataset's `dims` attribute."""
   import h5py
 
   occupancy = np.isfinite(xy).any(axis=(2, 3)).astype(np.uint8)  # F x T
   with h5py.File(path, "w") as f:
-    f.create_dataset("tracks", data=xy.transpose(1, 3, 2, 0), compression="gzip")
+    if dims is None:
+      f.create_dataset("tracks", data=xy.transpose(1, 3, 2, 0), compression="gzip")
+      f.create_dataset("point_scores", data=conf.transpose(1, 2, 0))
+    else:
+      assert dims == "standard"
+      f.create_dataset("tracks", data=xy, compression="gzip")
+      f["tracks"].attrs["dims"] = json.dumps(["frame", "track", "node", "xy"])
+      f.create_dataset("point_scores", data=conf)
+      f["point_scores"].attrs["dims"] = json.dumps(["frame", "track", "node"])
+      f.attrs["preset"] = "standard"
     f.create_dataset("track_occupancy", data=occupancy)
-    f.create_dataset("point_scores", data=conf.transpose(1, 2, 0))
     instance = np.where(np.isfinite(conf), conf, 0.0).mean(axis=2)  # any score will do here
     f.create_dataset("instance_scores", data=instance.T)
     f.create_dataset("node_names", data=np.array([n.encode() for n in nodes], dtype="S"))
@@ -363,6 +374,24 @@ def test_sleap_several_untracked_columns_are_refused(tmp_path, names):
     "--tracking.tracker",
     "sleap-convert --format analysis",
   )
+
+
+def test_sleap_io_axis_orders(tmp_path):
+  """sleap-io's `standard` order (frames first) names its axes in `dims`: read by them."""
+  xy1, conf1 = _face_keypoints()
+  xy2, conf2 = _face_keypoints(shift=(50.0, 60.0))
+  xy, conf = np.stack([xy1, xy2], axis=1), np.stack([conf1, conf2], axis=1)
+  path = _write_sleap(str(tmp_path / "std.analysis.h5"), xy, conf, PARTS, ["a", "b"], "standard")
+  tracks = tracking.read_tracks(path)
+  assert tracks.animals == ["a", "b"] and tracks.num_frames == NUM_FRAMES
+  _assert_boxes(tracks.boxes[:, 0], _expected_boxes(xy1, conf1))
+  _assert_boxes(tracks.boxes[:, 1], _expected_boxes(xy2, conf2))
+
+  import h5py
+
+  with h5py.File(path, "a") as f:
+    f["tracks"].attrs["dims"] = json.dumps(["frame", "animal", "node", "xy"])
+  _raises(lambda: tracking.read_tracks(path), path, "`tracks`", "'animal'", "attribute `dims`")
 
 
 def test_sleap_user_labelled_points_count(tmp_path):
