@@ -449,6 +449,35 @@ def test_prepare_mgs_dummy_data(tmp_path):
   assert len(tfds.data_source("grimace/mgs", data_dir=os.fspath(data_dir), split="unlabelled")) == 1
 
 
+def test_a_failed_rebuild_keeps_the_old_build(tmp_path, monkeypatch):
+  """--overwrite sets the finished build aside while the new one is made: a rebuild that fails
+  half-way (here a full disk) puts it back, and a good rebuild leaves no copy behind."""
+  data_dir = tmp_path / "tfds"
+  path = build.prepare("rgs", os.fspath(DUMMY / "rgs"), data_dir=os.fspath(data_dir))
+  before = _examples(data_dir, "rgs", "animal_F_7")
+  real = tfds.core.DatasetBuilder.download_and_prepare
+
+  def full_disk(self, *args, **kwargs):
+    os.makedirs(self.data_dir, exist_ok=True)
+    pathlib.Path(self.data_dir, "half_written").write_text("x")
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", full_disk)
+  with pytest.raises(OSError, match="No space left"):
+    build.prepare("rgs", os.fspath(DUMMY / "rgs"), data_dir=os.fspath(data_dir), overwrite=True)
+  assert not os.path.exists(os.path.join(path, "half_written"))
+  assert _examples(data_dir, "rgs", "animal_F_7").keys() == before.keys()
+  assert build.prepare("rgs", os.fspath(DUMMY / "rgs"), data_dir=os.fspath(data_dir)) == path
+
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", real)
+  assert (
+    build.prepare("rgs", os.fspath(DUMMY / "rgs"), data_dir=os.fspath(data_dir), overwrite=True)
+    == path
+  )
+  assert not [n for n in os.listdir(data_dir) if n.endswith(".replaced")]
+  assert _examples(data_dir, "rgs", "animal_F_7").keys() == before.keys()
+
+
 # --------------------------------------------------------------------------
 # A build is keyed by the manual directory's state
 # --------------------------------------------------------------------------

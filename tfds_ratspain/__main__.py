@@ -43,7 +43,9 @@ def main(argv=None) -> int:
   )
   b.add_argument("--manual_dir", default=None, help="where the real set lies (config real)")
   b.add_argument(
-    "--overwrite", action="store_true", help="delete an existing build first (e.g. a TFRecord one)"
+    "--overwrite",
+    action="store_true",
+    help="rebuild over an existing build (e.g. a TFRecord one); kept if the rebuild fails",
   )
   g = sub.add_parser(
     "build-grimace", help="build grimace/<scale> from a lab's labels.csv + images/"

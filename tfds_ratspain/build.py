@@ -158,21 +158,52 @@ def build_lock(b: tfds.core.DatasetBuilder):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _aside_path(b: tfds.core.DatasetBuilder) -> str:
+  """Where `replacing` keeps a finished build while its replacement is made: beside the build
+  lock in the data dir root, outside the folders TFDS reads."""
+  return os.path.join(
+    os.fspath(b.data_dir_root), f".{b.name}_{b.builder_config.name}_{b.version}.replaced"
+  )
+
+
+@contextlib.contextmanager
+def replacing(b: tfds.core.DatasetBuilder):
+  """`--overwrite` of a finished build (hold `build_lock`): the build is renamed aside while the
+  new one is made, renamed back if that fails, and deleted once it succeeded, so a failed rebuild
+  (a bad directory, a full disk, an interrupt) leaves the previous build in place. A copy left
+  aside by a replacement that was killed is discarded: this one replaces it."""
+  path, aside = os.fspath(b.data_dir), _aside_path(b)
+  if os.path.isdir(aside):
+    shutil.rmtree(aside)
+  had_build = os.path.isdir(path)
+  if had_build:
+    os.replace(path, aside)
+  try:
+    yield
+  except BaseException:
+    if had_build:
+      if os.path.isdir(path):
+        shutil.rmtree(path)
+      os.replace(aside, path)
+    raise
+  if had_build:
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _prepare_locked(config: str, data_dir, manual_dir, overwrite: bool) -> str:
   """`prepare` while holding the build lock."""
   b = _open(config, data_dir)
-  if overwrite and os.path.isdir(b.data_dir):
-    shutil.rmtree(b.data_dir)
-    b = _open(config, data_dir)
-  if b.is_prepared():  # another process built it while this one waited
+  if b.is_prepared() and not overwrite:  # another process built it while this one waited
     return _reuse(b, config, manual_dir)
-  try:
-    b.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+  with replacing(b) if overwrite else contextlib.nullcontext():
+    b = _open(config, data_dir)
+    try:
+      b.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        )
       )
-    )
-  except manual.ManualDataError as e:
-    raise DataError(f"invalid RatsPain manual directory: {e}") from None
+    except manual.ManualDataError as e:
+      raise DataError(f"invalid RatsPain manual directory: {e}") from None
   remove_stale_incomplete(b)
   return os.fspath(b.data_dir)

@@ -17,13 +17,19 @@ costs one flag and says which build and which directory differ.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
-import shutil
 
 import tensorflow_datasets as tfds
 
-from tfds_ratspain.build import ARRAY_RECORD, DataError, build_lock, remove_stale_incomplete
+from tfds_ratspain.build import (
+  ARRAY_RECORD,
+  DataError,
+  build_lock,
+  remove_stale_incomplete,
+  replacing,
+)
 from tfds_ratspain.grimace import grimace_dataset_builder as gb
 from tfds_ratspain.grimace import manual
 
@@ -135,16 +141,15 @@ def _prepare_locked(scale: str, manual_dir: str, data_dir, overwrite: bool) -> s
   b = _open(scale, data_dir)
   if b.is_prepared() and not overwrite:  # another process built it while this one waited
     return _reuse(b, scale, manual_dir)
-  if overwrite and os.path.isdir(b.data_dir):
-    shutil.rmtree(b.data_dir)
+  with replacing(b) if overwrite else contextlib.nullcontext():  # a failed rebuild keeps the old
     b = _open(scale, data_dir)
-  try:
-    b.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-        manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+    try:
+      b.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+          manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+        )
       )
-    )
-  except manual.ManualDataError as e:  # the directory changed since the check above
-    raise DataError(f"invalid grimace manual directory: {e}") from None
+    except manual.ManualDataError as e:  # the directory changed since the check above
+      raise DataError(f"invalid grimace manual directory: {e}") from None
   remove_stale_incomplete(b)
   return os.fspath(b.data_dir)
