@@ -127,18 +127,21 @@ def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each
   then reading the results) once it has nothing else to do. A process that
   dies releases its claims, and its runs resume from their checkpoints.
   """
-  results, waiting, timed = {}, [], []  # timed: seconds of the runs this process trained
+  # timed: seconds of the runs this process trained from the start (a resumed run, begun by
+  # an earlier process, took only its rest: no measure of the pace)
+  results, waiting, timed = {}, [], []
 
   def one(label, cfg, wd):
     done = sum(layout.is_finished(w) for _, _, w in jobs)
     t0, fresh = time.time(), not layout.is_finished(wd)
+    resumed = os.path.isdir(wd) and any(n != layout.RUN_LOCK for n in os.listdir(wd))
     pace = ""
     if fresh and timed:
       per_run = sum(timed) / len(timed)
       pace = f" (about {_hours(per_run * (len(jobs) - done))} left at {_hours(per_run)} a run)"
     log.info("[%d/%d runs finished] %s%s", done, len(jobs), label, pace)
     results[label] = run_method(cfg, wd)
-    if fresh:
+    if fresh and not resumed:
       timed.append(time.time() - t0)
     log.info(
       "%s: F1 %.4f, accuracy %.2f%% (%.0f s)",

@@ -533,11 +533,12 @@ def test_au_scores_and_attention_difference_in_table3(tmp_path):
 
 
 def test_progress_says_how_long_the_rest_takes(tmp_path, monkeypatch, caplog):
-  """After the first run it trains, a process logs the time left at its own pace per run."""
+  """After the first run it trains from the start, a process logs the time left at its own pace
+  per run (a resumed run took only its rest: not a pace)."""
   clock = [0.0]
 
   def fake(cfg, wd):
-    clock[0] += 1200.0  # every run takes 20 minutes
+    clock[0] += 300.0 if wd.endswith("seed1") else 1200.0  # a run takes 20 minutes
     res = {"loro": {"f1": 0.5, "accuracy": 50.0}}
     layout.write_json(layout.results_path(wd), res)
     return res
@@ -547,12 +548,14 @@ def test_progress_says_how_long_the_rest_takes(tmp_path, monkeypatch, caplog):
   jobs = [(f"m seed {s}", None, str(tmp_path / f"seed{s}")) for s in range(6)]
   os.makedirs(jobs[0][2])  # finished before: neither timed nor counted as left
   layout.write_json(layout.results_path(jobs[0][2]), {"loro": {"f1": 0, "accuracy": 0}})
+  os.makedirs(os.path.join(jobs[1][2], "fold_rat1"))  # started before: resumed, 5 minutes left
   with caplog.at_level("INFO", logger="painseeker"):
     experiments._schedule(jobs)
   lines = [r.getMessage() for r in caplog.records if "runs finished]" in r.getMessage()]
-  assert lines[:3] == [
+  assert lines[:4] == [
     "[1/6 runs finished] m seed 0",
     "[1/6 runs finished] m seed 1",  # nothing timed yet
-    "[2/6 runs finished] m seed 2 (about 80 min left at 20 min a run)",
+    "[2/6 runs finished] m seed 2",  # seed 1 was resumed: its 5 minutes are no pace
+    "[3/6 runs finished] m seed 3 (about 60 min left at 20 min a run)",
   ]
   assert lines[5] == "[5/6 runs finished] m seed 5 (about 20 min left at 20 min a run)"
