@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
       return merge_runs(args)
     return predict(args)
   except Exception as e:
-    if not isinstance(e, _user_errors()):
+    if not isinstance(e, _user_errors()) or not _raised_by_us(e):
       raise  # a bug: the traceback is what a report needs
     print(f"painseeker {args.command}: error: {e}", file=sys.stderr)
     return 2
@@ -438,6 +438,22 @@ _USER_ERRORS = (
 def _user_errors() -> tuple[type, ...]:
   found = [getattr(sys.modules[m], name) for m, name in _USER_ERRORS if m in sys.modules]
   return (ValueError, FileExistsError, *found)
+
+
+# Packages whose ValueErrors are messages to the user (checks of config fields, arguments, files).
+_OUR_PACKAGES = ("painseeker_jax", "tfds_ratspain", "configs")
+
+
+def _raised_by_us(e: BaseException) -> bool:
+  """Whether a ValueError was raised by this project's code (a check with a message for the
+  user), not inside a library (numpy, JAX, ...: a bug, which keeps its traceback). The project's
+  own error classes and FileExistsError count as raised by us wherever they come from."""
+  if not isinstance(e, ValueError) or type(e).__module__.split(".")[0] in _OUR_PACKAGES:
+    return True
+  tb = e.__traceback__
+  while tb.tb_next is not None:  # the innermost Python frame: where the raise happened
+    tb = tb.tb_next
+  return tb.tb_frame.f_globals.get("__name__", "").split(".")[0] in _OUR_PACKAGES
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ METHODS = {
   "resnet18": {"model.name": "resnet18"},
   # Not in the paper: PainSeeker with the RGS action-unit heads (issue #19); not a default
   # method of configs/table3.py, select it with --config.methods=painseeker,painseeker_au.
+  # lambda_au 1.0: the weight configs/loao.py uses (chosen by tools/lambda_au_study.py).
   "painseeker_au": {"loss.lambda_au": 1.0},
   **{
     f"lbp_r{r}_g{g}": {"model.name": "lbp_svm", "lbp.radius": r, "lbp.grid": g}

@@ -320,6 +320,24 @@ def test_cli_reports_bad_config_without_traceback(mini_data_dir, tmp_path, capsy
   assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()
 
 
+def test_cli_keeps_the_traceback_of_a_library_value_error(tmp_path, monkeypatch, capsys):
+  """A ValueError from inside a library (numpy here) is a bug, not a message for the user: it
+  propagates with its traceback; one from the project's checks is printed (exit status 2)."""
+  import numpy as np
+
+  from painseeker_jax import cli
+
+  def bug(args):
+    np.broadcast_shapes((2,), (3,))  # raises inside numpy
+
+  monkeypatch.setattr(cli, "merge_runs", bug)
+  with pytest.raises(ValueError, match="shape mismatch"):
+    cli.main(["merge-runs", str(tmp_path / "a"), str(tmp_path / "b")])
+  monkeypatch.undo()
+  assert cli.main(["merge-runs", str(tmp_path / "a"), str(tmp_path / "b")]) == 2
+  assert "holds no finished runs" in capsys.readouterr().err
+
+
 def test_batch_larger_than_a_training_set_fails_before_writing(mini_data_dir, tmp_path):
   workdir = tmp_path / "w"
   with pytest.raises(
