@@ -85,3 +85,24 @@ def mini_config(data_dir, **overrides):
       node = node[p]
     node[leaf] = value
   return config
+
+
+def crash_on_batch(monkeypatch, n: int = 2):
+  """Makes `painseeker predict`'s network raise RuntimeError("simulated crash") on its n-th
+  batch (the batches before it are scored and written)."""
+  from painseeker_jax import predict
+
+  real = predict.make_predict_fn
+
+  def failing(loaded):
+    fn, calls = real(loaded), []
+
+    def wrapped(*a):
+      calls.append(1)
+      if len(calls) == n:
+        raise RuntimeError("simulated crash")
+      return fn(*a)
+
+    return wrapped
+
+  monkeypatch.setattr(predict, "make_predict_fn", failing)

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REAL_SAMPLES, ROOT, mini_config
+from conftest import REAL_SAMPLES, ROOT, crash_on_batch, mini_config
 from PIL import Image
 
 from painseeker_jax import cli, export, inference, input_pipeline, layout, predict, train
@@ -341,20 +341,7 @@ def test_never_overwrites_without_the_flag(final, tmp_path, capsys):
 
 
 def test_a_crash_keeps_the_rows_done(final, samples, tmp_path, monkeypatch):
-  real = predict.make_predict_fn
-
-  def failing(loaded):
-    fn, calls = real(loaded), []
-
-    def wrapped(*a):
-      calls.append(1)
-      if len(calls) == 2:
-        raise RuntimeError("simulated crash")
-      return fn(*a)
-
-    return wrapped
-
-  monkeypatch.setattr(predict, "make_predict_fn", failing)
+  crash_on_batch(monkeypatch)
   out = tmp_path / "partial.csv"
   with pytest.raises(RuntimeError, match="simulated crash"):
     _predict(out, final["model"], samples, extra=("--batch-size", 2))

@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import REAL_SAMPLES, mini_config
+from conftest import REAL_SAMPLES, crash_on_batch, mini_config
 from PIL import Image, ImageFilter
 
 from painseeker_jax import cli, export, inference, predict, predict_report, quality, stats, tracking
@@ -322,20 +322,7 @@ def test_an_interrupted_run_keeps_the_earlier_output(model, tmp_path, monkeypatc
     shutil.copy(os.path.join(REAL_SAMPLES, name), faces / name)
   out, partial = tmp_path / "scores.csv", tmp_path / "scores.csv.partial"
   out.write_text("precious\n")
-  real = predict.make_predict_fn
-
-  def failing(loaded):
-    fn, calls = real(loaded), []
-
-    def wrapped(*a):
-      calls.append(1)
-      if len(calls) == 2:
-        raise RuntimeError("simulated crash")
-      return fn(*a)
-
-    return wrapped
-
-  monkeypatch.setattr(predict, "make_predict_fn", failing)
+  crash_on_batch(monkeypatch)
   with pytest.raises(RuntimeError, match="simulated crash"):
     _predict(out, model, faces, extra=("--batch-size", 1, "--overwrite"))
   assert out.read_text() == "precious\n"
@@ -347,7 +334,7 @@ def test_an_interrupted_run_keeps_the_earlier_output(model, tmp_path, monkeypatc
   out.unlink()
   assert _predict(out, model, faces) == 2
   assert f"{partial} (the rows an interrupted run wrote" in capsys.readouterr().err
-  monkeypatch.setattr(predict, "make_predict_fn", real)
+  monkeypatch.undo()  # the network scores every batch again
   # A finished run renames: files linked to the earlier CSV and heat map keep their bytes.
   out.write_text("precious\n")
   maps = tmp_path / "maps"
