@@ -129,9 +129,6 @@ def _check_header(csv_path: str, header: list[str], scale: str) -> None:
       f"line 1: missing column(s) {', '.join(missing)} in the header "
       f"{','.join(header) or '(empty file)'}; add them",
     )
-  twice = sorted({c for c in header if header.count(c) > 1})
-  if twice:
-    raise _error(csv_path, f"line 1: column(s) {', '.join(twice)} appear twice; keep one of each")
   for c in header:
     other = [s for s, cols in SCALES.items() if s != scale and c in cols]
     if c not in accepted and other:
