@@ -235,13 +235,24 @@ def plot_time_course(
   ax.set_title(title, fontsize=10)
   ax.legend(loc="upper right", fontsize=7)
   fig.tight_layout()
+  _save_png(fig.savefig, path)
+
+
+def _save_png(save, path: str) -> None:
+  """`save(file)` (a figure's savefig, an image's save) into a temporary PNG beside `path`,
+  then renamed over it: a crash never leaves a half-written PNG under the final name."""
   tmp = path + ".tmp.png"
-  fig.savefig(tmp)
+  save(tmp)
   os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------
 # The report of a run.
+
+
+def _session_key(row: dict) -> tuple[str, str]:
+  """The (video, animal) session of a row (animal "" for a video scored without animals)."""
+  return row["path"], row.get("animal", "")
 
 
 class _Session:
@@ -329,8 +340,8 @@ class Report:
       disable=None if progress is None else not progress,
     )
 
-  def _session(self, row) -> _Session:
-    return self.sessions.setdefault((row["path"], row.get("animal", "")), _Session())
+  def _session(self, key: tuple[str, str]) -> _Session:
+    return self.sessions.setdefault(key, _Session())
 
   def add_scores(
     self,
@@ -377,7 +388,7 @@ class Report:
         self.sum_grimace += grimace
       if row["frame"] != "":
         self.num_frames += 1
-        session = self._session(row)
+        session = self._session(_session_key(row))
         session.times.append(float(row["time_s"]))
         session.p.append(pj)
         if au_j is not None:
@@ -390,8 +401,7 @@ class Report:
           stem += f"_{file_stem(row['animal'])}"
         name = unique_name(stem, self._heat_names)
         path = os.path.join(self.heatmaps, name)
-        heatmap_overlay(it.image, beta[j], pj, label).save(path + ".tmp.png")
-        os.replace(path + ".tmp.png", path)
+        _save_png(heatmap_overlay(it.image, beta[j], pj, label).save, path)
         row["heatmap"] = name
     self._bar.update(len(items))
 
@@ -407,12 +417,12 @@ class Report:
         self.num_errors += 1
         self._bar.write(f"error: {row['error']}", file=self.err)
         for key in self._error_sessions(row):
-          self.sessions.setdefault(key, _Session()).errors += 1
+          self._session(key).errors += 1
       elif row.get("skipped"):
         self.num_skipped[row["skipped"]] += 1
         self._bar.update(1)
         if row["frame"] != "":
-          self._session(row).skipped[row["skipped"]].append(float(row["time_s"]))
+          self._session(_session_key(row)).skipped[row["skipped"]].append(float(row["time_s"]))
       self._csv.writerow({k: row.get(k, "") for k in self.fields})
     self._file.flush()
 
@@ -420,7 +430,7 @@ class Report:
     """The (video, animal) sessions an error row counts in: its frame's animal; for an error
     of the whole video (no frame, no animal: it failed to decode part-way, its tracking file
     does not fit) every animal of that video; none for an image."""
-    key = (row["path"], row.get("animal", ""))
+    key = _session_key(row)
     if row["frame"] != "" or key in self.plots:
       return [key]
     if not key[1]:
