@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from painseeker_jax import layout  # noqa: E402
+
 
 def attention_map(beta_K: np.ndarray, size: int) -> np.ndarray:
   """beta over a G x G grid (K = G^2, row-major as the trunk's feature map) ->
@@ -44,10 +46,11 @@ def overlay(
 
 def _save(fig, path: str, dpi: int = 100) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}.png"
-  fig.savefig(tmp, dpi=dpi)
-  plt.close(fig)
-  os.replace(tmp, path)
+  try:
+    with layout.replacing(path) as tmp:
+      fig.savefig(tmp, dpi=dpi)
+  finally:
+    plt.close(fig)
 
 
 def attention_figure(

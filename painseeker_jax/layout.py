@@ -38,6 +38,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -156,12 +157,28 @@ def read_attention(workdir: str):
   return np.load(attention_path(workdir))
 
 
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator[str]:
+  """Yields a temporary path beside `path` to write to, and renames it over `path` when the
+  block ends: `path` is never half-written, and keeps what it held if the block raises (the
+  temporary file is then removed). The temporary name is hidden, holds the process id and ends
+  in `path`'s extension (writers that pick the format by the name still do):
+  `<dir>/.<name>.tmp<pid><ext>`."""
+  folder, name = os.path.split(os.path.abspath(path))
+  tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}{os.path.splitext(name)[1]}")
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
 def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` via a temporary file and a rename (never half-written)."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8", newline="") as f:
+  """Writes `text` to `path` via a temporary file and a rename (`replacing`)."""
+  with replacing(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
     f.write(text)
-  os.replace(tmp, path)
 
 
 def write_json(path: str, data) -> None:
@@ -183,13 +200,12 @@ def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) 
     w.writerow(dict(r, p_pain=f"{r['p_pain']:.6f}", **{k: f"{r[k]:.4f}" for k in floats}))
   write_atomic(os.path.join(workdir, PREDICTIONS_CSV), buf.getvalue())
   if rows and rows[0].get("beta") is not None:  # PainSeeker's attention, for the analyses
-    tmp = os.path.join(workdir, f"attention.tmp{os.getpid()}.npz")
-    np.savez(
-      tmp,
-      filename=np.array([r["filename"] for r in rows]),
-      beta=np.stack([r["beta"] for r in rows]),
-    )
-    os.replace(tmp, attention_path(workdir))
+    with replacing(attention_path(workdir)) as tmp:
+      np.savez(
+        tmp,
+        filename=np.array([r["filename"] for r in rows]),
+        beta=np.stack([r["beta"] for r in rows]),
+      )
   write_json(results_path(workdir), results)
 
 
@@ -346,9 +362,8 @@ def _data_sha256(workdir: str) -> str | None:
 
 def _copy_atomic(src: str, dst: str) -> None:
   os.makedirs(os.path.dirname(dst), exist_ok=True)
-  tmp = f"{dst}.tmp{os.getpid()}"
-  shutil.copyfile(src, tmp)
-  os.replace(tmp, dst)
+  with replacing(dst) as tmp:
+    shutil.copyfile(src, tmp)
 
 
 def _merge_one(src_run: str, dest_run: str, rel: str, data_sha: set[str], report: dict) -> None:
@@ -432,16 +447,10 @@ def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
     if is_archive(dest):
       if os.path.exists(dest):
         raise ValueError(f"{dest} already exists; give the archive a new name")
-      part = f"{dest}.tmp{os.getpid()}"
-      try:
-        with tarfile.open(part, "w:gz") as tar:
-          for r in runs:
-            for f in run_record_files(os.path.join(src, r)):
-              tar.add(os.path.join(src, r, f), arcname=os.path.join(r, f))
-        os.replace(part, dest)
-      finally:
-        if os.path.exists(part):
-          os.remove(part)
+      with replacing(dest) as part, tarfile.open(part, "w:gz") as tar:
+        for r in runs:
+          for f in run_record_files(os.path.join(src, r)):
+            tar.add(os.path.join(src, r, f), arcname=os.path.join(r, f))
       return {"copied": runs, "replaced": [], "kept": [], "skipped": []}
     report: dict[str, list[str]] = {"copied": [], "replaced": [], "kept": [], "skipped": []}
     finished = [os.path.join(dest, r) for r in experiment_runs(dest)]

@@ -64,7 +64,7 @@ import ml_collections
 import numpy as np
 from skimage.feature import local_binary_pattern
 
-from painseeker_jax import input_pipeline
+from painseeker_jax import input_pipeline, layout
 
 log = logging.getLogger("painseeker")
 
@@ -207,10 +207,8 @@ def _load_cache(path: str, shape: tuple[int, int]) -> np.ndarray | None:
 
 def _save_atomic(path: str, x: np.ndarray) -> None:
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
+  with layout.replacing(path) as tmp, open(tmp, "wb") as f:
     np.save(f, x, allow_pickle=False)
-  os.replace(tmp, path)
 
 
 def features(
@@ -340,7 +338,7 @@ def run_lbp_svm(
   `cache_dir` (default `<workdir>/lbp_features`) holds the per-rat feature
   caches; it can be shared by runs, the keys hold every setting that matters.
   """
-  from painseeker_jax import layout, loro  # noqa: PLC0415  (JAX: not imported by the feature workers)
+  from painseeker_jax import loro  # noqa: PLC0415  (JAX: not imported by the feature workers)
 
   t_run = time.time()
   validate_config(config)

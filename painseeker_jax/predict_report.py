@@ -34,6 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from painseeker_jax import layout
+
 CSV_FIELDS = [
   "path",
   "frame",
@@ -235,15 +237,8 @@ def plot_time_course(
   ax.set_title(title, fontsize=10)
   ax.legend(loc="upper right", fontsize=7)
   fig.tight_layout()
-  _save_png(fig.savefig, path)
-
-
-def _save_png(save, path: str) -> None:
-  """`save(file)` (a figure's savefig, an image's save) into a temporary PNG beside `path`,
-  then renamed over it: a crash never leaves a half-written PNG under the final name."""
-  tmp = path + ".tmp.png"
-  save(tmp)
-  os.replace(tmp, path)
+  with layout.replacing(path) as tmp:
+    fig.savefig(tmp)
 
 
 # ---------------------------------------------------------------------------
@@ -401,7 +396,8 @@ class Report:
           stem += f"_{file_stem(row['animal'])}"
         name = unique_name(stem, self._heat_names)
         path = os.path.join(self.heatmaps, name)
-        _save_png(heatmap_overlay(it.image, beta[j], pj, label).save, path)
+        with layout.replacing(path) as tmp:
+          heatmap_overlay(it.image, beta[j], pj, label).save(tmp)
         row["heatmap"] = name
     self._bar.update(len(items))
 
@@ -505,15 +501,12 @@ class Report:
     if self.au_names:
       fields = fields + [f"mean_{n}" for n in (*self.au_names, GRIMACE_FIELD)]
     path_csv, path_md = summary_paths(self.output)
-    with open(path_csv + ".tmp", "w", encoding="utf-8", newline="") as f:
+    with layout.replacing(path_csv) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
       w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
       w.writeheader()
       for row in rows:
         w.writerow({k: row.get(k, "") for k in fields})
-    with open(path_md + ".tmp", "w", encoding="utf-8") as f:
-      f.write(self._markdown(rows, fields))
-    os.replace(path_csv + ".tmp", path_csv)
-    os.replace(path_md + ".tmp", path_md)
+    layout.write_atomic(path_md, self._markdown(rows, fields))
     self.summary_files = (path_csv, path_md)
 
   def _markdown(self, rows: list[dict], fields: list[str]) -> str:

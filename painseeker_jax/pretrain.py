@@ -106,9 +106,8 @@ def build_pool(config, workdir: str, progress: bool | None = None) -> dict[str, 
     chunk = specs[k * SHARD_SIZE : (k + 1) * SHARD_SIZE]
     arrays = _render_shard(chunk, config.resize_size, config.render_workers or None)
     path = _shard_path(workdir, k)
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with layout.replacing(path) as tmp:
+      np.savez(tmp, **arrays)
     bar.update(len(chunk))
   bar.close()
   shards = [np.load(_shard_path(workdir, k)) for k in range(num_shards)]

@@ -149,6 +149,30 @@ def test_results_json_is_written_last(tmp_path, monkeypatch):
   with pytest.raises(OSError, match="disk full"):
     _run(str(tmp_path), "runs/a/seed0")
   assert not layout.is_finished(str(tmp_path / "runs/a/seed0"))
+  assert sorted(os.listdir(tmp_path / "runs/a/seed0")) == [
+    layout.CONFIG_JSON,
+    "fold_rat1",
+    layout.PREDICTIONS_CSV,
+    layout.RESULTS_MD,
+  ]  # no temporary attention file left behind
+
+
+def test_replacing_keeps_the_old_file_when_the_writer_fails(tmp_path):
+  path = str(tmp_path / "table.csv")
+  layout.write_atomic(path, "old\n")
+  with pytest.raises(RuntimeError), layout.replacing(path) as tmp:
+    assert tmp.endswith(".csv") and os.path.dirname(tmp) == str(tmp_path)
+    with open(tmp, "w") as f:
+      f.write("half")
+    raise RuntimeError
+  assert os.listdir(tmp_path) == ["table.csv"]
+  with open(path) as f:
+    assert f.read() == "old\n"
+  with layout.replacing(path) as tmp, open(tmp, "w") as f:
+    f.write("new\n")
+  assert os.listdir(tmp_path) == ["table.csv"]
+  with open(path) as f:
+    assert f.read() == "new\n"
 
 
 def test_cli(tmp_path, capsys):
