@@ -132,8 +132,13 @@ def prepare(
       manual.scan(manual_dir)
     except manual.ManualDataError as e:
       raise DataError(f"invalid RatsPain manual directory: {e}") from None
-  with build_lock(b):
-    return _prepare_locked(config, data_dir, manual_dir, overwrite)
+  return build_once(
+    lambda: _open(config, data_dir),
+    lambda b: _reuse(b, config, manual_dir),
+    manual_dir,
+    overwrite,
+    (manual.ManualDataError, "invalid RatsPain manual directory"),
+  )
 
 
 def _reuse(b: tfds.core.DatasetBuilder, config: str, manual_dir: str | None) -> str:
@@ -190,20 +195,31 @@ def replacing(b: tfds.core.DatasetBuilder):
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _prepare_locked(config: str, data_dir, manual_dir, overwrite: bool) -> str:
-  """`prepare` while holding the build lock."""
-  b = _open(config, data_dir)
-  if b.is_prepared() and not overwrite:  # another process built it while this one waited
-    return _reuse(b, config, manual_dir)
-  with replacing(b) if overwrite else contextlib.nullcontext():
-    b = _open(config, data_dir)
-    try:
-      b.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-          manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+def build_once(open_builder, reuse, manual_dir, overwrite: bool, invalid) -> str:
+  """Builds a data set with TFDS unless a finished build can be reused; returns the build's path.
+
+  Holds `build_lock` meanwhile, so processes starting at once on one data dir build it once: the
+  others wait and then reuse it. `open_builder()` gives a fresh builder (whether it is prepared is
+  read again after the wait); `reuse(b)` checks a finished build and returns its path;
+  `overwrite` rebuilds through `replacing` (a failed rebuild keeps the old build); `invalid` =
+  (the manual reader's error class, a message prefix): that error, raised while TFDS reads the
+  manual directory, becomes a DataError. The `incomplete.*` folders killed builds left are removed
+  once the build is finished.
+  """
+  with build_lock(open_builder()):
+    b = open_builder()
+    if b.is_prepared() and not overwrite:  # another process built it while this one waited
+      return reuse(b)
+    error, prefix = invalid
+    with replacing(b) if overwrite else contextlib.nullcontext():
+      b = open_builder()
+      try:
+        b.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(
+            manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
+          )
         )
-      )
-    except manual.ManualDataError as e:
-      raise DataError(f"invalid RatsPain manual directory: {e}") from None
-  remove_stale_incomplete(b)
-  return os.fspath(b.data_dir)
+      except error as e:  # the directory changed since the caller's check
+        raise DataError(f"{prefix}: {e}") from None
+    remove_stale_incomplete(b)
+    return os.fspath(b.data_dir)

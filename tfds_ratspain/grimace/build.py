@@ -17,19 +17,12 @@ costs one flag and says which build and which directory differ.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shlex
 
 import tensorflow_datasets as tfds
 
-from tfds_ratspain.build import (
-  ARRAY_RECORD,
-  DataError,
-  build_lock,
-  remove_stale_incomplete,
-  replacing,
-)
+from tfds_ratspain.build import ARRAY_RECORD, DataError, build_once, remove_stale_incomplete
 from tfds_ratspain.grimace import grimace_dataset_builder as gb
 from tfds_ratspain.grimace import manual
 
@@ -124,8 +117,13 @@ def prepare(
     manual.scan(manual_dir, scale)
   except manual.ManualDataError as e:
     raise DataError(f"invalid grimace manual directory: {e}") from None
-  with build_lock(b):  # processes starting at once build it once (tfds_ratspain.build.prepare)
-    return _prepare_locked(scale, manual_dir, data_dir, overwrite)
+  return build_once(
+    lambda: _open(scale, data_dir),
+    lambda b: _reuse(b, scale, manual_dir),
+    manual_dir,
+    overwrite,
+    (manual.ManualDataError, "invalid grimace manual directory"),
+  )
 
 
 def _reuse(b: tfds.core.DatasetBuilder, scale: str, manual_dir: str) -> str:
@@ -133,23 +131,4 @@ def _reuse(b: tfds.core.DatasetBuilder, scale: str, manual_dir: str) -> str:
   and made from this directory's current state, returns its path."""
   remove_stale_incomplete(b)
   _check_build(b, scale, manual_dir)
-  return os.fspath(b.data_dir)
-
-
-def _prepare_locked(scale: str, manual_dir: str, data_dir, overwrite: bool) -> str:
-  """`prepare` after validation, while holding the build lock."""
-  b = _open(scale, data_dir)
-  if b.is_prepared() and not overwrite:  # another process built it while this one waited
-    return _reuse(b, scale, manual_dir)
-  with replacing(b) if overwrite else contextlib.nullcontext():  # a failed rebuild keeps the old
-    b = _open(scale, data_dir)
-    try:
-      b.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-          manual_dir=manual_dir, download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-        )
-      )
-    except manual.ManualDataError as e:  # the directory changed since the check above
-      raise DataError(f"invalid grimace manual directory: {e}") from None
-  remove_stale_incomplete(b)
   return os.fspath(b.data_dir)
