@@ -133,6 +133,7 @@ def prepare(
     except manual.ManualDataError as e:
       raise DataError(f"invalid RatsPain manual directory: {e}") from None
   return build_once(
+    b,
     lambda: _open(config, data_dir),
     lambda b: _reuse(b, config, manual_dir),
     manual_dir,
@@ -195,18 +196,19 @@ def replacing(b: tfds.core.DatasetBuilder):
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def build_once(open_builder, reuse, manual_dir, overwrite: bool, invalid) -> str:
+def build_once(b, open_builder, reuse, manual_dir, overwrite: bool, invalid) -> str:
   """Builds a data set with TFDS unless a finished build can be reused; returns the build's path.
 
-  Holds `build_lock` meanwhile, so processes starting at once on one data dir build it once: the
-  others wait and then reuse it. `open_builder()` gives a fresh builder (whether it is prepared is
-  read again after the wait); `reuse(b)` checks a finished build and returns its path;
+  Holds `build_lock` of the builder `b` the caller opened, so processes starting at once on one
+  data dir build it once: the others wait and then reuse it. `open_builder()` gives a fresh
+  builder (whether it is prepared is read again after the wait); `reuse(b)` checks a finished
+  build and returns its path;
   `overwrite` rebuilds through `replacing` (a failed rebuild keeps the old build); `invalid` =
   (the manual reader's error class, a message prefix): that error, raised while TFDS reads the
   manual directory, becomes a DataError. The `incomplete.*` folders killed builds left are removed
   once the build is finished.
   """
-  with build_lock(open_builder()):
+  with build_lock(b):
     b = open_builder()
     if b.is_prepared() and not overwrite:  # another process built it while this one waited
       return reuse(b)

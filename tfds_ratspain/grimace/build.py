@@ -118,6 +118,7 @@ def prepare(
   except manual.ManualDataError as e:
     raise DataError(f"invalid grimace manual directory: {e}") from None
   return build_once(
+    b,
     lambda: _open(scale, data_dir),
     lambda b: _reuse(b, scale, manual_dir),
     manual_dir,
