@@ -9,7 +9,8 @@ shared by the three sweeps (13 settings x seeds x 6 folds).
     --workdir=runs/sensitivity_real
 
 Outputs: sensitivity.json and sensitivity.md (F1 / accuracy mean ± std per
-value) and figure5_sensitivity.png (three panels), rewritten after every finished run: a
+value, and each value's difference from the default with a bootstrap CI) and
+figure5_sensitivity.png (three panels), rewritten after every finished run: a
 partly filled work directory shows its curves so far (the figure says how many
 runs are missing; unfinished points are gaps, null in the JSON).
 
@@ -36,4 +37,5 @@ def get_config(arg: str = "real"):
   c.sweep.delta = (0.05, 0.1, 0.15, 0.2, 0.5)
   c.sweep.k_h = (3, 5, 10, 15, 20)
   c.seeds = (0,)
+  c.bootstrap = 2000  # resamples of each setting's difference from the default
   return c

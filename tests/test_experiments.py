@@ -102,12 +102,14 @@ def test_sensitivity_end_to_end(mini_data_dir, tmp_path):
 
   c.sweep = ml_collections.ConfigDict({"lambda_prsc": (0.1, 0.5), "delta": (0.2,), "k_h": (1, 2)})
   c.seeds = (0,)
+  c.bootstrap = 50
   workdir = str(tmp_path / "sens")
   out = experiments.run(c, workdir)
   assert [p["value"] for p in out["sweeps"]["k_h"]] == [1, 2]
   # The default setting (lambda 0.1, delta 0.2, k_h 2) is trained once and shared.
   assert len(os.listdir(os.path.join(workdir, "runs"))) == 3
   assert out["sweeps"]["delta"][0]["runs"] == out["sweeps"]["k_h"][1]["runs"]
+  assert set(out["sweeps"]["k_h"][0]["vs_default"]) == {"f1", "accuracy"}
   img = Image.open(os.path.join(workdir, "figure5_sensitivity.png"))
   assert img.size == (1260, 340)
 
@@ -247,8 +249,11 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
     snapshots.append(json.loads(path.read_text()) if path.exists() else None)
     order.append(wd)
     res = {"loro": {"f1": cfg.loss.delta + 0.01 * cfg.seed, "accuracy": 50.0 + cfg.seed}}
-    with open(os.path.join(wd, "results.json"), "w") as f:
-      json.dump(res, f)
+    # predictions: the first round(20 delta) + seed of the 20 images right, the rest wrong
+    right = round(20 * cfg.loss.delta) + cfg.seed
+    y = [0, 1] * 5
+    preds = [[t if 10 * (r - 1) + i < right else 1 - t for i, t in enumerate(y)] for r in (1, 2)]
+    layout.write_results(wd, res, "", _rows({1: (y, preds[0]), 2: (y, preds[1])}))
     return res
 
   monkeypatch.setattr(experiments, "run_method", fake)
@@ -276,16 +281,27 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
   assert titles[:25] == [f"partial: {k} of 26 runs finished" for k in range(1, 26)] and titles[
     25:
   ] == [None, None]
+  # Each setting against the default on the same images: delta 0.5 has 10.5 of 20 right on
+  # average over the seeds, the default (delta 0.2) 4.5: +30 accuracy points.
+  vs = {p["value"]: p.get("vs_default") for p in out["sweeps"]["delta"]}
+  assert vs[0.2] is None and vs[0.5]["accuracy"]["diff"] == pytest.approx(30.0)
+  assert vs[0.05]["accuracy"]["diff"] == pytest.approx(-15.0)
+  assert vs[0.5]["accuracy"]["ci"][0] <= 30.0 <= vs[0.5]["accuracy"]["ci"][1]
+  same = out["sweeps"]["k_h"][0]["vs_default"]  # K_h 3: the default's predictions
+  assert same["f1"]["diff"] == 0 and same["f1"]["p_value"] == 1
   md = (tmp_path / "sensitivity.md").read_text().splitlines()
-  assert (
-    "| delta | F1 | Accuracy (%) | seeds finished |" in md
-    and "| 0.5 | 0.5050 ± 0.0071 | 50.50 ± 0.71 | 2 of 2 |" in md
+  assert any(
+    line.startswith("| delta | F1 | Accuracy (%) | ΔF1 vs. default [95% CI], p ") for line in md
   )
+  row = next(line for line in md if line.startswith("| 0.5 | 0.5050 ± 0.0071 | 50.50 ± 0.71 | "))
+  assert "| +30.000 [" in row and row.endswith("| 2 of 2 |")
+  assert "| 0.2 | 0.2050 ± 0.0071 | 50.50 ± 0.71 | (default) | (default) | 2 of 2 |" in md
   early = snapshots[3]["sweeps"]["delta"]  # delta = 0.05, 0.1, 0.15 of seed 0 done
   partial_md = experiments.sensitivity_markdown(snapshots[3], c)
   assert partial_md.startswith("# Sensitivity (synthetic, seeds [0, 1]; 3 of 26 runs finished)")
   assert (
-    "| 0.15 | 0.1500 | 50.00 | 1 of 2 |" in partial_md and "| 0.2 | — | — | 0 of 2 |" in partial_md
+    "| 0.15 | 0.1500 | 50.00 | — | — | 1 of 2 |" in partial_md
+    and "| 0.2 | — | — | (default) | (default) | 0 of 2 |" in partial_md
   )
   assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
   assert [p["f1_mean"] for p in early] == pytest.approx([0.05, 0.1, 0.15, None, None])
