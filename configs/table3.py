@@ -10,7 +10,8 @@ attention localisation and the attention figure (Fig. 4).
 
   python run.py --config=configs/table3.py:synthetic --workdir=runs/table3_synthetic
   python run.py --config=configs/table3.py:real --config.manual_dir=DIR --workdir=runs/table3_real
-  python run.py --config=configs/table3.py:synthetic_pretrained  # after configs/pretrain.py's
+  python run.py --config=configs/table3.py:synthetic_pretrained  # after building its trunk
+                                                                 # (configs/pretrain.py's command)
 
 Each run is kept under <workdir>/runs/<method>/seed<k>; rerunning the command
 skips finished runs and resumes an interrupted one. Outputs: table3.md,
