@@ -127,8 +127,10 @@ def _version() -> str:
 
 
 def create_model(config):
-  """The network of a saved config, computing in float32 (whatever dtype it was trained in)."""
-  return inference.make_model(config, dtype="float32")
+  """The network of a saved config, computing in float32 (whatever dtype it was trained in)
+  with the convolution kernels this machine runs (`model.conv` auto, whatever kernels trained
+  it: a model trained with `conv=onednn` on one CPU is scored on a GPU too)."""
+  return inference.make_model(config, dtype="float32", conv="auto")
 
 
 def _check_variables(template: dict, variables: Any, where: str) -> dict:

@@ -39,13 +39,13 @@ def normalize(images_uint8, mean_rgb=MEAN_RGB, std_rgb=STD_RGB):
   return (x - jnp.asarray(mean_rgb, jnp.float32)) / jnp.asarray(std_rgb, jnp.float32)
 
 
-def make_model(config, dtype: str | None = None):
+def make_model(config, dtype: str | None = None, conv: str | None = None):
   """The config's network. `dtype` (default `config.dtype`) is the compute dtype;
-  parameters stay float32."""
+  parameters stay float32. `conv` (default `config.model.conv`): the convolution kernels."""
   name = dtype or config.get("dtype", "float32")
   if name not in DTYPES:
     raise ValueError(f"config.dtype={name!r}; use float32 or bfloat16")
-  conv = models.resolve_conv(config.model.get("conv", "auto"), DTYPES[name])
+  conv = models.resolve_conv(conv or config.model.get("conv", "auto"), DTYPES[name])
   return models.create_model(
     config.model.name,
     NUM_CLASSES,

@@ -860,3 +860,36 @@ def test_plain_model_csv_and_summary_are_unchanged(tmp_path, capsys):
       f"  session summary: {stem}_summary.csv, {stem}_summary.md",
       f"  time course of {video}: {stem}_rat_p_pain.png",
     ]
+
+
+def test_a_model_trained_with_onednn_loads_where_onednn_is_unavailable(tmp_path, monkeypatch):
+  """Which kernels trained a model does not change its weights: a model directory whose config
+  says `conv=onednn` (one CPU) is scored with this machine's kernels (e.g. on a GPU)."""
+  from painseeker_jax import models
+
+  config = _tiny_config(**{"model.conv": "xla"})
+  variables = _init_variables(config)
+  config.model.conv = "onednn"
+  model_dir = export.save_model(str(tmp_path / "onednn_model"), config, variables)
+  assert json.load(open(os.path.join(model_dir, "model.json")))["config"]["model"]["conv"] == (
+    "onednn"
+  )
+  asked = []
+  real = models.resolve_conv
+
+  def no_onednn(conv, dtype=None):
+    asked.append(conv)
+    if conv == "onednn":
+      raise ValueError("config.model.conv='onednn' runs float32 convolutions on one CPU device")
+    return "xla" if conv == "auto" else real(conv, dtype)
+
+  monkeypatch.setattr(models, "resolve_conv", no_onednn)
+  export.load(model_dir)
+  assert asked == ["auto"]
+  images = [os.path.join(REAL_SAMPLES, n) for n in SAMPLES[:2]]
+  assert _predict(tmp_path / "out.csv", model_dir, *images) == 0
+  model = inference.make_model(_tiny_config(**{"model.conv": "xla"}))
+  batch = np.stack([predict.load_image(p, config.image_size) for p in images])
+  p_pain = np.asarray(inference.outputs(model, variables, batch)[0])
+  got = [float(r["p_pain"]) for r in _rows(tmp_path / "out.csv")]
+  np.testing.assert_allclose(got, p_pain, atol=1e-5)
