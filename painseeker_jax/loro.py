@@ -37,7 +37,13 @@ FOLD_STRATEGIES = ("auto", "map", "vmap")
 
 def check_folds(config) -> None:
   """`config.folds`: held-out rats among 1..6 (a lab's set: animal ids, checked against the
-  data by `input_pipeline.Groups.held_out`)."""
+  data by `input_pipeline.Groups.held_out`), each once."""
+  repeated = sorted({str(f) for f in config.folds if list(config.folds).count(f) > 1})
+  if repeated:
+    raise ValueError(
+      f"config.folds={tuple(config.folds)} names {', '.join(repeated)} more than once; each "
+      "held-out group is one fold, and a repeat would count its images twice"
+    )
   if config.dataset == input_pipeline.GRIMACE:
     if config.folds and not all(isinstance(f, (str, int)) for f in config.folds):
       raise ValueError(f"config.folds={tuple(config.folds)}; give animal ids, e.g. R01,R03")

@@ -230,3 +230,6 @@ def test_title_and_config_checks(tmp_path):
   config.model.name, config.lbp.grid = "lbp_svm", 0
   with pytest.raises(ValueError, match="grid"):
     lbp_svm.validate_config(config)
+  config.lbp.grid, config.folds = 4, (1, 2, 1)  # a repeat would count rat 1's images twice
+  with pytest.raises(ValueError, match=r"names 1 more than once"):
+    lbp_svm.validate_config(config)

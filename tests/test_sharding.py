@@ -50,6 +50,8 @@ def test_validate_config_checks_both_batch_sizes(mini_data_dir):
     train.make_trainer(mini_config(mini_data_dir, dtype="float16"))
   with pytest.raises(ValueError, match="config.multi_run"):
     loro.validate_config(mini_config(mini_data_dir, multi_run="folds"), 1)
+  with pytest.raises(ValueError, match=r"config.folds=\(2, 2\) names 2 more than once"):
+    loro.validate_config(mini_config(mini_data_dir, folds=(2, 2)), 1)
 
 
 def test_multi_host_environment_detection(monkeypatch):
