@@ -308,7 +308,9 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
   if ref_by_seed is not None and method != "painseeker":
     out["vs_painseeker"] = {}
     for s in seeds:
-      ref = ref_by_seed.get(s, ref_by_seed[min(ref_by_seed)])
+      if s not in ref_by_seed and len(seeds) > 1:
+        continue  # PainSeeker's run of this seed is not finished yet: no pair
+      ref = ref_by_seed.get(s, ref_by_seed[min(ref_by_seed)])  # a single run: the first seed
       a, b = _align(ref, by_seed[s])
       ya = np.array([r["pain"] for r in a])
       pa, pb = np.array([r["pred"] for r in a]), np.array([r["pred"] for r in b])

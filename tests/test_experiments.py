@@ -356,6 +356,11 @@ def test_table3_writer_from_known_confusion_matrices():
   assert "| +0.190 [" in lbp_stats and "| +0.262 [" in lbp_stats
   ps_stats = next(line for line in md if line.startswith("| PainSeeker |") and "±" in line)
   assert ps_stats.endswith("| — | — | — |")
+  # A partly filled table: ResNet-18 has seeds 0 and 1, PainSeeker only seed 0. Seed 1 has no
+  # pair yet (it is not compared with PainSeeker's seed 0 under the name seed1).
+  partial = experiments.summarize_method("resnet18", ps, {0: ps[0]}, None, c, None)
+  assert list(partial["vs_painseeker"]) == ["seed0"]
+  assert partial["vs_painseeker"]["seed0"]["paired_bootstrap_f1"]["diff"] == 0
 
 
 def test_painseeker_au_method_is_painseeker_with_au_heads(mini_data_dir):
