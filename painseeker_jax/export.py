@@ -459,7 +459,7 @@ def load_loro_workdir(workdir: str) -> LoadedModel:
   saved = layout.read_results(workdir).get("fold_splits")
   try:
     folds = [str(k) for k in saved] if saved else [int(k) for k in config.folds]
-  except (ValueError, TypeError) as e:
+  except (ValueError, TypeError, AttributeError) as e:
     raise ModelLoadError(f"{config_path}: not a LORO configuration ({e})") from None
   template = inference.variables_template(model, image_size)
   variables, members = [], []

@@ -127,29 +127,59 @@ def is_finished(workdir: str) -> bool:
   return os.path.exists(results_path(workdir))
 
 
+class RunFileError(ValueError):
+  """A run's results.json, config.json or predictions.csv that cannot be read (damaged, edited,
+  or not written by this tool); the message names the file (and line) and what to do."""
+
+
+_DAMAGED = (
+  "the file is damaged or was edited: restore it, or remove the run's directory to train the "
+  "run again"
+)
+
+
+def _read_json(path: str) -> dict:
+  try:
+    with open(path, encoding="utf-8") as f:
+      data = json.load(f)
+  except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+    raise RunFileError(f"{path}: not valid JSON ({e}); {_DAMAGED}") from None
+  if not isinstance(data, dict):
+    raise RunFileError(f"{path}: holds a JSON {type(data).__name__}, not an object; {_DAMAGED}")
+  return data
+
+
 def read_results(workdir: str) -> dict:
-  with open(results_path(workdir), encoding="utf-8") as f:
-    return json.load(f)
+  return _read_json(results_path(workdir))
 
 
 def read_config(workdir: str) -> dict:
-  with open(config_path(workdir), encoding="utf-8") as f:
-    return json.load(f)
+  return _read_json(config_path(workdir))
 
 
 def read_predictions(workdir: str) -> list[dict]:
-  """The rows of predictions.csv, with numbers parsed."""
-  with open(os.path.join(workdir, PREDICTIONS_CSV), newline="", encoding="utf-8") as f:
-    return [
-      dict(
-        r,
-        **({"rat_id": int(r["rat_id"])} if "rat_id" in r else {}),
-        pain=int(r["pain"]),
-        pred=int(r["pred"]),
-        p_pain=float(r["p_pain"]),
-      )
-      for r in csv.DictReader(f)
-    ]
+  """The rows of predictions.csv, with numbers parsed (RunFileError naming the line if one
+  cannot be)."""
+  path = os.path.join(workdir, PREDICTIONS_CSV)
+  rows = []
+  with open(path, newline="", encoding="utf-8") as f:
+    reader = csv.DictReader(f)
+    try:
+      for r in reader:
+        rows.append(
+          dict(
+            r,
+            **({"rat_id": int(r["rat_id"])} if "rat_id" in r else {}),
+            pain=int(r["pain"]),
+            pred=int(r["pred"]),
+            p_pain=float(r["p_pain"]),
+          )
+        )
+    except KeyError as e:
+      raise RunFileError(f"{path}: no column {e.args[0]!r}; {_DAMAGED}") from None
+    except (ValueError, TypeError) as e:  # a cut line: None / '' where a number belongs
+      raise RunFileError(f"{path}, line {reader.line_num}: {e}; {_DAMAGED}") from None
+  return rows
 
 
 def read_attention(workdir: str):

@@ -183,3 +183,32 @@ def test_cli(tmp_path, capsys):
   assert "copied: 1 run\n  runs/a/seed0\n" in out and "skipped: 0 runs" in out
   assert cli.main(["merge-runs", str(tmp_path / "nothing"), dest]) == 2
   assert "no finished runs" in capsys.readouterr().err
+
+
+def test_damaged_run_files_are_named(tmp_path, capsys):
+  """A run's results.json, config.json or predictions.csv that was cut or edited: an error
+  naming the file (and line), exit status 2 with no traceback, not a raw JSON/int error."""
+  src, dest = str(tmp_path / "gpu"), str(tmp_path / "cpu")
+  run = _run(src, "runs/a/seed0")
+  with open(layout.results_path(run), "w") as f:
+    f.write('{"loro": {"f1": 0.7')  # cut mid-write
+  with pytest.raises(layout.RunFileError, match=r"results\.json: not valid JSON"):
+    layout.read_results(run)
+  assert cli.main(["merge-runs", src, dest]) == 2
+  err = capsys.readouterr().err
+  assert layout.results_path(run) in err and "remove the run's directory" in err
+
+  layout.write_json(layout.config_path(run), ["not", "an", "object"])
+  with pytest.raises(layout.RunFileError, match=r"config\.json: holds a JSON list"):
+    layout.read_config(run)
+
+  path = os.path.join(run, layout.PREDICTIONS_CSV)
+  good = open(path).read()
+  with open(path, "w") as f:
+    f.write(good + "r1_1.jpg,1,2,1,0.5")  # a row cut before its last field
+  with pytest.raises(layout.RunFileError, match=r"predictions\.csv, line 3: "):
+    layout.read_predictions(run)
+  with open(path, "w") as f:
+    f.write(good.replace("pred", "label"))
+  with pytest.raises(layout.RunFileError, match=r"predictions\.csv: no column 'pred'"):
+    layout.read_predictions(run)
