@@ -174,12 +174,18 @@ def cache_path(
   points: int,
   grid: int,
   filenames: Sequence[str],
+  images: Sequence[bytes],
 ) -> str:
   """The cache file of a feature matrix:
 
-  `<cache_dir>/lbp-v<version>_<dataset>_<split>_s<size>_R<R>_P<P>_g<grid>_<sha of filenames>.npy`.
+  `<cache_dir>/lbp-v<version>_<dataset>_<split>_s<size>_R<R>_P<P>_g<grid>_<sha>.npy`, the sha
+  of the filenames and the image bytes in order (a data set rebuilt with other images under the
+  same names, e.g. by other imaging-library versions, gets other features).
   """
-  digest = hashlib.sha256("\n".join(filenames).encode("utf-8")).hexdigest()[:16]
+  h = hashlib.sha256()
+  for name, image in zip(filenames, images, strict=True):
+    h.update(name.encode("utf-8") + b"\0" + hashlib.sha256(image).digest())
+  digest = h.hexdigest()[:16]
   safe = lambda s: "".join(ch if ch.isalnum() or ch in "+-._" else "-" for ch in str(s))  # noqa: E731
   name = (
     f"lbp-v{FEATURE_VERSION}_{safe(dataset)}_{safe(split)}_s{size}_R{safe(radius)}_P{points}_g{grid}"
@@ -217,7 +223,7 @@ def features(
   """N x D LBP features of `source[i]` for i in `indices` (in that order), cached.
 
   The cache file (see `cache_path`) is keyed by `config.dataset`, the source's
-  split, `config.image_size`, R, P, grid and a hash of the filenames in order;
+  split, `config.image_size`, R, P, grid and a hash of the filenames and images in order;
   a rerun loads it, a corrupt or mismatched file is recomputed, and a new one
   is written to a temporary file and renamed.
   """
@@ -242,6 +248,7 @@ def features_many(
       lbp.points,
       lbp.grid,
       [_text(r["filename"]) for r in records],
+      [bytes(r["image"]) for r in records],
     )
     x = _load_cache(path, (len(records), feature_dim(lbp.grid, lbp.points)))
     if x is None:

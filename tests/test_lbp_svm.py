@@ -149,6 +149,10 @@ def test_features_cache_hit_and_corrupt_cache(tmp_path, monkeypatch):
   np.testing.assert_array_equal(lbp_svm.features(source, [4, 0, 2], config, cache), x)  # cache hit
   with pytest.raises(AssertionError, match="recomputed"):  # other images: another key
     lbp_svm.features(source, [4, 0], config, cache)
+  rebuilt = _Source(dict(r) for r in source)  # the same names, one image re-encoded
+  rebuilt[0]["image"] = _jpeg(7)
+  with pytest.raises(AssertionError, match="recomputed"):
+    lbp_svm.features(rebuilt, [4, 0, 2], config, cache)
 
   monkeypatch.setattr(lbp_svm, "extract", real_extract)
   for bad in (b"garbage", None):
