@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping
 
 from tensorboardX import SummaryWriter
@@ -49,7 +50,8 @@ def console_logging(quiet_libraries: bool = True) -> logging.Logger:
 class MetricWriter:
   """Writes scalars to `<logdir>` (TensorBoard event files) and, when `jsonl` is given, one
   JSON line per call to that file (`{"step": ..., name: value, ...}`, appended: a resumed fold
-  may repeat the steps after its last checkpoint; the last line of a step is the one that holds).
+  may repeat the steps after its last checkpoint; the last line of a step is the one that holds;
+  a line cut by a crash stays on a line of its own, which `read_jsonl_metrics` skips).
   """
 
   def __init__(self, logdir: str, jsonl: str | None = None):
@@ -61,19 +63,31 @@ class MetricWriter:
       self._tb.add_scalar(name, float(value), global_step=step)
     if self._jsonl:
       line = json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
-      with open(self._jsonl, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
+      with open(self._jsonl, "a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+          f.seek(-1, os.SEEK_END)
+          if f.read(1) != b"\n":  # the last write was cut (a crash): end that line first
+            line = "\n" + line
+        f.write((line + "\n").encode("utf-8"))
 
   def close(self) -> None:
     self._tb.close()
 
 
 def read_jsonl_metrics(path: str) -> list[dict]:
-  """The records of a `MetricWriter` JSON-lines file, one per step (the last written), by step."""
+  """The records of a `MetricWriter` JSON-lines file, one per step (the last written), by step.
+  A line that is not a whole record (a write cut by a crash; the resumed fold wrote that step
+  again) is skipped with a warning naming it."""
   by_step = {}
   with open(path, encoding="utf-8") as f:
-    for line in f:
+    for n, line in enumerate(f, 1):
       if line.strip():
-        record = json.loads(line)
-        by_step[record["step"]] = record
+        try:
+          record = json.loads(line)
+          by_step[int(record["step"])] = record
+        except (ValueError, KeyError, TypeError):
+          logging.getLogger("painseeker").warning(
+            "%s, line %d: not a whole metrics record (a write cut by a crash?); skipped", path, n
+          )
   return [by_step[s] for s in sorted(by_step)]

@@ -475,6 +475,25 @@ def test_metrics_jsonl_is_the_training_curve(mini_data_dir, tmp_path):
   }
 
 
+def test_metrics_jsonl_survives_a_cut_write(tmp_path, caplog):
+  """A crash in the middle of a line: the next write starts a new line, and the reader skips the
+  cut one (naming it) and keeps the rest."""
+  path = str(tmp_path / "metrics.jsonl")
+  w = writers.MetricWriter(str(tmp_path / "tb"), jsonl=path)
+  w.write_scalars(7, {"loss": 0.5})
+  with open(path, "a") as f:
+    f.write('{"step": 14, "lo')  # the crash
+  w.write_scalars(14, {"loss": 0.25})  # the resumed fold writes step 14 again
+  w.close()
+  assert open(path).read().splitlines()[1:] == ['{"step": 14, "lo', '{"step": 14, "loss": 0.25}']
+  with caplog.at_level("WARNING", logger="painseeker"):
+    assert writers.read_jsonl_metrics(path) == [
+      {"step": 7, "loss": 0.5},
+      {"step": 14, "loss": 0.25},
+    ]
+  assert f"{path}, line 2: not a whole metrics record" in caplog.text
+
+
 def test_workdir_from_before_the_schedule_fields_is_the_same_config(mini_data_dir, tmp_path):
   """A config.json written before optimizer.schedule / wd_params existed means their defaults."""
   workdir = str(tmp_path / "w")
