@@ -939,8 +939,8 @@ def _vs_default(rows_by_run: list, default_rows_by_run: list, config) -> dict:
   resampled; `_seed_mean_diffs`)."""
   first = rows_by_run[0]
   y, rat_ids = _labels(first)
-  by_run = lambda runs: np.array([[r["pred"] for r in _align(first, rows)[1]] for rows in runs])
-  return _seed_mean_diffs(y, by_run(rows_by_run), by_run(default_rows_by_run), rat_ids, config)
+  preds = lambda runs: _seed_preds(first, dict(enumerate(runs)))  # runs x images, first's order
+  return _seed_mean_diffs(y, preds(rows_by_run), preds(default_rows_by_run), rat_ids, config)
 
 
 def sensitivity_markdown(report: dict, config) -> str:
