@@ -900,7 +900,7 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
   sweeps = {}
   for p, vals in points.items():
     sweeps[p] = []
-    default_runs = [w for w in vals.get(defaults[p], []) if w in finished]
+    default_wds = vals.get(defaults[p], [])
     for v, wds in vals.items():
       done = [w for w in wds if w in finished]
       ms = {
@@ -913,10 +913,14 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
         "finished": len(done),
         "runs": wds,
       }
-      if v != defaults[p] and done and default_runs:
+      # against the default on the seeds both have finished (one list entry per seed): in a
+      # partly filled sweep a setting's first seeds are not set against other seeds' defaults
+      pairs = [(w, d) for w, d in zip(wds, default_wds) if w in finished and d in finished]
+      if v != defaults[p] and pairs:
         point["vs_default"] = _vs_default(
-          [preds(w) for w in done], [preds(w) for w in default_runs], config
+          [preds(w) for w, _ in pairs], [preds(d) for _, d in pairs], config
         )
+        point["vs_default_seeds"] = len(pairs)
       sweeps[p].append(point)
   total = len(runs)
   out = {
@@ -934,9 +938,9 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
 
 
 def _vs_default(rows_by_run: list, default_rows_by_run: list, config) -> dict:
-  """A setting's F1 / accuracy minus the default's: the difference of the means over each one's
-  finished seeds, with the two-level bootstrap CI and p value (images stratified by rat, seeds
-  resampled; `_seed_mean_diffs`)."""
+  """A setting's F1 / accuracy minus the default's: the difference of the means over the given
+  runs (the seeds both have finished), with the two-level bootstrap CI and p value (images
+  stratified by rat, seeds resampled; `_seed_mean_diffs`)."""
   first = rows_by_run[0]
   y, rat_ids = _labels(first)
   preds = lambda runs: _seed_preds(first, dict(enumerate(runs)))  # runs x images, first's order
@@ -953,9 +957,9 @@ def sensitivity_markdown(report: dict, config) -> str:
     "",
     f"LORO F1 / accuracy (%), mean ± std over the finished seeds (a single seed: its value); "
     f"one parameter varied at a time, the others at their defaults ({defaults}). Δ: the "
-    "setting's mean minus the default's, on the same images, with a two-level bootstrap 95% CI "
-    "and p value (images stratified by rat, and the finished seeds of each resampled: with "
-    "one seed the interval covers image sampling only).",
+    "setting's mean minus the default's over the seeds both have finished, on the same images, "
+    "with a two-level bootstrap 95% CI and p value (images stratified by rat, and those seeds "
+    "resampled: with one seed the interval covers image sampling only).",
     "",
   ]
 
@@ -965,13 +969,19 @@ def sensitivity_markdown(report: dict, config) -> str:
     spread = f" ± {d[k + '_std']:.{digits}f}" if d["finished"] > 1 else ""
     return f"{d[k + '_mean']:.{digits}f}{spread}"
 
-  def versus(d, k, default):
+  def versus(d, k, default, default_finished):
     if d["value"] == default:
       return "(default)"
     if "vs_default" not in d:
       return "—"
     r = d["vs_default"][k]
-    return f"{_diff_ci(r)}, p {_p(r, config)}"
+    n = d["vs_default_seeds"]
+    fewer = (
+      f" (on the {n} seed{'s' if n > 1 else ''} both finished)"
+      if n < max(d["finished"], default_finished)
+      else ""
+    )
+    return f"{_diff_ci(r)}, p {_p(r, config)}{fewer}"
 
   for p, pts in report["sweeps"].items():
     lines += [
@@ -979,11 +989,12 @@ def sensitivity_markdown(report: dict, config) -> str:
       "| Δaccuracy (points) [95% CI], p | seeds finished |",
       "|---|---|---|---|---|---|",
     ]
+    default = report["defaults"][p]
+    default_finished = next((d["finished"] for d in pts if d["value"] == default), 0)
     for d in sorted(pts, key=lambda d: d["value"]):
-      default = report["defaults"][p]
+      vs = [versus(d, k, default, default_finished) for k in ("f1", "accuracy")]
       lines.append(
-        f"| {d['value']:g} | {cell(d, 'f1', 4)} | {cell(d, 'accuracy', 2)} | "
-        f"{versus(d, 'f1', default)} | {versus(d, 'accuracy', default)} | "
+        f"| {d['value']:g} | {cell(d, 'f1', 4)} | {cell(d, 'accuracy', 2)} | {vs[0]} | {vs[1]} | "
         f"{d['finished']} of {len(d['runs'])} |"
       )
     lines.append("")

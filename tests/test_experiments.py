@@ -304,6 +304,23 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
     and "| 0.2 | — | — | (default) | (default) | 0 of 2 |" in partial_md
   )
   assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
+  # Partly filled: a setting is set against the default on the seeds both have finished. delta
+  # 0.5 has 10 (seed 0) and 11 (seed 1) of 20 right, the default 4 and 5: +30 points on matched
+  # seeds; a one-seed setting against a two-seed default would give 27.5 (or 32.5 reversed).
+  mixed = [
+    s
+    for s in snapshots
+    if s is not None
+    and {d["value"]: d["finished"] for d in s["sweeps"]["delta"]}.get(0.5)
+    != {d["value"]: d["finished"] for d in s["sweeps"]["delta"]}.get(0.2)
+    and all(d["finished"] for d in s["sweeps"]["delta"] if d["value"] in (0.2, 0.5))
+  ]
+  assert mixed
+  for s in mixed:
+    half = next(d for d in s["sweeps"]["delta"] if d["value"] == 0.5)
+    assert half["vs_default_seeds"] == 1
+    assert half["vs_default"]["accuracy"]["diff"] == pytest.approx(30.0)
+    assert "(on the 1 seed both finished) |" in experiments.sensitivity_markdown(s, c)
   assert [p["f1_mean"] for p in early] == pytest.approx([0.05, 0.1, 0.15, None, None])
 
 
