@@ -122,12 +122,16 @@ def train_folds_stacked(
     dynamic_ncols=True,
   )
   padding = None  # zeros shaped like a real batch, for runs that wait
+  caches = {k: train.decoded_cache(config, len(todo)) for k in todo}
   try:
     for epoch in range(first, config.num_epochs):
       t0 = time.time()
       bar.set_description(f"folds side by side, epoch {epoch + 1}/{config.num_epochs}")
       live = [k for k in todo if epoch >= start_epoch[k]]
-      its = {k: iter(train.epoch_batches(config, k, epoch, sources[k], indices[k])) for k in live}
+      its = {
+        k: iter(train.epoch_batches(config, k, epoch, sources[k], indices[k], caches[k]))
+        for k in live
+      }
       sums, pending = {k: {} for k in live}, None
       for i in range(max(steps[k] for k in live)):
         active = [k in its and i < steps[k] for k in todo]

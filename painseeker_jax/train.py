@@ -219,6 +219,7 @@ _TRAINING_FIELDS = (
   ("loss.lambda_au", lambda x: is_number(x) and x >= 0, "a finite number >= 0"),
   ("input.num_threads", lambda x: is_int(x) and x >= 1, "an integer >= 1"),
   ("input.num_workers", lambda x: is_int(x) and x >= 0, "an integer >= 0"),
+  ("input.cache_mb", lambda x: is_int(x) and x >= 0, "an integer >= 0 (MB)"),
 )
 
 
@@ -386,8 +387,15 @@ def _restore_readable(workdir: str, held_out, state, mesh):
   return mngr, state
 
 
-def epoch_batches(config, held_out, epoch: int, source, indices):
-  """One epoch of a fold's augmented training batches (seeded by seed, fold and epoch)."""
+def decoded_cache(config, num_folds: int = 1) -> input_pipeline.DecodedCache:
+  """A fold's cache of decoded training images: its share of `config.input.cache_mb` when
+  `num_folds` folds train side by side."""
+  return input_pipeline.DecodedCache(config.input.cache_mb * 2**20 // num_folds)
+
+
+def epoch_batches(config, held_out, epoch: int, source, indices, cache=None):
+  """One epoch of a fold's augmented training batches (seeded by seed, fold and epoch); `cache`:
+  the fold's `decoded_cache`, kept across its epochs."""
   return input_pipeline.train_batches(
     source,
     indices,
@@ -397,6 +405,7 @@ def epoch_batches(config, held_out, epoch: int, source, indices):
     seed=input_pipeline.epoch_seed(config.seed, held_out, epoch),
     num_threads=config.input.num_threads,
     num_workers=config.input.num_workers,
+    cache=cache,
   )
 
 
@@ -466,6 +475,8 @@ def train_fold(trainer: Trainer, workdir: str, held_out, source, indices) -> dic
     disable=not config.progress,
     dynamic_ncols=True,
   )
+  cache = decoded_cache(config)
+  step = int(state.step)  # counted here from now on: reading state.step would wait for the device
   try:
     for epoch in range(fold.start_epoch, config.num_epochs):
       t0 = time.time()
@@ -473,8 +484,7 @@ def train_fold(trainer: Trainer, workdir: str, held_out, source, indices) -> dic
         f"fold {layout.fold_label(held_out)} epoch {epoch + 1}/{config.num_epochs}"
       )
       sums, pending = {}, None
-      for batch in epoch_batches(config, held_out, epoch, source, indices):
-        step = int(state.step)
+      for batch in epoch_batches(config, held_out, epoch, source, indices, cache):
         batch = sharding.shard_batch(step_inputs(config, batch), trainer.mesh)
         state, out = trainer.step(
           state,
@@ -485,6 +495,7 @@ def train_fold(trainer: Trainer, workdir: str, held_out, source, indices) -> dic
         if pending is not None:  # read the previous step's metrics while this one runs
           _accumulate(sums, pending, held_out, bar)
         pending = (step, out)
+        step += 1
       _accumulate(sums, pending, held_out, bar)
       end_epoch(config, fold, epoch, state, sums, time.time() - t0, writer)
   finally:

@@ -1,5 +1,6 @@
 """Input pipeline: shapes, masks, augmentation, determinism."""
 
+import grain
 import numpy as np
 import pytest
 
@@ -24,10 +25,11 @@ def test_low_confidence_never_labelled(sources):
   assert len(ip.labelled_indices(sources["rat6"])) == len(sources["rat6"]) == 12
 
 
-def _epoch(source, seed, **kw):
+def _epoch(source, seed, indices=None, **kw):
   args = dict(batch_size=8, image_size=48, resize_size=56, seed=seed, num_threads=2)
   args.update(kw)
-  return list(ip.train_batches(source, ip.labelled_indices(source), **args))
+  indices = ip.labelled_indices(source) if indices is None else indices
+  return list(ip.train_batches(source, indices, **args))
 
 
 def test_train_batches_shapes_and_determinism(sources):
@@ -46,6 +48,73 @@ def test_train_batches_shapes_and_determinism(sources):
   order_c = np.concatenate([x["index"] for x in c])
   assert not np.array_equal(order_a, order_c)  # another epoch seed reshuffles
   assert len(set(order_a)) == len(order_a)  # no example twice within an epoch
+
+
+class _CountingSource:
+  """A data source that counts the records read."""
+
+  def __init__(self, source):
+    self.source, self.reads = source, 0
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, i):
+    self.reads += 1
+    return self.source[i]
+
+
+def test_threads_and_cache_give_the_batches_of_the_plain_pipeline(sources):
+  """Batch k of an epoch is examples k*B ... of the shuffled, decoded, cropped dataset, whether
+  the images come from threads one at a time or from the cache (later epochs read nothing)."""
+  src = sources["rat1+rat2+rat3+rat4+rat5"]
+  idx = ip.labelled_indices(src)
+  counting = _CountingSource(src)
+  cache = ip.DecodedCache(10**9)
+  for epoch, threads in ((0, 3), (1, 1), (2, 4)):
+    plain = (
+      grain.MapDataset.source(idx)
+      .seed(epoch)
+      .shuffle()
+      .map(ip._Read(src))
+      .map(ip._Decode(56))
+      .random_map(ip._RandomCropFlip(48))
+      .batch(8, drop_remainder=True)
+    )
+    counting.reads = 0
+    got = _epoch(counting, epoch, idx, num_threads=threads, cache=cache)
+    assert len(got) == len(plain) == 60 // 8
+    for k, batch in enumerate(got):
+      assert batch.keys() == plain[k].keys()
+      for name in batch:
+        np.testing.assert_array_equal(batch[name], plain[k][name], err_msg=f"{epoch} {k} {name}")
+    # the first epoch reads (and caches) every example, the later ones none
+    assert counting.reads == (len(idx) if epoch == 0 else 0)
+    assert len(cache) == len(idx)
+
+
+def test_cache_keeps_what_fits(sources):
+  src = sources["rat1+rat2+rat3+rat4+rat5"]
+  idx = ip.labelled_indices(src)
+  one = sum(np.asarray(v).nbytes for v in ip._Decode(56).map((idx[0], src[idx[0]])).values())
+  cache = ip.DecodedCache(10 * one)
+  counting = _CountingSource(src)
+  first = _epoch(counting, 0, idx, cache=cache)
+  assert len(cache) == 10 and cache.nbytes <= 10 * one
+  counting.reads = 0
+  again = _epoch(counting, 0, idx, cache=cache)
+  assert counting.reads == len(idx) - 10  # the rest is read and decoded again
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  assert ip.DecodedCache(0).max_bytes == 0 and _epoch(src, 0, cache=ip.DecodedCache(0))
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_mirror_is_a_horizontal_flip(channels):
+  img = np.random.default_rng(0).integers(0, 256, (5, 7, channels), dtype=np.uint8)
+  out = ip._mirror(img[1:4, 2:6])
+  np.testing.assert_array_equal(out, img[1:4, 2:6][:, ::-1])
+  assert out.flags.c_contiguous and out.dtype == np.uint8
 
 
 def test_train_augmentation_is_crop_and_flip_of_resized_image(sources):

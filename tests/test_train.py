@@ -283,6 +283,7 @@ BAD_FIELDS = [
   ("loss.k_h", 0),
   ("input.num_threads", 0),
   ("input.num_workers", -1),
+  ("input.cache_mb", -1),
 ]
 
 
