@@ -312,12 +312,12 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
         continue  # PainSeeker's run of this seed is not finished yet: no pair
       ref = ref_by_seed.get(s, ref_by_seed[min(ref_by_seed)])  # a single run: the first seed
       a, b = _align(ref, by_seed[s])
-      ya = np.array([r["pain"] for r in a])
+      ya, rats_a = _labels(a)
       pa, pb = np.array([r["pred"] for r in a]), np.array([r["pred"] for r in b])
       out["vs_painseeker"][f"seed{s}"] = {
         "mcnemar": stats.mcnemar(ya, pa, pb),
         "paired_bootstrap_f1": stats.paired_bootstrap_diff(
-          ya, pa, pb, metric="f1", n_boot=config.bootstrap, seed=0
+          ya, pa, pb, metric="f1", n_boot=config.bootstrap, seed=0, groups=rats_a
         ),
       }
     # The difference of the means over all seeds of both, seeds resampled too (covers the
@@ -585,6 +585,7 @@ def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
     f"({config.bootstrap} resamples), each scoring every seed's predictions and averaging them "
     "(a CI of the mean over seeds); vs. PainSeeker: "
     "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
+    "(images stratified by rat) "
     "(positive: PainSeeker better; a single-run method is compared with PainSeeker's first seed); "
     "last column: the difference of the means over all seeds of both, with a two-level "
     "bootstrap (images stratified by rat, and each method's seeds drawn with replacement, so "

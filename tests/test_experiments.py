@@ -9,7 +9,7 @@ import pytest
 from conftest import mini_config
 from PIL import Image
 
-from painseeker_jax import experiments, figures, layout, loro
+from painseeker_jax import experiments, figures, layout, loro, stats
 
 
 def _table3_config(data_dir, **kw):
@@ -359,6 +359,11 @@ def test_table3_writer_from_known_confusion_matrices():
   assert methods["painseeker"]["per_rat"]["rat1"]["f1"]["mean"] == pytest.approx((8 / 9 + 1) / 2)
   vs = methods["lbp_r1_g4"]["vs_painseeker"]["seed0"]
   assert vs["paired_bootstrap_f1"]["diff"] == pytest.approx(18 / 21 - 2 / 3)
+  # Resampled within rats, as every interval of the report: each resample keeps 10 images of each.
+  seed0 = ([r["pain"] for r in ps[0]], [r["pred"] for r in ps[0]], [r["rat_id"] for r in ps[0]])
+  assert vs["paired_bootstrap_f1"] == stats.paired_bootstrap_diff(
+    seed0[0], seed0[1], [1] * 20, n_boot=200, seed=0, groups=seed0[2]
+  )
   # b: PainSeeker right, LBP wrong (its 8 true negatives); c: the reverse (its one false negative).
   assert (vs["mcnemar"]["b"], vs["mcnemar"]["c"]) == (8, 1)
   mean = methods["lbp_r1_g4"]["vs_painseeker_mean"]
