@@ -13,7 +13,7 @@ worker threads.
   epochs (`DecodedCache`, `config.input.cache_mb`). Neither changes a batch.
 * Test (`eval_batches`): decode, resize to `image_size` (the whole face, no
   crop: why, README "Configuration"); every example exactly once in source
-  order, the last batch padded and marked by `mask`.
+  order, the last batch padded and marked by `mask`; the threads decode single images too.
 
 Batches are dicts of numpy arrays: `image` (uint8, B x H x W x 3; normalised
 on the device by `inference.normalize`), `label` (the binary `pain` target), `mask`,
@@ -364,16 +364,18 @@ def eval_batches(
   source, *, batch_size: int, image_size: int, num_threads: int = 4
 ) -> Iterator[dict]:
   """Every labelled example exactly once, in source order; last batch padded, `mask`
-  marks real rows."""
+  marks real rows. The threads decode single images (as in `train_batches`), so a held-out
+  rat of a few batches still keeps every thread busy."""
   ds = (
     grain.MapDataset.source(labelled_indices(source))
     .map(_Read(source))
     .map(_Decode(image_size))
+    .to_iter_dataset(
+      grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size)
+    )
     .batch(batch_size, drop_remainder=False)
   )
-  for batch in ds.to_iter_dataset(
-    grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2 * batch_size)
-  ):
+  for batch in ds:
     yield pad_batch(batch, batch_size)
 
 
