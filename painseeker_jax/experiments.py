@@ -913,6 +913,8 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
         **{f"{k}_{s}": x for k, d in ms.items() for s, x in d.items()},
         "finished": len(done),
         "runs": wds,
+        # each seed's run (in config.seeds order; None: not finished), for the paired view
+        **{f"{k}_per_seed": [finished[w][k] if w in finished else None for w in wds] for k in ms},
       }
       # against the default on the seeds both have finished (one list entry per seed): in a
       # partly filled sweep a setting's first seeds are not set against other seeds' defaults
@@ -956,7 +958,8 @@ def sensitivity_markdown(report: dict, config) -> str:
     f"# Sensitivity ({config.dataset}, seeds {list(config.seeds)}; "
     f"{report['finished_runs']} of {report['total_runs']} runs finished)",
     "",
-    f"LORO F1 / accuracy (%), mean ± std over the finished seeds (a single seed: its value); "
+    f"LORO F1 / accuracy (%), mean ± std over the finished seeds (a single seed: its value), "
+    f"and each seed's run in the order of the seeds ('—': not finished); "
     f"one parameter varied at a time, the others at their defaults ({defaults}). Δ: the "
     "setting's mean minus the default's over the seeds both have finished, on the same images, "
     "with a two-level bootstrap 95% CI and p value (images stratified by rat, and those seeds "
@@ -987,16 +990,18 @@ def sensitivity_markdown(report: dict, config) -> str:
   for p, pts in report["sweeps"].items():
     lines += [
       f"| {names.get(p, p)} | F1 | Accuracy (%) | ΔF1 vs. default [95% CI], p "
-      "| Δaccuracy (points) [95% CI], p | seeds finished |",
-      "|---|---|---|---|---|---|",
+      "| Δaccuracy (points) [95% CI], p | seeds finished | each seed (F1/acc.) |",
+      "|---|---|---|---|---|---|---|",
     ]
     default = report["defaults"][p]
     default_finished = next((d["finished"] for d in pts if d["value"] == default), 0)
     for d in sorted(pts, key=lambda d: d["value"]):
       vs = [versus(d, k, default, default_finished) for k in ("f1", "accuracy")]
+      seeds = zip(d.get("f1_per_seed", []), d.get("accuracy_per_seed", []))
+      each = ", ".join("—" if f is None else f"{f:.4f}/{a:.2f}" for f, a in seeds)
       lines.append(
         f"| {d['value']:g} | {cell(d, 'f1', 4)} | {cell(d, 'accuracy', 2)} | {vs[0]} | {vs[1]} | "
-        f"{d['finished']} of {len(d['runs'])} |"
+        f"{d['finished']} of {len(d['runs'])} | {each} |"
       )
     lines.append("")
   return "\n".join(lines)

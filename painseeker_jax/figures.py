@@ -84,10 +84,14 @@ def attention_figure(
 def sensitivity_figure(
   sweeps: dict, path: str, labels: dict | None = None, title: str | None = None
 ) -> None:
-  """Three panels (one per swept parameter): F1 and accuracy vs. the value.
+  """Three panels (one per swept parameter): F1 and accuracy vs. the value (mean ± std over
+  seeds) and, thin and faint, each seed's own curve: the seeds are paired (every setting of a
+  seed starts from the same initialisation and data order), so a parameter's effect shows as
+  parallel seed curves and seed noise as crossing ones.
 
-  sweeps: {param: [{"value", "f1_mean", "f1_std", "accuracy_mean", "accuracy_std"}, ...]};
-  a point whose means are None (not run yet) is a gap in its curve.
+  sweeps: {param: [{"value", "f1_mean", "f1_std", "accuracy_mean", "accuracy_std"}, ...]},
+  optionally with "f1_per_seed" / "accuracy_per_seed" (one value or None per seed); a point
+  whose means are None (not run yet) is a gap in its curve.
   """
   labels = labels or {"lambda_prsc": r"$\lambda$", "delta": r"$\delta$", "k_h": r"$K_h$"}
   params = list(sweeps)
@@ -103,6 +107,14 @@ def sensitivity_figure(
     ax.set_ylabel("F1", color="tab:blue")
     ax2 = ax.twinx()
     ax2.errorbar(x, acc, yerr=acc_sd, marker="s", color="tab:red", capsize=3, label="accuracy")
+    for axis, key, color, marker in (
+      (ax, "f1", "tab:blue", "o"),
+      (ax2, "accuracy", "tab:red", "s"),
+    ):
+      seeds_PxS = [d.get(f"{key}_per_seed") or [] for d in pts]
+      for s in range(max(map(len, seeds_PxS), default=0)):
+        y = [np.nan if s >= len(v) or v[s] is None else v[s] for v in seeds_PxS]
+        axis.plot(x, y, marker=marker, ms=3, lw=0.8, alpha=0.35, color=color)
     ax2.set_ylabel("accuracy (%)", color="tab:red")
     ax.set_xticks(x)
     ax.set_xticklabels([f"{d['value']:g}" for d in pts])

@@ -164,6 +164,7 @@ def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
     }
     for v, m in ((0.1, 0.7), (0.2, None), (0.5, 0.6))
   ]
+  gap[0]["f1_per_seed"], gap[2]["f1_per_seed"] = [0.7, None], [0.65, 0.55]  # seed 1 half done
   path = str(tmp_path / "sens.png")
   figures.sensitivity_figure(
     {"delta": gap, "k_h": gap[:1]}, path, title="partial: 3 of 5 runs finished"
@@ -273,6 +274,8 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
     [0.055, 0.105, 0.155, 0.205, 0.505]
   )
   assert out["sweeps"]["delta"][0]["accuracy_std"] == pytest.approx(np.std([50, 51], ddof=1))
+  assert out["sweeps"]["delta"][0]["f1_per_seed"] == pytest.approx([0.05, 0.06])
+  assert out["sweeps"]["delta"][0]["accuracy_per_seed"] == [50.0, 51.0]
   assert (out["finished_runs"], out["total_runs"]) == (26, 26)
   # Before run k, the report counts k finished runs; the figure says it is partial until the end.
   assert [None if s is None else s["finished_runs"] for s in snapshots] == [None] + list(
@@ -294,14 +297,20 @@ def test_sensitivity_seed_major_with_a_report_after_every_run(tmp_path, monkeypa
     line.startswith("| delta | F1 | Accuracy (%) | ΔF1 vs. default [95% CI], p ") for line in md
   )
   row = next(line for line in md if line.startswith("| 0.5 | 0.5050 ± 0.0071 | 50.50 ± 0.71 | "))
-  assert "| +30.000 [" in row and row.endswith("| 2 of 2 |")
-  assert "| 0.2 | 0.2050 ± 0.0071 | 50.50 ± 0.71 | (default) | (default) | 2 of 2 |" in md
+  assert "| +30.000 [" in row and row.endswith("| 2 of 2 | 0.5000/50.00, 0.5100/51.00 |")
+  assert (
+    "| 0.2 | 0.2050 ± 0.0071 | 50.50 ± 0.71 | (default) | (default) | 2 of 2 "
+    "| 0.2000/50.00, 0.2100/51.00 |" in md
+  )
   early = snapshots[3]["sweeps"]["delta"]  # delta = 0.05, 0.1, 0.15 of seed 0 done
+  assert [p["f1_per_seed"] for p in early] == [[0.05, None], [0.1, None], [0.15, None]] + [
+    [None, None]
+  ] * 2
   partial_md = experiments.sensitivity_markdown(snapshots[3], c)
   assert partial_md.startswith("# Sensitivity (synthetic, seeds [0, 1]; 3 of 26 runs finished)")
   assert (
-    "| 0.15 | 0.1500 | 50.00 | — | — | 1 of 2 |" in partial_md
-    and "| 0.2 | — | — | (default) | (default) | 0 of 2 |" in partial_md
+    "| 0.15 | 0.1500 | 50.00 | — | — | 1 of 2 | 0.1500/50.00, — |" in partial_md
+    and "| 0.2 | — | — | (default) | (default) | 0 of 2 | —, — |" in partial_md
   )
   assert [p["finished"] for p in early] == [1, 1, 1, 0, 0]
   # Partly filled: a setting is set against the default on the seeds both have finished. delta
