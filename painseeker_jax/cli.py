@@ -6,6 +6,7 @@ r"""The `painseeker` command (also `python -m painseeker_jax`; `python run.py` i
   painseeker predict --model runs/loro_synthetic --output scores.csv --heatmaps maps/ video.mp4
   painseeker predict --model models/m --output cage.csv --boxes cageDLC_resnet50.h5 cage.mp4
   painseeker merge-runs gpu_runs.tar.gz runs/sensitivity_fitted
+  painseeker compare-runs runs/table3/runs/painseeker/seed0 runs/table3/runs/resnet18/seed0
 
 `run` and `train-final` take a config file (`path[:arg]`, big_vision style)
 and `--config.x=y` overrides, parsed by one function (`load_config`,
@@ -28,6 +29,8 @@ COMMANDS = {
   "pain): the twin's stand-in for ImageNet weights",
   "merge-runs": "bring the finished runs of an experiment work directory (Table 3, sensitivity) "
   "filled on another machine into this one's, or pack them into an archive",
+  "compare-runs": "two finished runs on the same test images, paired image by image: each one's "
+  "scores, the difference with its bootstrap CI, McNemar's test",
 }
 
 
@@ -108,6 +111,23 @@ def _parser() -> argparse.ArgumentParser:
   )
   m.add_argument("src", metavar="SRC", help="work directory, or .tar.gz written by merge-runs")
   m.add_argument("dest", metavar="DEST", help="work directory, or a new .tar.gz to write")
+
+  d = sub.add_parser(
+    "compare-runs",
+    help=COMMANDS["compare-runs"],
+    allow_abbrev=False,
+    description=f"{COMMANDS['compare-runs']}. Prints a Markdown report (a − b): per animal and "
+    "pooled F1 / accuracy, the share of images predicted alike, ΔF1 and Δaccuracy with a paired "
+    "bootstrap (images resampled within each animal) and the exact McNemar test.",
+    epilog="A run is one directory with results.json and predictions.csv, e.g. "
+    "runs/sensitivity_fitted/runs/<setting>/seed0.",
+  )
+  d.add_argument("run_a", metavar="RUN_A", help="a finished run's directory")
+  d.add_argument("run_b", metavar="RUN_B", help="another one, scored on the same images")
+  d.add_argument(
+    "--bootstrap", type=int, default=2000, metavar="N", help="bootstrap resamples (default 2000)"
+  )
+  d.add_argument("--json", metavar="FILE", help="also write the numbers as JSON to FILE")
 
   q = sub.add_parser(
     "predict",
@@ -371,6 +391,18 @@ def merge_runs(args) -> int:
   return 0
 
 
+def compare_runs(args) -> int:
+  from painseeker_jax import experiments, layout
+
+  if args.bootstrap < 1:
+    raise ValueError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 1")
+  result = experiments.compare_runs(args.run_a, args.run_b, n_boot=args.bootstrap)
+  if args.json:
+    layout.write_json(args.json, result)
+  print(experiments.comparison_markdown(result), end="")
+  return 0
+
+
 def predict(args) -> int:
   from painseeker_jax import predict as predict_lib
 
@@ -418,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
       parser.error(f"unrecognised arguments: {' '.join(rest)}")
     if args.command == "merge-runs":
       return merge_runs(args)
+    if args.command == "compare-runs":
+      return compare_runs(args)
     return predict(args)
   except Exception as e:
     if not isinstance(e, _user_errors()) or not _raised_by_us(e):

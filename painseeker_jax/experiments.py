@@ -11,6 +11,9 @@
   * `sensitivity`: lambda, delta and K_h varied one at a time around the
     defaults (Fig. 5): sensitivity.json and figure5_sensitivity.png.
 
+`compare_runs(run_a, run_b)` pairs any two finished runs on the same test
+images (`painseeker compare-runs`).
+
 Every run lives in its own sub-directory (`layout.run_dir`); a finished
 run (`layout.is_finished`) is reused, an interrupted one resumes, so a work
 directory fills incrementally and a rerun only does what is missing.
@@ -1005,3 +1008,96 @@ def sensitivity_markdown(report: dict, config) -> str:
       )
     lines.append("")
   return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Two runs side by side (`painseeker compare-runs`).
+
+
+def compare_runs(run_a: str, run_b: str, n_boot: int = 2000) -> dict:
+  """Two finished runs scored on the same test images, paired image by image (a − b).
+
+  For a change of anything one run has and the other has not: a method, a
+  parameter, a seed, a backend or a machine. Returns the pooled scores of each
+  (`loro_metrics`, per animal and pooled), the share of images both predict
+  alike, the exact McNemar test, and ΔF1 / Δaccuracy with the paired bootstrap
+  of `stats.paired_bootstrap_diff`, images resampled within each animal (seed
+  0, `n_boot` resamples). Raises ValueError, naming the runs, when one is not
+  finished or the two scored other images or other labels.
+  """
+  rows = []
+  for wd in (run_a, run_b):
+    if not layout.is_finished(wd):
+      raise ValueError(
+        f"{wd}: not a finished run (no {layout.RESULTS_JSON}); give the directory of one run, "
+        "e.g. <workdir>/runs/<method>/seed0 of an experiment, or finish it first"
+      )
+    rows.append(layout.read_predictions(wd))
+  try:
+    a, b = _align(*rows)
+  except ValueError:
+    raise ValueError(
+      f"{run_a} scored {len(rows[0])} images and {run_b} {len(rows[1])}, not the same ones: "
+      "only runs on the same test images can be paired"
+    ) from None
+  changed = [r["filename"] for r, s in zip(a, b) if r["pain"] != s["pain"]]
+  if changed:
+    raise ValueError(
+      f"{run_a} and {run_b} give {changed[0]} (and {len(changed) - 1} more) other pain labels: "
+      "the data sets differ"
+    )
+  key = "rat_id" if "rat_id" in a[0] else "animal_id"
+  y = np.array([r["pain"] for r in a])
+  groups = np.array([r[key] for r in a])
+  pa, pb = np.array([r["pred"] for r in a]), np.array([r["pred"] for r in b])
+  names = np.array([f"rat{g}" if key == "rat_id" else str(g) for g in groups])
+  return {
+    "runs": {"a": run_a, "b": run_b},
+    "images": len(y),
+    "scores": {
+      "a": metrics_lib.loro_metrics(y, pa, names),
+      "b": metrics_lib.loro_metrics(y, pb, names),
+    },
+    "agreement": float(np.mean(pa == pb)),
+    "agreement_per_group": {
+      g: float(np.mean(pa[names == g] == pb[names == g])) for g in dict.fromkeys(names)
+    },
+    "mcnemar": stats.mcnemar(y, pa, pb),
+    **{
+      k: stats.paired_bootstrap_diff(y, pa, pb, metric=k, n_boot=n_boot, seed=0, groups=groups)
+      for k in ("f1", "accuracy")
+    },
+    "bootstrap": n_boot,
+  }
+
+
+def comparison_markdown(c: dict) -> str:
+  """`compare_runs`'s result as a short Markdown report."""
+  sa, sb, acc = c["scores"]["a"], c["scores"]["b"], c["accuracy"]
+  cfg = ml_collections.ConfigDict({"bootstrap": c["bootstrap"]})
+  lines = [
+    f"a: {c['runs']['a']}",
+    f"b: {c['runs']['b']}",
+    "",
+    "| | F1 a | F1 b | accuracy a (%) | accuracy b (%) | same prediction (%) |",
+    "|---|---|---|---|---|---|",
+  ]
+  for g in sa["per_group"]:
+    ga, gb = sa["per_group"][g], sb["per_group"][g]
+    lines.append(
+      f"| {g} | {ga['f1']:.4f} | {gb['f1']:.4f} | {ga['accuracy']:.2f} | {gb['accuracy']:.2f} | "
+      f"{100 * c['agreement_per_group'][g]:.1f} |"
+    )
+  pa, pb = sa["pooled"], sb["pooled"]
+  lines += [
+    f"| **pooled** ({c['images']} images) | {pa['f1']:.4f} | {pb['f1']:.4f} | "
+    f"{pa['accuracy']:.2f} | {pb['accuracy']:.2f} | {100 * c['agreement']:.1f} |",
+    "",
+    f"a − b, paired bootstrap ({c['bootstrap']} resamples, images within each animal), 95% CI:",
+    f"- F1 {_diff_ci(c['f1'])}, p {_p(c['f1'], cfg)}",
+    f"- accuracy (points) {acc['diff']:+.1f} [{acc['ci'][0]:+.1f}, {acc['ci'][1]:+.1f}], "
+    f"p {_p(acc, cfg)}",
+    f"- McNemar (exact): a right and b wrong on {c['mcnemar']['b']} images, the reverse on "
+    f"{c['mcnemar']['c']}, p {c['mcnemar']['p_value']:.3g}",
+  ]
+  return "\n".join(lines) + "\n"

@@ -645,3 +645,45 @@ def test_the_kept_runs_continue_the_documented_sweep():
     assert layout.is_finished(os.path.join(records, rel))
     # what check_config (a resumed sweep) would refuse; read-only: the records stay as written
     assert layout.config_differences(planned[rel], os.path.join(records, rel)) == [], rel
+
+
+def test_compare_runs_pairs_two_runs_image_by_image(tmp_path, capsys):
+  from painseeker_jax import cli
+
+  y = [1, 1, 1, 1, 0, 0, 0, 0]
+  # a: rat1 all right, rat2 right on 6 of 8; b: rat1 right on 6, rat2 all right except one.
+  a = {1: (y, y), 2: (y, [1, 1, 1, 0, 0, 0, 0, 1])}
+  b = {1: (y, [1, 1, 0, 1, 0, 1, 0, 0]), 2: (y, [1, 1, 1, 1, 0, 0, 0, 1])}
+  for name in ("a", "b", "c"):
+    os.makedirs(tmp_path / name)
+  for name, preds in (("a", a), ("b", b)):
+    layout.write_results(str(tmp_path / name), {"loro": {}}, "", _rows(preds))
+  c = experiments.compare_runs(str(tmp_path / "a"), str(tmp_path / "b"), n_boot=300)
+  assert c["images"] == 16
+  assert c["scores"]["a"]["pooled"]["accuracy"] == pytest.approx(100 * 14 / 16)
+  assert c["scores"]["b"]["per_group"]["rat2"]["accuracy"] == pytest.approx(100 * 7 / 8)
+  assert c["agreement"] == pytest.approx(13 / 16)
+  assert c["agreement_per_group"] == pytest.approx({"rat1": 6 / 8, "rat2": 7 / 8})
+  # a right, b wrong: rat1's two; the reverse: rat2's fourth image.
+  assert (c["mcnemar"]["b"], c["mcnemar"]["c"]) == (2, 1)
+  assert c["accuracy"]["diff"] == pytest.approx(100 * (14 - 13) / 16)
+  assert c["f1"] == stats.paired_bootstrap_diff(
+    np.array(y + y),
+    np.array(a[1][1] + a[2][1]),
+    np.array(b[1][1] + b[2][1]),
+    n_boot=300,
+    groups=np.array([1] * 8 + [2] * 8),
+  )
+  # The CLI prints the report and writes the JSON.
+  out = tmp_path / "c.json"
+  argv = ["compare-runs", str(tmp_path / "a"), str(tmp_path / "b"), "--bootstrap=300"]
+  assert cli.main(argv + ["--json", str(out)]) == 0
+  report = capsys.readouterr().out
+  assert "| **pooled** (16 images) | " in report and "| rat2 | " in report
+  assert json.loads(out.read_text())["mcnemar"]["b"] == 2
+  # Runs on other images, or one not finished: an error naming the runs.
+  layout.write_results(str(tmp_path / "c"), {"loro": {}}, "", _rows({1: a[1]}))
+  with pytest.raises(ValueError, match="scored 16 images and .*c 8, not the same ones"):
+    experiments.compare_runs(str(tmp_path / "a"), str(tmp_path / "c"))
+  assert cli.main(["compare-runs", str(tmp_path / "a"), str(tmp_path / "none")]) == 2
+  assert "none: not a finished run" in capsys.readouterr().err
