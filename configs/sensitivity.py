@@ -18,7 +18,7 @@ K_h up to 20 needs K >= 21 regions: the synthetic variant trains at 160 px
 (a 5 x 5 grid, K = 25) instead of the quick start's 96 px (K = 9); the real
 variant uses the paper's 224 px (K = 49). Expected runtime: hours on 2 CPU cores
 (13 LORO runs per seed), minutes on one GPU; the measured runtimes are in
-docs/results.md ("Fig. 5"). The work directory fills incrementally: run it in pieces.
+docs/results.md ("Fig. 5" sections). The work directory fills incrementally: run it in pieces.
 """
 
 import ml_collections

@@ -614,30 +614,51 @@ def test_progress_says_how_long_the_rest_takes(tmp_path, monkeypatch, caplog):
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The fitted-recipe Fig. 5 sweep of docs/results.md, whose finished runs docs/records keeps.
-KEPT_SWEEP = [
-  "--config.seeds=0,1,2",
-  "--config.sweep.lambda_prsc=0.05,0.1,1.5",
-  "--config.sweep.delta=0.05,0.2,0.5",
-  "--config.sweep.k_h=3,5,20",
-]
+# The sweeps of docs/results.md whose finished runs docs/records keeps: the fitted-recipe Fig. 5
+# sweep, and its runs re-trained on another machine ("Same seed, other machine", two commands).
+KEPT_SWEEPS = {
+  "sensitivity_fitted": [
+    [
+      "--config.seeds=0,1,2",
+      "--config.sweep.lambda_prsc=0.05,0.1,1.5",
+      "--config.sweep.delta=0.05,0.2,0.5",
+      "--config.sweep.k_h=3,5,20",
+    ]
+  ],
+  "sensitivity_fitted_cpu": [
+    [
+      "--config.seeds=1",
+      "--config.sweep.lambda_prsc=0.1",
+      "--config.sweep.delta=0.05,0.2,0.5",
+      "--config.sweep.k_h=3,5,20",
+    ],
+    [
+      "--config.seeds=0",
+      "--config.sweep.lambda_prsc=0.1",
+      "--config.sweep.delta=0.2",
+      "--config.sweep.k_h=5,20",
+    ],
+  ],
+}
 
 
-def test_the_kept_runs_continue_the_documented_sweep():
-  """Every run in docs/records/sensitivity_fitted is a finished run of the sweep command that
-  docs/results.md gives, with the config today's code derives for it: merged into a work
-  directory, the command continues the sweep instead of refusing the runs."""
+@pytest.mark.parametrize("name", sorted(KEPT_SWEEPS))
+def test_the_kept_runs_continue_the_documented_sweep(name):
+  """Every run in docs/records/<name> is a finished run of a sweep command that docs/results.md
+  gives, with the config today's code derives for it: merged into a work directory, the command
+  continues the sweep instead of refusing the runs."""
   from painseeker_jax import cli
 
   with open(os.path.join(REPO, "docs", "results.md"), encoding="utf-8") as f:
-    text = f.read()
-  assert all(arg in text for arg in KEPT_SWEEP)
-  records = os.path.join(REPO, "docs", "records", "sensitivity_fitted")
-  config = cli.load_config(
-    os.path.join(REPO, "configs", "sensitivity.py") + ":synthetic", KEPT_SWEEP
-  )
-  _, jobs, _ = experiments.sensitivity_plan(config, records)
-  planned = {os.path.relpath(wd, records): c for _, c, wd in jobs}
+    text = " ".join(f.read().replace("\\\n", " ").split())  # shell lines joined
+  records = os.path.join(REPO, "docs", "records", name)
+  planned = {}
+  for args in KEPT_SWEEPS[name]:
+    documented = " ".join([f"--workdir=runs/{name}", *args])
+    assert documented in text, f"docs/results.md does not give: {documented}"
+    config = cli.load_config(os.path.join(REPO, "configs", "sensitivity.py") + ":synthetic", args)
+    _, jobs, _ = experiments.sensitivity_plan(config, records)
+    planned.update({os.path.relpath(wd, records): c for _, c, wd in jobs})
   kept = layout.experiment_runs(records)
   assert kept
   for rel in kept:
