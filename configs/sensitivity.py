@@ -8,6 +8,13 @@ shared by the three sweeps (13 settings x seeds x 6 folds).
   python run.py --config=configs/sensitivity.py:real --config.manual_dir=DIR \
     --workdir=runs/sensitivity_real
 
+The sweep of docs/results.md ("Fig. 5 with the fitted recipe"; its 21 runs are kept in
+docs/records/sensitivity_fitted): the default and each parameter's extremes, three seeds,
+
+  python run.py --config=configs/sensitivity.py:synthetic --workdir=runs/sensitivity_fitted \
+    --config.seeds=0,1,2 --config.sweep.lambda_prsc=0.05,0.1,1.5 \
+    --config.sweep.delta=0.05,0.2,0.5 --config.sweep.k_h=3,5,20
+
 Outputs: sensitivity.json and sensitivity.md (F1 / accuracy mean ± std per
 value, and each value's difference from the default with a bootstrap CI) and
 figure5_sensitivity.png (three panels), rewritten after every finished run: a
