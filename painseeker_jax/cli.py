@@ -34,14 +34,25 @@ COMMANDS = {
 }
 
 
-def _config_command(sub, name: str, description: str) -> argparse.ArgumentParser:
-  """A subcommand that takes a config file plus `--config.x=y` overrides (see `load_config`)."""
-  c = sub.add_parser(
+def _command(sub, name: str, description: str, epilog: str | None = None):
+  """Subcommand `name`: its COMMANDS line as help, and that line then `description` as its
+  description."""
+  return sub.add_parser(
     name,
     help=COMMANDS[name],
     allow_abbrev=False,
     description=f"{COMMANDS[name]}. {description}",
-    epilog="Config overrides, e.g. --config.seed=1 --config.num_epochs=10 (the `=` form only).",
+    epilog=epilog,
+  )
+
+
+def _config_command(sub, name: str, description: str) -> argparse.ArgumentParser:
+  """A subcommand that takes a config file plus `--config.x=y` overrides (see `load_config`)."""
+  c = _command(
+    sub,
+    name,
+    description,
+    "Config overrides, e.g. --config.seed=1 --config.num_epochs=10 (the `=` form only).",
   )
   c.add_argument(
     "--config",
@@ -99,27 +110,25 @@ def _parser() -> argparse.ArgumentParser:
   )
   w.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
-  m = sub.add_parser(
+  m = _command(
+    sub,
     "merge-runs",
-    help=COMMANDS["merge-runs"],
-    allow_abbrev=False,
-    description=f"{COMMANDS['merge-runs']}. Copies each finished run's results, predictions, "
-    "attention, config and training curves (not its checkpoints); a run this work directory has "
-    "finished is kept, one it has only started is replaced, one in use or with another config is "
-    "skipped. Rerun the experiment's command afterwards to rewrite its table or figure.",
-    epilog="e.g. painseeker merge-runs gpu_runs.tar.gz runs/sensitivity_fitted",
+    "Copies each finished run's results, predictions, attention, config and training curves (not "
+    "its checkpoints); a run this work directory has finished is kept, one it has only started is "
+    "replaced, one in use or with another config is skipped. Rerun the experiment's command "
+    "afterwards to rewrite its table or figure.",
+    "e.g. painseeker merge-runs gpu_runs.tar.gz runs/sensitivity_fitted",
   )
   m.add_argument("src", metavar="SRC", help="work directory, or .tar.gz written by merge-runs")
   m.add_argument("dest", metavar="DEST", help="work directory, or a new .tar.gz to write")
 
-  d = sub.add_parser(
+  d = _command(
+    sub,
     "compare-runs",
-    help=COMMANDS["compare-runs"],
-    allow_abbrev=False,
-    description=f"{COMMANDS['compare-runs']}. Prints a Markdown report (a − b): per animal and "
-    "pooled F1 / accuracy, the share of images predicted alike, ΔF1 and Δaccuracy with a paired "
-    "bootstrap (images resampled within each animal) and the exact McNemar test.",
-    epilog="A run is one directory with results.json and predictions.csv, e.g. "
+    "Prints a Markdown report (a − b): per animal and pooled F1 / accuracy, the share of images "
+    "predicted alike, ΔF1 and Δaccuracy with a paired bootstrap (images resampled within each "
+    "animal) and the exact McNemar test.",
+    "A run is one directory with results.json and predictions.csv, e.g. "
     "runs/sensitivity_fitted/runs/<setting>/seed0.",
   )
   d.add_argument("run_a", metavar="RUN_A", help="a finished run's directory")
@@ -129,13 +138,12 @@ def _parser() -> argparse.ArgumentParser:
   )
   d.add_argument("--json", metavar="FILE", help="also write the numbers as JSON to FILE")
 
-  q = sub.add_parser(
+  q = _command(
+    sub,
     "predict",
-    help=COMMANDS["predict"],
-    allow_abbrev=False,
-    description=COMMANDS["predict"] + ". Inputs are face crops (as in RatsPain), or "
-    "whole frames with --crop (a fixed camera) or --boxes (the face in every frame, from "
-    "the lab's DeepLabCut, SLEAP or detector output); no face detector is bundled.",
+    "Inputs are face crops (as in RatsPain), or whole frames with --crop (a fixed camera) or "
+    "--boxes (the face in every frame, from the lab's DeepLabCut, SLEAP or detector output); no "
+    "face detector is bundled.",
   )
   q.add_argument(
     "paths",
