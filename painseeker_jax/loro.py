@@ -302,7 +302,9 @@ def au_block(names, rows: list[dict]) -> dict:
 
 def provenance(mesh=None) -> dict:
   """What a reader needs to trust a number: package versions (Pillow decodes the JPEGs), the
-  CPU and devices, the git commit."""
+  CPU and devices, the git commit, and JAX's float32 matmul/conv precision (None: the platform's
+  default, which on recent NVIDIA GPUs is TensorFloat-32 and on the CPU full float32; set it with
+  JAX_DEFAULT_MATMUL_PRECISION, e.g. `highest`)."""
   from importlib import metadata  # noqa: PLC0415
 
   versions = {}
@@ -322,6 +324,7 @@ def provenance(mesh=None) -> dict:
     except metadata.PackageNotFoundError:
       versions[name] = None
   out = {"versions": versions, "git_commit": _git_commit(), "backend": jax.default_backend()}
+  out["matmul_precision"] = jax.config.jax_default_matmul_precision
   out["cpu"] = _cpu()
   if mesh is not None:
     devices = mesh.devices.flatten()

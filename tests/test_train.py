@@ -146,6 +146,7 @@ def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
   assert set(prov["wall_seconds"]) == {f"rat{k}" for k in range(1, 7)} | {"total"}
   assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
   assert prov["cpu"]["model"] and prov["versions"]["pillow"]
+  assert prov["matmul_precision"] == jax.config.jax_default_matmul_precision  # TF32 or not
   # The test images' fingerprint: the same data give the same one (`test_data_fingerprint`).
   assert prov["data"]["test_images"] == 72 and len(prov["data"]["sha256"]) == 64
   # Rerunning a finished run retrains nothing and gives the same files.
