@@ -385,9 +385,20 @@ def run_record_files(workdir: str) -> list[str]:
   return files + [RESULTS_JSON]
 
 
-def _data_sha256(workdir: str) -> str | None:
-  """The data fingerprint of a finished run's test images (`loro.data_fingerprint`), if any."""
-  return (read_results(workdir).get("provenance") or {}).get("data", {}).get("sha256")
+# What two runs of one table must share, by the provenance key of results.json: the test
+# images (`loro.data_fingerprint`) and the pretrained trunk (`pretrained.fingerprint`).
+_SHARED = {
+  "data": ("scored other test images than", "a data set built elsewhere; train on one copy of it"),
+  "pretrained": (
+    "was fine-tuned from another trunk file than",
+    "a trunk built elsewhere; fine-tune every run from one copy of the file",
+  ),
+}
+
+
+def _sha256(workdir: str, key: str) -> str | None:
+  """The `key` fingerprint (`_SHARED`) of a finished run, if it has one."""
+  return ((read_results(workdir).get("provenance") or {}).get(key) or {}).get("sha256")
 
 
 def _copy_atomic(src: str, dst: str) -> None:
@@ -396,19 +407,20 @@ def _copy_atomic(src: str, dst: str) -> None:
     shutil.copyfile(src, tmp)
 
 
-def _merge_one(src_run: str, dest_run: str, rel: str, data_sha: set[str], report: dict) -> None:
+def _merge_one(src_run: str, dest_run: str, rel: str, shared: dict, report: dict) -> None:
   """One finished run of `merge_runs` into a work directory (see there)."""
   if is_finished(dest_run):  # whatever the source scored: the finished run here stays
     report["kept"].append(rel)
     return
-  sha = _data_sha256(src_run)
-  if sha and data_sha and sha not in data_sha:
-    report["skipped"].append(
-      f"{rel}: it scored other test images than the finished runs already there (data sha256 "
-      f"{sha[:12]} vs {', '.join(sorted(x[:12] for x in data_sha))}): a data set built "
-      "elsewhere; train on one copy of the data set"
-    )
-    return
+  for key, (what, why) in _SHARED.items():
+    sha = _sha256(src_run, key)
+    if sha and shared[key] and sha not in shared[key]:
+      have = ", ".join(sorted(x[:12] for x in shared[key]))
+      report["skipped"].append(
+        f"{rel}: it {what} the finished runs already there ({key} sha256 {sha[:12]} vs {have}): "
+        f"{why}"
+      )
+      return
   started = os.path.isdir(dest_run)
   if started and os.path.exists(config_path(dest_run)):
     diff = _dict_differences(read_config(src_run), read_config(dest_run))
@@ -451,7 +463,8 @@ def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
       holds its lock or its configuration differs ("skipped", with the reason);
     * else copied ("copied").
   A run that scored other test images than `dest`'s finished runs (the data fingerprint of
-  results.json: a data set built on another machine) is skipped. Files are written atomically and
+  results.json: a data set built on another machine), or was fine-tuned from another trunk file
+  (its `pretrained` fingerprint), is skipped. Files are written atomically and
   results.json last, so an interrupted merge leaves no run marked finished that is not complete.
   Returns {"copied", "replaced", "kept", "skipped"}: run paths relative to the work directories
   (skipped ones with their reason). Raises ValueError if `src` has no runs or `dest` is an
@@ -484,7 +497,8 @@ def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
       return {"copied": runs, "replaced": [], "kept": [], "skipped": []}
     report: dict[str, list[str]] = {"copied": [], "replaced": [], "kept": [], "skipped": []}
     finished = [os.path.join(dest, r) for r in experiment_runs(dest)]
-    data_sha = {x for x in map(_data_sha256, filter(is_finished, finished)) if x}
+    finished = list(filter(is_finished, finished))
+    shared = {key: {x for x in (_sha256(d, key) for d in finished) if x} for key in _SHARED}
     for r in runs:
-      _merge_one(os.path.join(src, r), os.path.join(dest, r), r, data_sha, report)
+      _merge_one(os.path.join(src, r), os.path.join(dest, r), r, shared, report)
     return report

@@ -424,6 +424,7 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
     rows = evaluate_folds(trainer, variables, {k: sources[groups.splits[k]] for k in folds})
     seconds["total"] = time.time() - t_run
     info = dict(provenance(trainer.mesh), wall_seconds={k: round(v, 1) for k, v in seconds.items()})
+    info["pretrained"] = pretrained.fingerprint(config.model.pretrained)
     results = write_outputs(config, workdir, rows, info, groups)
   log.info(
     "%s: F1 %.4f, accuracy %.2f%% (%d test images)",

@@ -814,6 +814,20 @@ def resolve_pretrained(spec: str | None) -> str | None:
   return path
 
 
+def fingerprint(spec: str | None) -> dict | None:
+  """{"file": name, "sha256": hex} of the weights `spec` names (as `resolve_pretrained`), or None
+  for scratch: results record it, so runs fine-tuned from two builds of a trunk (e.g. the
+  twin-pool trunk made on two machines) are told apart and never merged into one table."""
+  path = resolve_pretrained(spec)
+  if path is None:
+    return None
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    while chunk := f.read(1 << 22):
+      h.update(chunk)
+  return {"file": os.path.basename(path), "sha256": h.hexdigest()}
+
+
 def init_from_pretrained(spec: str | None, variables: Mapping) -> Mapping:
   """`variables` with the trunk from `spec` (unchanged when it is None).
 

@@ -14,7 +14,9 @@ from painseeker_jax import cli, layout
 CONFIG = {"name": "sensitivity_synthetic", "seed": 0, "loss": {"k_h": 5}, "progress": False}
 
 
-def _run(workdir, rel, *, finished=True, f1=0.7, sha="aa" * 32, config=None, checkpoint=False):
+def _run(
+  workdir, rel, *, finished=True, f1=0.7, sha="aa" * 32, trunk=None, config=None, checkpoint=False
+):
   """A run as training leaves it: config.json, a fold's curve and checkpoint, and the results."""
   run = os.path.join(workdir, rel)
   os.makedirs(os.path.join(run, "fold_rat1"), exist_ok=True)
@@ -29,7 +31,9 @@ def _run(workdir, rel, *, finished=True, f1=0.7, sha="aa" * 32, config=None, che
     rows = [
       dict(filename="r1_0.jpg", rat_id=1, pain_level=2, pain=1, p_pain=0.9, pred=1, beta=np.ones(4))
     ]
-    results = {"loro": {"f1": f1}, "provenance": {"data": {"test_images": 1, "sha256": sha}}}
+    prov = {"data": {"test_images": 1, "sha256": sha}}
+    prov["pretrained"] = trunk and {"file": "resnet18.twin_pool.safetensors", "sha256": trunk}
+    results = {"loro": {"f1": f1}, "provenance": prov}
     layout.write_results(run, results, "| md |\n", rows)
   return run
 
@@ -117,6 +121,19 @@ def test_runs_in_use_with_another_config_or_other_data_are_skipped(tmp_path):
   assert "other test images" in skipped["runs/other_data/seed0"]
   assert os.path.exists(layout.checkpoint_dir(held, 1))  # nothing of a skipped run touched
   assert not layout.is_finished(held)
+
+
+def test_runs_from_another_trunk_file_are_skipped(tmp_path):
+  src, dest = str(tmp_path / "gpu"), str(tmp_path / "cpu")
+  _run(dest, "runs/painseeker/seed0", trunk="cc" * 32)
+  _run(src, "runs/painseeker/seed1", trunk="dd" * 32)  # the trunk rebuilt on that machine
+  _run(src, "runs/resnet18/seed1", trunk="cc" * 32)
+  report = layout.merge_runs(src, dest)
+  assert report["copied"] == ["runs/resnet18/seed1"]
+  (skipped,) = report["skipped"]
+  assert skipped.startswith("runs/painseeker/seed1: it was fine-tuned from another trunk file")
+  assert "pretrained sha256 dddddddddddd vs cccccccccccc" in skipped
+  assert "fine-tune every run from one copy of the file" in skipped
 
 
 def test_bad_sources_are_refused(tmp_path):

@@ -41,6 +41,18 @@ def test_the_trunk_loads_through_the_imagenet_path(trunk):
   assert np.abs(conv1).sum() > 0
 
 
+def test_fingerprint_names_the_trunk_file(trunk, tmp_path):
+  import hashlib
+
+  data = trunk["out"].read_bytes()
+  want = {"file": "trunk.safetensors", "sha256": hashlib.sha256(data).hexdigest()}
+  assert pretrained.fingerprint(str(trunk["out"])) == want
+  other = tmp_path / "trunk.safetensors"  # a build elsewhere: same name, another digest
+  other.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+  assert pretrained.fingerprint(str(other))["sha256"] != want["sha256"]
+  assert pretrained.fingerprint(None) is None and pretrained.fingerprint("none") is None
+
+
 def test_results_hold_the_held_out_figures_and_the_leak_check(trunk):
   results = json.load(open(trunk["workdir"] / "pretrain_results.json"))
   assert results["held_out"]["num_images"] == 2 * 2  # val_per_rat of each of the 2 rats

@@ -147,6 +147,7 @@ def test_loro_end_to_end_outputs(mini_data_dir, tmp_path):
   assert prov["git_commit"] is None or len(prov["git_commit"].split("+")[0]) == 40
   assert prov["cpu"]["model"] and prov["versions"]["pillow"]
   assert prov["matmul_precision"] == jax.config.jax_default_matmul_precision  # TF32 or not
+  assert prov["pretrained"] is None  # from scratch; else the trunk file's name and sha256
   # The test images' fingerprint: the same data give the same one (`test_data_fingerprint`).
   assert prov["data"]["test_images"] == 72 and len(prov["data"]["sha256"]) == 64
   # Rerunning a finished run retrains nothing and gives the same files.
