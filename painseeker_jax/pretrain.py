@@ -25,7 +25,9 @@ the work directory to one configuration, and a rerun with another is refused):
   3. evaluate on the held-out images of every rat (`val_per_rat`), write
      `pretrain_results.json` and the trunk to `--output` as a torchvision-layout
      `.safetensors` state dict (`pretrained.save_state_dict`), the file format the ImageNet
-     path reads: `--config.model.pretrained=<file>` uses exactly that code path.
+     path reads: `--config.model.pretrained=<file>` uses exactly that code path. The results
+     hold the provenance (code, versions, CPU) and the file's sha256, which the fine-tuned runs'
+     results.json repeat.
 
 Run command, runtime and the measured pretext figures: configs/pretrain.py and
 docs/results.md "A pretrained stand-in trunk".
@@ -45,7 +47,7 @@ import numpy as np
 import optax
 from PIL import Image
 
-from painseeker_jax import layout, models, pretrained
+from painseeker_jax import layout, loro, models, pretrained
 
 log = logging.getLogger("painseeker")
 
@@ -345,5 +347,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     "config": json.dumps(results["config"], sort_keys=True),
   }
   pretrained.save_state_dict(output, state_dict, meta)
+  # The machine and code that made the trunk (another CPU kind trains another trunk), and the
+  # file's digest, which every run fine-tuned from it records (`pretrained.fingerprint`).
+  results["provenance"] = dict(loro.provenance(), trunk=pretrained.fingerprint(output))
   layout.write_json(os.path.join(workdir, RESULTS_JSON), results)
   return results

@@ -61,6 +61,8 @@ def test_results_hold_the_held_out_figures_and_the_leak_check(trunk):
   leak = results["leak_check"]
   assert leak["num_images"] == 12 and set(leak["pose_vs_au"]) == {"yaw", "pitch", "roll"}
   assert sorted(os.listdir(trunk["workdir"] / "pool")) == ["shard_00000.npz"]
+  prov = results["provenance"]  # who made the trunk, and the digest its users record
+  assert prov["trunk"] == pretrained.fingerprint(str(trunk["out"])) and prov["cpu"]["model"]
 
 
 def test_a_rerun_resumes_and_refuses_to_overwrite(trunk, capsys, monkeypatch):
