@@ -817,14 +817,20 @@ def resolve_pretrained(spec: str | None) -> str | None:
 def fingerprint(spec: str | None) -> dict | None:
   """{"file": name, "sha256": hex} of the weights `spec` names (as `resolve_pretrained`), or None
   for scratch: results record it, so runs fine-tuned from two builds of a trunk (e.g. the
-  twin-pool trunk made on two machines) are told apart and never merged into one table."""
+  twin-pool trunk made on two machines) are told apart and never merged into one table.
+
+  The digest is of the weights (each tensor's name, dtype, shape and values, in name order), not
+  of the file's bytes: safetensors writes its header's metadata in another order on every write,
+  so two writes of one trunk differ as files."""
   path = resolve_pretrained(spec)
   if path is None:
     return None
+  state_dict = read_state_dict(path)
   h = hashlib.sha256()
-  with open(path, "rb") as f:
-    while chunk := f.read(1 << 22):
-      h.update(chunk)
+  for name in sorted(state_dict):
+    a = np.ascontiguousarray(state_dict[name])
+    h.update(f"{name}\t{a.dtype.str}\t{a.shape}\n".encode())
+    h.update(a.tobytes())
   return {"file": os.path.basename(path), "sha256": h.hexdigest()}
 
 

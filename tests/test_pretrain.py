@@ -41,15 +41,22 @@ def test_the_trunk_loads_through_the_imagenet_path(trunk):
   assert np.abs(conv1).sum() > 0
 
 
-def test_fingerprint_names_the_trunk_file(trunk, tmp_path):
-  import hashlib
-
-  data = trunk["out"].read_bytes()
-  want = {"file": "trunk.safetensors", "sha256": hashlib.sha256(data).hexdigest()}
-  assert pretrained.fingerprint(str(trunk["out"])) == want
-  other = tmp_path / "trunk.safetensors"  # a build elsewhere: same name, another digest
-  other.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
-  assert pretrained.fingerprint(str(other))["sha256"] != want["sha256"]
+def test_fingerprint_is_of_the_weights_not_the_file_bytes(trunk, tmp_path):
+  state_dict = pretrained.read_state_dict(str(trunk["out"]))
+  meta = {f"key{i}": str(i) for i in range(8)}  # written in another order on every write
+  a = pretrained.save_state_dict(str(tmp_path / "a.safetensors"), state_dict, meta)
+  b = pretrained.save_state_dict(str(tmp_path / "b.safetensors"), state_dict, dict(meta, x="y"))
+  assert open(a, "rb").read() != open(b, "rb").read()
+  got = pretrained.fingerprint(a)
+  assert got["file"] == "a.safetensors" and len(got["sha256"]) == 64
+  assert got["sha256"] == pretrained.fingerprint(b)["sha256"]  # the same weights
+  assert got["sha256"] == pretrained.fingerprint(str(trunk["out"]))["sha256"]
+  changed = dict(state_dict, **{"fc.bias": state_dict["fc.bias"] + np.float32(1e-6)})
+  c = pretrained.save_state_dict(str(tmp_path / "c.safetensors"), changed, meta)
+  assert pretrained.fingerprint(c)["sha256"] != got["sha256"]  # one value moved
+  renamed = {k.replace("fc.", "head."): v for k, v in state_dict.items()}
+  d = pretrained.save_state_dict(str(tmp_path / "d.safetensors"), renamed, meta)
+  assert pretrained.fingerprint(d)["sha256"] != got["sha256"]
   assert pretrained.fingerprint(None) is None and pretrained.fingerprint("none") is None
 
 
