@@ -618,8 +618,8 @@ def copy_trunk(dst_variables: Mapping, src_variables: Mapping) -> dict:
   """`dst_variables` with its `trunk` params and batch_stats from `src`.
 
   Everything outside `trunk` (e.g. PainSeeker's `region_score` and `fc`)
-  is kept from `dst`. Inputs are not modified; leaves are cast to the
-  `dst` dtype.
+  is kept from `dst`. Inputs are not modified; the trunk's leaves are new
+  arrays (no buffer shared with `src`), cast to the `dst` dtype.
 
   Raises StateDictMismatchError when the two trunks differ in structure or
   shapes.
@@ -647,7 +647,9 @@ def copy_trunk(dst_variables: Mapping, src_variables: Mapping) -> dict:
     new_t: dict = {}
     for p, v in dst_l.items():
       src = src_l.get(p, v)
-      _set(new_t, p, jnp.asarray(src, dtype=jnp.asarray(v).dtype))
+      # a copy: the training step donates the state's buffers, and `src` is read once per
+      # process for every fold (`_load_resnet18_once`)
+      _set(new_t, p, jnp.array(src, dtype=jnp.asarray(v).dtype, copy=True))
     col_out = {k: v for k, v in dst_variables[col].items()}
     col_out["trunk"] = new_t
     out[col] = col_out
@@ -852,7 +854,8 @@ _LOADED: dict = {}  # (real path, size, mtime) -> variables of the file read las
 
 def _load_resnet18_once(path: str) -> dict:
   """`load_resnet18(path)`, read once per process while the file is unchanged (a LORO run
-  starts six folds, a Table 3 run dozens, from the same trunk); copy_trunk never modifies it."""
+  starts six folds, a Table 3 run dozens, from the same trunk); copy_trunk never modifies it and
+  copies what it takes from it."""
   st = os.stat(path)
   key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
   if key not in _LOADED:

@@ -518,6 +518,24 @@ def test_saved_file_loads_like_imagenet_weights(tmp_path):
     _assert_trees_equal(out["params"][head], dst["params"][head])
 
 
+def test_the_cached_trunk_survives_a_fold_that_donates_its_state(tmp_path):
+  # A LORO run starts each fold from the trunk read once per process, and each fold's training
+  # step donates its state's buffers: the next fold's copy must not share them (it did, and the
+  # third fold of a pretrained run stopped with "Array has been deleted").
+  v = init(models.ResNet18(num_classes=7), 4)
+  path = str(tmp_path / "trunk.safetensors")
+  pretrained.save_state_dict(
+    path, pretrained.variables_to_state_dict(v, models.ResNet18(num_classes=7))
+  )
+  dst = init(models.PainSeeker18(num_classes=2), 5)
+  donate = jax.jit(lambda t: jax.tree.map(lambda a: a + 1, t), donate_argnums=0)
+  for _ in range(2):
+    fold = pretrained.init_from_pretrained(path, dst)
+    _assert_trees_equal(fold["params"]["trunk"], v["params"]["trunk"])
+    _assert_trees_equal(fold["batch_stats"]["trunk"], v["batch_stats"]["trunk"])
+    donate((fold["params"]["trunk"], fold["batch_stats"]["trunk"]))  # a step: these are gone
+
+
 def test_load_resnet18_without_fc_reports_it_missing(tmp_path):
   from safetensors.numpy import save_file
 
