@@ -15,8 +15,8 @@ flips); targets head pose and identity, never pain (painseeker_jax/pretrain.py s
 checks it). AdamW with a cosine schedule. Rerunning the command resumes (pool shards, then the
 checkpoint of the last finished epoch).
 
-Expected runtime: 12-60 minutes on 2 CPU cores (AVX-512 / AVX2), a few minutes on a GPU. The measured runtime
-and pretext figures: docs/results.md "A pretrained stand-in trunk".
+Expected runtime: 12-60 minutes on 2 CPU cores (AVX-512 / AVX2), a few minutes on a GPU. The
+measured runtime and pretext figures: docs/results.md "A pretrained stand-in trunk".
 
 `:tiny`: a few images at 48 px for the tests (seconds).
 """
