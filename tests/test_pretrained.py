@@ -536,6 +536,22 @@ def test_the_cached_trunk_survives_a_fold_that_donates_its_state(tmp_path):
     donate((fold["params"]["trunk"], fold["batch_stats"]["trunk"]))  # a step: these are gone
 
 
+def test_a_loro_run_from_a_trunk_file_trains_each_fold_and_names_the_trunk(mini_data_dir, tmp_path):
+  # The real protocol's path (`--config.model.pretrained=<file>`) over several fresh folds.
+  from conftest import mini_config
+
+  from painseeker_jax import loro
+
+  model = models.ResNet18(num_classes=3)
+  v = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  path = str(tmp_path / "trunk.safetensors")
+  pretrained.save_state_dict(path, pretrained.variables_to_state_dict(v, model))
+  overrides = {"model.size": "full", "model.pretrained": path, "folds": (1, 2, 3)}
+  results = loro.run_loro(mini_config(mini_data_dir, **overrides), str(tmp_path / "run"))
+  assert sorted(results["per_rat"]) == ["rat1", "rat2", "rat3"]
+  assert results["provenance"]["pretrained"] == pretrained.fingerprint(path)
+
+
 def test_load_resnet18_without_fc_reports_it_missing(tmp_path):
   from safetensors.numpy import save_file
 
