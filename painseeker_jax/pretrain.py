@@ -306,6 +306,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
   )
   t1 = time.time()
   for epoch in range(start_epoch, config.num_epochs):
+    t_epoch = time.time()
     rng = np.random.default_rng([config.seed, epoch])  # the epoch's order and augmentation
     order = rng.permutation(train_idx)
     sums = {}
@@ -321,7 +322,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     if not all(np.isfinite(v) for v in metrics.values()):
       raise FloatingPointError(f"pretrain epoch {epoch + 1}: non-finite {metrics}")
     log.info("pretrain epoch %d/%d: %s", epoch + 1, config.num_epochs, metrics)
-    epochs.append(metrics)
+    epochs.append(dict(metrics, seconds=round(time.time() - t_epoch, 1)))
     layout.write_json(epochs_path, epochs)
     mngr.save(int(state.step), args=ocp.args.StandardSave(state))
     mngr.wait_until_finished()
@@ -336,7 +337,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     "epochs": epochs,
     "held_out": evaluate(predict, state, pool, val_idx, config),
     "leak_check": leak_check(pool),
-    "seconds": {"render_and_load": round(render_s, 1), "train_this_call": round(train_s, 1)},
+    "seconds": {
+      "render_and_load": round(render_s, 1),
+      "train_this_call": round(train_s, 1),
+      # every epoch's, whichever call trained it (None: epochs from before they were timed)
+      "train_all_epochs": round(sum(e["seconds"] for e in epochs), 1)
+      if all("seconds" in e for e in epochs)
+      else None,
+    },
     "output": os.path.abspath(output),
   }
   variables = {"params": state.params, "batch_stats": state.batch_stats}

@@ -91,6 +91,9 @@ def test_a_rerun_resumes_and_refuses_to_overwrite(trunk, capsys, monkeypatch):
   results_after = json.load(open(results_path))  # the training figures survive the rerun
   assert results_after["epochs"] == results_before["epochs"]
   assert results_after["last_epoch"] == results_before["last_epoch"]
+  all_epochs = results_before["seconds"]["train_all_epochs"]  # the first call's time, kept
+  assert all_epochs > 0 and results_after["seconds"]["train_all_epochs"] == all_epochs
+  assert results_after["seconds"]["train_this_call"] < all_epochs
 
   capsys.readouterr()
   assert cli.main(trunk["argv"] + ["--overwrite", "--config.seed=1"]) == 2  # another pool
