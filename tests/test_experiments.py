@@ -616,53 +616,68 @@ def test_progress_says_how_long_the_rest_takes(tmp_path, monkeypatch, caplog):
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The sweeps of docs/results.md whose finished runs docs/records keeps: the fitted-recipe Fig. 5
 # sweep, and its runs re-trained on another machine ("Same seed, other machine", two commands).
-KEPT_SWEEPS = {
-  "sensitivity_fitted": [
+# docs/records/<name>: the config it was run with and the documented commands' arguments.
+KEPT_RUNS = {
+  "sensitivity_fitted": (
+    "sensitivity.py:synthetic",
     [
-      "--config.seeds=0,1,2",
-      "--config.sweep.lambda_prsc=0.05,0.1,1.5",
-      "--config.sweep.delta=0.05,0.2,0.5",
-      "--config.sweep.k_h=3,5,20",
-    ]
-  ],
-  "sensitivity_fitted_cpu": [
-    [
-      "--config.seeds=1",
-      "--config.sweep.lambda_prsc=0.1",
-      "--config.sweep.delta=0.05,0.2,0.5",
-      "--config.sweep.k_h=3,5,20",
+      [
+        "--config.seeds=0,1,2",
+        "--config.sweep.lambda_prsc=0.05,0.1,1.5",
+        "--config.sweep.delta=0.05,0.2,0.5",
+        "--config.sweep.k_h=3,5,20",
+      ]
     ],
+  ),
+  "sensitivity_fitted_cpu": (
+    "sensitivity.py:synthetic",
     [
-      "--config.seeds=0",
-      "--config.sweep.lambda_prsc=0.1",
-      "--config.sweep.delta=0.2",
-      "--config.sweep.k_h=5,20",
+      [
+        "--config.seeds=1",
+        "--config.sweep.lambda_prsc=0.1",
+        "--config.sweep.delta=0.05,0.2,0.5",
+        "--config.sweep.k_h=3,5,20",
+      ],
+      [
+        "--config.seeds=0",
+        "--config.sweep.lambda_prsc=0.1",
+        "--config.sweep.delta=0.2",
+        "--config.sweep.k_h=5,20",
+      ],
     ],
-  ],
+  ),
+  "table3_pretrained": ("table3.py:synthetic_pretrained", [[]]),
 }
 
 
-@pytest.mark.parametrize("name", sorted(KEPT_SWEEPS))
-def test_the_kept_runs_continue_the_documented_sweep(name):
-  """Every run in docs/records/<name> is a finished run of a sweep command that docs/results.md
-  gives, with the config today's code derives for it: merged into a work directory, the command
-  continues the sweep instead of refusing the runs."""
+@pytest.mark.parametrize("name", sorted(KEPT_RUNS))
+def test_the_kept_runs_continue_the_documented_command(name):
+  """Every run in docs/records/<name> is a finished run of a command that docs/results.md gives,
+  with the config today's code derives for it: merged into a work directory, the command
+  continues the experiment instead of refusing the runs."""
   from painseeker_jax import cli
 
+  records = os.path.join(REPO, "docs", "records", name)
+  if not os.path.isdir(records):
+    pytest.skip(f"docs/records/{name}: no runs kept yet")
   with open(os.path.join(REPO, "docs", "results.md"), encoding="utf-8") as f:
     text = " ".join(f.read().replace("\\\n", " ").split())  # shell lines joined
-  records = os.path.join(REPO, "docs", "records", name)
+  spec, commands = KEPT_RUNS[name]
   planned = {}
-  for args in KEPT_SWEEPS[name]:
-    documented = " ".join([f"--workdir=runs/{name}", *args])
+  for args in commands:
+    documented = " ".join([f"--config=configs/{spec}", f"--workdir=runs/{name}", *args])
     assert documented in text, f"docs/results.md does not give: {documented}"
-    config = cli.load_config(os.path.join(REPO, "configs", "sensitivity.py") + ":synthetic", args)
-    _, jobs, _ = experiments.sensitivity_plan(config, records)
-    planned.update({os.path.relpath(wd, records): c for _, c, wd in jobs})
+    config = cli.load_config(os.path.join(REPO, "configs", spec), args)
+    if config.experiment == "table3":
+      runs = experiments._method_runs(config, records)
+      planned.update({os.path.relpath(wd, records): c for _, _, c, wd in runs})
+    else:
+      _, jobs, _ = experiments.sensitivity_plan(config, records)
+      planned.update({os.path.relpath(wd, records): c for _, c, wd in jobs})
   kept = layout.experiment_runs(records)
   assert kept
   for rel in kept:
-    assert rel in planned, f"{rel} is not a run of the documented sweep"
+    assert rel in planned, f"{rel} is not a run of the documented command"
     assert layout.is_finished(os.path.join(records, rel))
     # what check_config (a resumed sweep) would refuse; read-only: the records stay as written
     assert layout.config_differences(planned[rel], os.path.join(records, rel)) == [], rel
