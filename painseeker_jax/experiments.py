@@ -290,6 +290,25 @@ def _confusion_scores(rows):
   return metrics_lib.loro_metrics(y, p, [f"rat{r['rat_id']}" for r in rows])
 
 
+def _ranking_auc(by_seed: dict, seeds, rats) -> dict:
+  """ROC AUC of p_pain (`metrics.ranking_auc`) per seed, as mean ± std over seeds: pooled,
+  the mean of the rats', and each rat's (None where a rat has one class only)."""
+  per_seed = [
+    metrics_lib.ranking_auc(
+      [r["pain"] for r in by_seed[s]],
+      [r["p_pain"] for r in by_seed[s]],
+      [f"rat{r['rat_id']}" for r in by_seed[s]],
+    )
+    for s in seeds
+  ]
+  agg = lambda vals: stats.mean_std(vals) if all(v is not None for v in vals) else None
+  return {
+    "pooled": agg([a["pooled"] for a in per_seed]),
+    "within_mean": agg([a["within_mean"] for a in per_seed]),
+    "per_rat": {g: agg([a["per_group"].get(g) for a in per_seed]) for g in rats},
+  }
+
+
 def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir) -> dict:
   seeds = sorted(by_seed)
   per_seed = {s: _confusion_scores(by_seed[s]) for s in seeds}
@@ -302,6 +321,7 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
   out["loro"] = {
     k: stats.mean_std([per_seed[s]["pooled"][k] for s in seeds]) for k in ("f1", "accuracy")
   }
+  out["ranking_auc"] = _ranking_auc(by_seed, seeds, rats)
   first = by_seed[seeds[0]]
   preds = _seed_preds(first, by_seed)
   y, rat_ids = _labels(first)
@@ -641,6 +661,35 @@ def _table3_vs_best_lbp(report: dict, titles: dict, config) -> list[str]:
   return lines
 
 
+def _table3_ranking(methods: dict, titles: dict) -> list[str]:
+  """ROC AUC of p_pain: within each rat and pooled (the threshold-free view)."""
+  some = next(iter(methods.values()), {})
+  if "ranking_auc" not in some:
+    return []
+  rats = list(some["ranking_auc"]["per_rat"])
+  lines = [
+    "",
+    "## Ranking (ROC AUC of p_pain)",
+    "",
+    "Threshold-free: the chance that a pain image scores above a no-pain image, mean ± std over "
+    "seeds. Within a rat it asks whether the model orders that animal's faces; pooled, all "
+    "animals' scores are ranked together. A pooled AUC below the rats' mean means the animals' "
+    "scores sit at different heights, which the fixed threshold (p_pain > 0.5) turns into "
+    "errors on whole animals.",
+    "",
+    "| Method | " + " | ".join(r.capitalize() for r in rats) + " | mean of rats | pooled |",
+    "|---" * (len(rats) + 3) + "|",
+  ]
+  cell = lambda ms, d: "—" if ms is None else f"{ms['mean']:.3f}"
+  for m, d in methods.items():
+    a = d["ranking_auc"]
+    row = [cell(a["per_rat"].get(r), 3) for r in rats]
+    row += [_fmt(a["within_mean"], 3) if a["within_mean"] else "—"]
+    row += [_fmt(a["pooled"], 3) if a["pooled"] else "—"]
+    lines.append(f"| {titles[m]} | " + " | ".join(row) + " |")
+  return lines
+
+
 def _table3_pose_bins(methods: dict, titles: dict, config) -> list[str]:
   """F1/accuracy per head-pose bin (data sets that know the pose)."""
   if not any("pose_bins" in d for d in methods.values()):
@@ -791,6 +840,7 @@ def table3_markdown(report: dict, config) -> str:
     + (["", f"Not finished yet ({len(missing)} runs): {', '.join(missing)}."] if missing else [])
     + _table3_statistics(methods, titles, config)
     + _table3_vs_best_lbp(report, titles, config)
+    + _table3_ranking(methods, titles)
     + _table3_pose_bins(methods, titles, config)
     + _table3_attention(methods, titles, config)
     + _table3_au(methods, titles, config)

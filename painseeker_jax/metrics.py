@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, roc_auc_score
 
 AU_LEVELS = (0, 1, 2)
 
@@ -107,6 +107,37 @@ def loro_metrics(y_true, y_pred, groups: Sequence[Any]) -> dict[str, Any]:
     for k in pooled:
       pooled[k] += counts[k]
   return {"per_group": per_group, "pooled": {**pooled, **scores_from_confusion(**pooled)}}
+
+
+def ranking_auc(y_true, score, groups: Sequence[Any]) -> dict[str, Any]:
+  """ROC AUC of `score` (e.g. p_pain) for the pain label: per group, pooled, and the mean of
+  the groups'.
+
+  AUC = P(score of a pain image > score of a no-pain image), ties counting 1/2. Within a group
+  it asks whether the model ranks that animal's pain faces above its no-pain faces, whatever
+  the threshold; pooled, the animals' scores are ranked together, so an animal whose scores all
+  sit higher or lower than the others' lowers it. A group with one class only has no AUC (None,
+  left out of the mean).
+
+  Returns `{'per_group': {g: auc | None}, 'pooled': auc | None, 'within_mean': mean | None}`.
+  """
+  y_true = _as_binary("y_true", y_true)
+  score = np.asarray(score, np.float64)
+  groups = np.asarray(groups)
+  if not len(y_true) == len(score) == len(groups):
+    raise ValueError(
+      f"y_true, score and groups differ in length: {len(y_true)}, {len(score)}, {len(groups)}"
+    )
+  auc = lambda y, p: float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+  _, first_idx = np.unique(groups, return_index=True)
+  per_group = {_py_key(groups[i]): auc(y_true[groups == groups[i]], score[groups == groups[i]])
+               for i in sorted(first_idx)}  # fmt: skip
+  defined = [v for v in per_group.values() if v is not None]
+  return {
+    "per_group": per_group,
+    "pooled": auc(y_true, score),
+    "within_mean": float(np.mean(defined)) if defined else None,
+  }
 
 
 def au_level_scores(y_true, y_pred) -> dict[str, np.ndarray]:

@@ -56,6 +56,7 @@ def test_table3_end_to_end_and_incremental(mini_data_dir, tmp_path, monkeypatch)
     "| ResNet-18 |",
     "| LBP (R=1, 4x4) + SVM |",
     "## Statistics",
+    "## Ranking (ROC AUC of p_pain)",
     "## By head pose",
     "## Attention localisation",
     "## Deep methods against the best LBP + SVM (LBP (R=1, 4x4) + SVM)",
@@ -387,6 +388,13 @@ def test_table3_writer_from_known_confusion_matrices():
   assert "| +0.190 [" in lbp_stats and "| +0.262 [" in lbp_stats
   ps_stats = next(line for line in md if line.startswith("| PainSeeker |") and "±" in line)
   assert ps_stats.endswith("| — | — | — |")
+  # ROC AUC of p_pain (here the 0/1 predictions): seed 0 rat1 (20 + 5/2) / 25 = 0.9, rat2
+  # (15 + 10/2) / 25 = 0.8, pooled (72 + 26/2) / 100 = 0.85; seed 1 all 1; LBP's constant 0.5.
+  auc = methods["painseeker"]["ranking_auc"]
+  assert auc["per_rat"]["rat1"]["mean"] == pytest.approx(0.95)
+  assert auc["pooled"]["mean"] == pytest.approx(0.925)
+  assert "| PainSeeker | 0.950 | 0.900 | 0.925 ± 0.106 | 0.925 ± 0.106 |" in md
+  assert "| LBP (R=1, 4x4) + SVM | 0.500 | 0.500 | 0.500 ± 0.000 | 0.500 ± 0.000 |" in md
   # A partly filled table: ResNet-18 has seeds 0 and 1, PainSeeker only seed 0. Seed 1 has no
   # pair yet (it is not compared with PainSeeker's seed 0 under the name seed1).
   partial = experiments.summarize_method("resnet18", ps, {0: ps[0]}, None, c, None)

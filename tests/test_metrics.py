@@ -118,6 +118,33 @@ def test_loro_length_mismatch_raises():
     metrics.loro_metrics([0, 1], [0, 1], ["rat1"])
 
 
+def _pairwise_auc(y, p):
+  """The definition: the share of (pain, no-pain) pairs ranked right, ties 1/2."""
+  pos, neg = [a for a, t in zip(p, y) if t], [a for a, t in zip(p, y) if not t]
+  return sum((a > b) + 0.5 * (a == b) for a in pos for b in neg) / (len(pos) * len(neg))
+
+
+def test_ranking_auc_against_the_pairwise_definition():
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, 2, 60)
+  p = np.round(rng.random(60) + 0.3 * y, 1)  # rounded: ties
+  g = np.repeat(["rat2", "rat1", "rat3"], 20)
+  y[40:] = 1  # rat3 has pain images only: no AUC there
+  got = metrics.ranking_auc(y, p, g)
+  assert list(got["per_group"]) == ["rat2", "rat1", "rat3"] and got["per_group"]["rat3"] is None
+  for k, sel in (("rat2", slice(0, 20)), ("rat1", slice(20, 40))):
+    assert got["per_group"][k] == pytest.approx(_pairwise_auc(y[sel], p[sel]))
+  assert got["pooled"] == pytest.approx(_pairwise_auc(y, p))
+  assert got["within_mean"] == pytest.approx(
+    (got["per_group"]["rat2"] + got["per_group"]["rat1"]) / 2
+  )
+  # Each animal ranked perfectly, but one animal's scores all higher: within 1, pooled lower.
+  shifted = metrics.ranking_auc([0, 1, 0, 1], [0.1, 0.2, 0.8, 0.9], ["a", "a", "b", "b"])
+  assert shifted["within_mean"] == 1.0 and shifted["pooled"] == 0.75
+  with pytest.raises(ValueError, match="differ in length"):
+    metrics.ranking_auc([0, 1], [0.5], ["a", "a"])
+
+
 def test_au_metrics_hand_computed():
   y_true = [[0, -1], [1, 0], [2, 0], [2, 1]]
   y_pred = [[0, 0], [2, 0], [2, 1], [1, 1]]
