@@ -362,6 +362,7 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
     hits = attention_hits(method, seeds, config, workdir, lookup)
     if hits is not None:
       out["attention_localisation"] = attention_localisation(hits, lookup)
+      out["attention_vs_chance"] = attention_vs_chance(hits, first, rat_ids, config, lookup)
       if "vs_painseeker_mean" in out:
         ref_hits = attention_hits("painseeker", sorted(ref_by_seed), config, workdir, lookup)
         if ref_hits is not None:
@@ -548,18 +549,33 @@ def attention_difference(ref_hits, hits, rows, rat_ids, config, lookup) -> dict:
   (`stats.paired_bootstrap_mean_diff`, seeds resampled)."""
   files = [r["filename"] for r in rows]
   shares = [np.array([[h[f][0] for f in files] for h in by_seed]) for by_seed in (ref_hits, hits)]
+  return _mean_diff_by_bin(shares[0], shares[1], files, rat_ids, config, lookup)
+
+
+def attention_vs_chance(hits, rows, rat_ids, config, lookup) -> dict:
+  """The method's attention share minus chance (each image's share of landmark cells), over all
+  test images and within each pose bin, with the bootstrap of `attention_difference` (images
+  stratified by rat, seeds resampled). Positive: more of the K_h top regions on AU landmarks
+  than K_h cells drawn at random."""
+  files = [r["filename"] for r in rows]
+  shares = np.array([[h[f][0] for f in files] for h in hits])
+  chance = np.array([[hits[0][f][1] for f in files]])  # the same for every seed
+  return _mean_diff_by_bin(shares, chance, files, rat_ids, config, lookup)
+
+
+def _mean_diff_by_bin(a, b, files, rat_ids, config, lookup) -> dict:
+  """`stats.paired_bootstrap_mean_diff` of (runs x images) `a` − `b`, over all images and
+  within each pose bin ("all", "frontal", ...; bins without images left out)."""
   bins = np.array([pose_bin(lookup[f][0]) for f in files])
   out = {}
-  for name, sel in [("all", np.ones(len(files), bool))] + [(b, bins == b) for b, _, _ in POSE_BINS]:
+  for name, sel in [("all", np.ones(len(files), bool))] + [
+    (b_, bins == b_) for b_, _, _ in POSE_BINS
+  ]:
     if sel.any():
       out[name] = stats.paired_bootstrap_mean_diff(
-        shares[0][:, sel],
-        shares[1][:, sel],
-        n_boot=config.bootstrap,
-        seed=0,
-        groups=rat_ids[sel],
+        a[:, sel], b[:, sel], n_boot=config.bootstrap, seed=0, groups=rat_ids[sel],
         resample_runs=True,
-      )
+      )  # fmt: skip
   return out
 
 
@@ -771,6 +787,29 @@ def _table3_attention(methods: dict, titles: dict, config) -> list[str]:
         for n in names
       ]
       lines.append(f"| {titles[m]} | " + " | ".join(cells) + " |")
+  chance_rows = [
+    f"| {titles[m]} | "
+    + " | ".join(
+      f"{_diff_ci(d['attention_vs_chance'][c])}, p {_p(d['attention_vs_chance'][c], config)}"
+      if c in d["attention_vs_chance"]
+      else "—"
+      for c in ["all", *names]
+    )
+    + " |"
+    for m, d in methods.items()
+    if "attention_vs_chance" in d
+  ]
+  if chance_rows:
+    lines += [
+      "",
+      "Share − chance (per image, averaged; 95% CI and p: bootstrap over images stratified by "
+      "rat, seeds resampled; positive: the top regions fall on AU landmarks more often than "
+      "regions drawn at random).",
+      "",
+      "| Method | " + " | ".join(["all", *names]) + " |",
+      "|---" * (len(names) + 2) + "|",
+      *chance_rows,
+    ]
   return lines + _paired_table(
     methods,
     titles,

@@ -576,6 +576,11 @@ def test_au_scores_and_attention_difference_in_table3(tmp_path):
   assert att["extreme"]["diff"] == pytest.approx(1.0) and att["extreme"]["ci"] == (1.0, 1.0)
   assert att["all"]["diff"] == pytest.approx(1 - (0 + 8 / 12) / 2)
   assert "moderate" not in att
+  # Against chance (1 landmark cell of 9): seed 0 never on it, seed 1 on frontal faces only.
+  vs_chance = d["attention_vs_chance"]
+  assert vs_chance["frontal"]["diff"] == pytest.approx(0.5 - 1 / 9)
+  assert vs_chance["extreme"]["diff"] == pytest.approx(-1 / 9)
+  assert vs_chance["extreme"]["ci"] == pytest.approx((-1 / 9, -1 / 9))
   md = experiments.table3_markdown(
     {
       "methods": {
@@ -585,6 +590,12 @@ def test_au_scores_and_attention_difference_in_table3(tmp_path):
     },
     c,
   ).splitlines()
+  assert (
+    "| PainSeeker | "
+    + " | ".join(["+0.889 [+0.889, +0.889], p < 0.01"] * 2 + ["—"] * 1)
+    + " | +0.889 [+0.889, +0.889], p < 0.01 |"
+    in md
+  )
   row = next(line for line in md if line.startswith("| PainSeeker + AU heads | au_orbital"))
   assert f"| 11 | {orb['accuracy']['mean']:.1f} ± " in row
   assert any(line.startswith("| PainSeeker + AU heads | grimace score | 11 |") for line in md)
