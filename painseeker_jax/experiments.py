@@ -696,10 +696,10 @@ def _table3_ranking(methods: dict, titles: dict) -> list[str]:
     "| Method | " + " | ".join(r.capitalize() for r in rats) + " | mean of rats | pooled |",
     "|---" * (len(rats) + 3) + "|",
   ]
-  cell = lambda ms, d: "—" if ms is None else f"{ms['mean']:.3f}"
+  cell = lambda ms: "—" if ms is None else f"{ms['mean']:.3f}"
   for m, d in methods.items():
     a = d["ranking_auc"]
-    row = [cell(a["per_rat"].get(r), 3) for r in rats]
+    row = [cell(a["per_rat"].get(r)) for r in rats]
     row += [_fmt(a["within_mean"], 3) if a["within_mean"] else "—"]
     row += [_fmt(a["pooled"], 3) if a["pooled"] else "—"]
     lines.append(f"| {titles[m]} | " + " | ".join(row) + " |")
