@@ -568,14 +568,17 @@ def _mean_diff_by_bin(a, b, files, rat_ids, config, lookup) -> dict:
   within each pose bin ("all", "frontal", ...; bins without images left out)."""
   bins = np.array([pose_bin(lookup[f][0]) for f in files])
   out = {}
-  for name, sel in [("all", np.ones(len(files), bool))] + [
-    (b_, bins == b_) for b_, _, _ in POSE_BINS
-  ]:
+  masks = [("all", np.ones(len(files), bool))] + [(n, bins == n) for n, _, _ in POSE_BINS]
+  for name, sel in masks:
     if sel.any():
       out[name] = stats.paired_bootstrap_mean_diff(
-        a[:, sel], b[:, sel], n_boot=config.bootstrap, seed=0, groups=rat_ids[sel],
+        a[:, sel],
+        b[:, sel],
+        n_boot=config.bootstrap,
+        seed=0,
+        groups=rat_ids[sel],
         resample_runs=True,
-      )  # fmt: skip
+      )
   return out
 
 

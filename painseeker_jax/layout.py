@@ -496,8 +496,7 @@ def merge_runs(src: str, dest: str) -> dict[str, list[str]]:
             tar.add(os.path.join(src, r, f), arcname=os.path.join(r, f))
       return {"copied": runs, "replaced": [], "kept": [], "skipped": []}
     report: dict[str, list[str]] = {"copied": [], "replaced": [], "kept": [], "skipped": []}
-    finished = [os.path.join(dest, r) for r in experiment_runs(dest)]
-    finished = list(filter(is_finished, finished))
+    finished = [d for r in experiment_runs(dest) if is_finished(d := os.path.join(dest, r))]
     shared = {key: {x for x in (_sha256(d, key) for d in finished) if x} for key in _SHARED}
     for r in runs:
       _merge_one(os.path.join(src, r), os.path.join(dest, r), r, shared, report)

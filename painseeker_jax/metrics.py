@@ -75,6 +75,13 @@ def _py_key(g: Any) -> Any:
   return g.item() if isinstance(g, np.generic) else g
 
 
+def _group_masks(groups: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+  """(group id as a python value, boolean mask of its examples), groups in order of first
+  appearance."""
+  _, first_idx = np.unique(groups, return_index=True)
+  return [(_py_key(groups[i]), groups == groups[i]) for i in sorted(first_idx)]
+
+
 def loro_metrics(y_true, y_pred, groups: Sequence[Any]) -> dict[str, Any]:
   """Per-rat and pooled (LORO) metrics.
 
@@ -96,14 +103,11 @@ def loro_metrics(y_true, y_pred, groups: Sequence[Any]) -> dict[str, Any]:
     raise ValueError(
       f"y_true, y_pred and groups differ in length: {len(y_true)}, {len(y_pred)}, {len(groups)}"
     )
-  _, first_idx = np.unique(groups, return_index=True)
   per_group = {}
   pooled = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
-  for i in sorted(first_idx):
-    g = groups[i]
-    sel = groups == g
+  for g, sel in _group_masks(groups):
     counts = confusion(y_true[sel], y_pred[sel])
-    per_group[_py_key(g)] = {**counts, **scores_from_confusion(**counts)}
+    per_group[g] = {**counts, **scores_from_confusion(**counts)}
     for k in pooled:
       pooled[k] += counts[k]
   return {"per_group": per_group, "pooled": {**pooled, **scores_from_confusion(**pooled)}}
@@ -129,9 +133,7 @@ def ranking_auc(y_true, score, groups: Sequence[Any]) -> dict[str, Any]:
       f"y_true, score and groups differ in length: {len(y_true)}, {len(score)}, {len(groups)}"
     )
   auc = lambda y, p: float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
-  _, first_idx = np.unique(groups, return_index=True)
-  per_group = {_py_key(groups[i]): auc(y_true[groups == groups[i]], score[groups == groups[i]])
-               for i in sorted(first_idx)}  # fmt: skip
+  per_group = {g: auc(y_true[sel], score[sel]) for g, sel in _group_masks(groups)}
   defined = [v for v in per_group.values() if v is not None]
   return {
     "per_group": per_group,
