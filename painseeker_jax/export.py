@@ -136,7 +136,7 @@ def create_model(config):
 def _check_variables(template: dict, variables: Any, where: str) -> dict:
   """Raises ModelLoadError (naming `where`) unless `variables` has the template's tree
   and shapes."""
-  if not isinstance(variables, dict) or set(variables) < {"params", "batch_stats"}:
+  if not isinstance(variables, dict) or not {"params", "batch_stats"} <= set(variables):
     raise ModelLoadError(f"{where}: does not hold params and batch_stats")
   variables = {"params": variables["params"], "batch_stats": variables["batch_stats"]}
   t_paths = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(template)}

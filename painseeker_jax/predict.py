@@ -260,6 +260,14 @@ def collect_inputs(paths: Sequence[str], folders: list[str] | None = None) -> li
           add_folder(m)
         elif _kind(m):
           add(_kind(m), m)
+      if matches and not any(os.path.isdir(m) or _kind(m) for m in matches):
+        add(
+          "error",
+          arg,
+          f"{arg}: {len(matches)} file(s) match (e.g. {matches[0]}) but none is an image "
+          f"({', '.join(IMAGE_EXTENSIONS)}) or video ({', '.join(VIDEO_EXTENSIONS)}); "
+          "convert them or change the pattern",
+        )
     else:
       add("error", arg, f"{arg}: no such file or folder")
   return out
@@ -669,13 +677,18 @@ def _video_items(path: str, opts: Options, size: int, tracks, gate) -> Iterator[
       path, every_seconds=opts.every_seconds, every_frames=opts.every_frames
     ):
       if img is None:  # the end: -frame frames were decoded
-        if tracks is not None and tracks.exact_length and -frame != tracks.num_frames:
+        if tracks is not None and (
+          -frame != tracks.num_frames if tracks.exact_length else -frame < tracks.num_frames
+        ):
+          covers = "covers" if tracks.exact_length else "has boxes up to frame"
+          last = tracks.num_frames if tracks.exact_length else tracks.num_frames - 1
           yield Item(
             new_row(
               path,
               error=f"{path}: the video has {-frame} frames but the tracking file "
-              f"{tracks.path} covers {tracks.num_frames}: it belongs to another video or "
-              "another cut of it; its boxes are not trusted beyond this point",
+              f"{tracks.path} {covers} {last}: it belongs to another video or another cut "
+              "of it, so the faces of this video's rows may be wrong; give the right file as "
+              "VIDEO=FILE",
             )
           )
         continue

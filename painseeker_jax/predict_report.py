@@ -318,6 +318,7 @@ class Report:
     self.sum_p = self.sum_grimace = 0.0
     self.sessions: dict[tuple[str, str], _Session] = {}  # (video, animal), in input order
     self.summary_files: tuple[str, str] | None = None
+    self.plotted: set[tuple[str, str]] = set()  # the sessions whose plot this run drew
     self._heat_names: set[str] = set()
     if heatmaps:
       os.makedirs(heatmaps, exist_ok=True)
@@ -449,6 +450,7 @@ class Report:
         skipped_times=skipped,
         mean_ci=(mean, lo, hi),
       )
+      self.plotted.add((v, animal))
 
   def session_rows(self) -> list[dict]:
     """One summary row per video and animal (SUMMARY_FIELDS, then the AU means)."""
@@ -495,6 +497,7 @@ class Report:
     os.replace(self.partial, self.output)
     self._finished = True
     rows = self.session_rows()
+    self._remove_stale(summary=not rows)
     if not rows:
       return
     fields = SUMMARY_FIELDS
@@ -540,11 +543,23 @@ class Report:
           lines.append("- AU means (0..2): " + ", ".join(f"{f[5:]} {row.get(f, '')}" for f in aus))
       else:
         lines.append("- no frame scored")
-      plot = self.plots.get((row["video"], row["animal"]))
-      if plot and os.path.exists(plot):
-        lines.append(f"- time course: {os.path.basename(plot)}")
+      key = (row["video"], row["animal"])
+      if key in self.plotted:
+        lines.append(f"- time course: {os.path.basename(self.plots[key])}")
       lines.append("")
     return "\n".join(lines)
+
+  def _remove_stale(self, summary: bool) -> None:
+    """Removes the plots this run would have drawn but did not (a session with no frame
+    scored) and, with `summary` (the run scored no video), the session summary: left from
+    an earlier run under the same names (only with `overwrite`; without it the run refused
+    to start), they would read as this run's."""
+    stale = [p for k, p in self.plots.items() if k not in self.plotted]
+    if summary:
+      stale += summary_paths(self.output)
+    for path in stale:
+      if os.path.lexists(path):
+        os.remove(path)
 
   def close(self) -> None:
     """Closes the progress bar and the CSV; without `finish()` (a crash, an interrupt) says
@@ -601,7 +616,7 @@ class Report:
     if self.heatmaps:
       print(f"  heat maps: {self.heatmaps}", file=out)
     for (v, animal), plot in self.plots.items():
-      if os.path.exists(plot):
+      if (v, animal) in self.plotted:
         who = f"{v}" + (f", animal {animal}" if animal else "")
         print(f"  time course of {who}: {plot}", file=out)
     if self.num_errors:

@@ -172,7 +172,7 @@ def mcnemar(y_true, pred_a, pred_b) -> dict:
 
       p = float(binomtest(b, n, 0.5, alternative="two-sided").pvalue)
     except ImportError:  # scipy comes with scikit-learn; kept for a bare numpy install
-      p = min(1.0, 2.0 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2.0**n)
+      p = 2 * sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n  # int / int: no overflow
   return {"b": b, "c": c, "statistic": min(b, c), "p_value": min(1.0, p)}
 
 
@@ -271,9 +271,11 @@ def _paired_diff(score, a, b, n, n_boot, seed, alpha, groups, resample_runs) -> 
 def block_length(values: Sequence[float]) -> int:
   """The block length (in samples) of `block_bootstrap_mean_ci` for a time series.
 
-  Twice the first lag at which the sample autocorrelation falls inside the noise band
-  2 / sqrt(n) (the crossing alone underestimates how far the dependence reaches: the
-  coverage measured on AR(1) series is in docs/results.md "Session summaries"), at least
+  Twice the first lag at which the sample autocorrelation falls below the noise band's upper
+  edge 2 / sqrt(n) (a negative autocorrelation ends the search as well: it narrows the
+  mean's variance, so the shorter block errs on the wide side; the crossing alone
+  underestimates how far the dependence reaches: the coverage measured on AR(1) series is
+  in docs/results.md "Session summaries"), at least
   ceil(n^(1/3)) (the usual rate for block bootstraps) and at most n // 4 (so that a
   resample has >= 4 blocks).
   """

@@ -196,7 +196,7 @@ class Tracks:
   # DeepLabCut individuals / SLEAP track names / the CSV's animal values; [""] when single-animal.
   animals: list[str]
   boxes: np.ndarray  # F x A x 4 float64 (x, y, w, h), NaN = no face in that frame for that animal
-  # The largest finite x and y of any keypoint (DeepLabCut, SLEAP) or box corner (CSV) in the
+  # The largest finite x and y of any keypoint (DeepLabCut, SLEAP) or box centre (CSV) in the
   # file, to catch a file made from a video of another resolution.
   max_xy: tuple[float, float]
   num_frames: int  # F: DeepLabCut rows, SLEAP frames, the CSV's largest frame + 1
@@ -820,6 +820,12 @@ def _read_box_csv(
   columns, rows = _box_table(path, "frame", ("frame", "x", "y", "w", "h"), layout)
   if "video" in columns:
     i = columns["video"]
+    for line, row in rows:
+      if not row[i].strip():
+        raise TrackingError(
+          f"{path}, line {line}: column `video` is empty; write the video's path or file name "
+          "on every row (or drop the column when the file holds one video's boxes)"
+        )
     values = list(dict.fromkeys(row[i].strip() for _, row in rows))
     if video is None:
       if len(values) > 1:
@@ -906,8 +912,10 @@ def _read_box_csv(
       "animal (give several animals' boxes an `animal` column)"
     )
   usable = np.isfinite(boxes).all(axis=1) & (scores >= min_likelihood)
-  corners = boxes[:, :2] + boxes[:, 2:]
-  max_xy = (_max_finite(corners[:, 0]), _max_finite(corners[:, 1]))
+  # The resolution check reads the box centres: a detector's or a hand-drawn box may run
+  # over the frame's edge (clip_box clips it), its centre does not.
+  centres = boxes[:, :2] + boxes[:, 2:] / 2
+  max_xy = (_max_finite(centres[:, 0]), _max_finite(centres[:, 1]))
   if not usable.any():
     raise TrackingError(
       f"{path}: no face box in any frame: every row"

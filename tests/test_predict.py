@@ -268,6 +268,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(final, tmp_path, capsys):
     tmp_path / "empty",
     tmp_path / "missing.png",
     str(tmp_path / "nothing*.jpg"),
+    str(d / "*.txt"),
   )
   assert rc == 1
   rows = {os.path.basename(r["path"]): r for r in _rows(out)}
@@ -279,6 +280,7 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(final, tmp_path, capsys):
     "empty",
     "missing.png",
     "nothing*.jpg",
+    "*.txt",
   }
   assert rows["good.jpg"]["error"] == "" and rows["good.jpg"]["p_pain"]
   for name, words in [
@@ -288,12 +290,13 @@ def test_bad_inputs_are_recorded_and_the_run_goes_on(final, tmp_path, capsys):
     ("empty", "empty folder"),
     ("missing.png", "no such file"),
     ("nothing*.jpg", "no file matches"),
+    ("*.txt", "1 file(s) match (e.g. " + str(d / "notes.txt") + ") but none is an image"),
   ]:
     assert rows[name]["p_pain"] == "" and words in rows[name]["error"], name
     assert rows[name]["error"].startswith(rows[name]["path"])  # names the file
   err = capsys.readouterr().err
   assert "corrupt.jpg" in err and "broken.mp4" in err
-  assert "6 input(s) failed" in err
+  assert "7 input(s) failed" in err
 
 
 def test_bad_model_directories(final, tmp_path, capsys):
@@ -310,6 +313,12 @@ def test_bad_model_directories(final, tmp_path, capsys):
   (broken / "variables.msgpack").write_bytes(b"\x00garbage")
   assert _predict(tmp_path / "b.csv", broken, img) == 2
   assert "variables.msgpack" in capsys.readouterr().err
+  from flax import serialization
+
+  no_stats = {"params": {"fc": {"bias": np.zeros(2, np.float32)}}, "opt_state": {}}
+  (broken / "variables.msgpack").write_bytes(serialization.msgpack_serialize(no_stats))
+  assert _predict(tmp_path / "b2.csv", broken, img) == 2
+  assert "variables.msgpack: does not hold params and batch_stats" in capsys.readouterr().err
   (tmp_path / "nomodel").mkdir()
   assert _predict(tmp_path / "c.csv", tmp_path / "nomodel", img) == 2
   assert "neither a model directory" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Bootstrap intervals, McNemar and paired bootstrap on simulated and constructed cases."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -110,6 +111,19 @@ def test_mcnemar_constructed_cases():
   y = np.ones(10, int)
   r = stats.mcnemar(y, [1, 1, 0, 0] + [1] * 6, [0, 0, 1, 1] + [1] * 6)
   assert (r["b"], r["c"], r["p_value"]) == (2, 2, 1.0)
+
+
+def test_mcnemar_without_scipy_matches_scipy_at_large_counts(monkeypatch):
+  # 1,100 discordant images: 2**1100 does not fit a float, the fallback must stay exact.
+  y = np.ones(1200, int)
+  a = np.array([1] * 500 + [0] * 600 + [1] * 100)
+  b = np.array([0] * 500 + [1] * 600 + [1] * 100)
+  with_scipy = stats.mcnemar(y, a, b)["p_value"]
+  monkeypatch.setitem(sys.modules, "scipy.stats", None)  # `from scipy.stats import` fails
+  fallback = stats.mcnemar(y, a, b)
+  assert (fallback["b"], fallback["c"]) == (500, 600)
+  assert 0.001 < fallback["p_value"] < 0.01
+  assert fallback["p_value"] == pytest.approx(with_scipy, rel=1e-9)
 
 
 def test_paired_bootstrap_diff_constructed():

@@ -421,7 +421,7 @@ def test_box_csv_single_video(tmp_path):
   np.testing.assert_array_equal(tracks.boxes[5, 0], [-5, 400, 60, 100])
   assert np.isnan(tracks.boxes[[1, 3, 4, 6], 0]).all()
   assert np.isnan(tracks.box(100, 0)).all()
-  assert tracks.max_xy == (110.0, 500.0)  # box corners
+  assert tracks.max_xy == (60.5, 450.0)  # box centres: a box may run over the frame's edge
   # The `video` argument picks the same rows, by path, file name or stem.
   for video in ("rat1.mp4", "/data/rat1.mp4", "rat1.avi"):
     np.testing.assert_array_equal(
@@ -429,6 +429,17 @@ def test_box_csv_single_video(tmp_path):
     )
   with pytest.raises(TrackingError, match=r"boxes\.csv: no rows for the video rat2\.mp4"):
     tracking.read_tracks(path, video="rat2.mp4")
+
+
+def test_box_csv_with_an_empty_video_cell_is_refused(tmp_path):
+  """A spreadsheet that writes the video's name on its first row only."""
+  path = _write_csv(
+    tmp_path / "boxes.csv",
+    "video,frame,x,y,w,h\nrat1.mp4,0,10,20,100,80\n,1,10,20,100,80\n,2,10,20,100,80\n",
+  )
+  for video in (None, "rat1.mp4"):
+    with pytest.raises(TrackingError, match=r"boxes\.csv, line 3: column `video` is empty"):
+      tracking.read_tracks(path, video=video)
 
 
 def test_box_csv_without_video_column(tmp_path):
@@ -457,7 +468,7 @@ def test_box_csv_several_videos_animals_scores(tmp_path):
   assert np.isnan(a.boxes[1, 0]).all()  # score 0.59 < 0.6
   np.testing.assert_array_equal(a.boxes[1, 1], [202, 10, 40, 40])  # 0.6 counts
   assert np.isnan(a.boxes[2]).all()
-  assert a.max_xy == (242.0, 60.0)  # all rows of the video, whatever their score
+  assert a.max_xy == (222.0, 35.0)  # centres of all rows of the video, whatever their score
   b = tracking.read_tracks(path, video="videos/b.mp4")  # by file name
   assert b.animals == ["ratA"] and b.num_frames == 5
   np.testing.assert_array_equal(b.boxes[4, 0], [5, 6, 30, 30])

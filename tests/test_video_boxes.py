@@ -5,6 +5,7 @@ The model is an untrained tiny PainSeeker (the boxes, rows and summaries are wha
 not the scores)."""
 
 import csv
+import dataclasses
 import io
 import os
 import shutil
@@ -153,6 +154,15 @@ def test_session_summary_and_plots_per_animal(model, cage, tmp_path, capsys):
   shutil.rmtree(maps)
   assert _predict(out, model, cage["video"], extra=("--boxes", cage["sleap"])) == 2
   assert "session summary) already exists" in capsys.readouterr().err and not out.exists()
+  # An --overwrite rerun that scores no frame (all too blurred) draws no plot: an earlier
+  # run's plot must not be left under its name, nor listed as this run's.
+  plot = tmp_path / "s_cage_rat1_p_pain.png"
+  plot.write_bytes(b"an earlier run's plot")
+  blurred = ("--boxes", cage["sleap"], "--min-sharpness", 1e9, "--overwrite")
+  assert _predict(out, model, cage["video"], extra=blurred) == 0
+  assert not plot.exists()
+  assert "time course" not in capsys.readouterr().out
+  assert "time course" not in (tmp_path / "s_summary.md").read_text()
 
 
 def test_au_means_in_the_session_summary(cage, tmp_path):
@@ -435,6 +445,41 @@ def test_tracking_file_of_another_video_is_refused_before_writing(model, cage, t
   rc = _predict(out, model, small, extra=("--boxes", f"{small}={cage['dlc_csv']}"))
   assert rc == 2 and not out.exists()
   assert "another resolution" in capsys.readouterr().err
+
+
+def test_a_box_over_the_frame_edge_is_not_another_resolution(tmp_path):
+  """Detector or hand-drawn boxes may run over the edge (they are clipped when cropped); a box
+  whose centre lies beyond the frame is from a video of another resolution."""
+  probe = predict.VideoProbe(est_rows=1, num_frames=10, width=640, height=480)
+  over = tmp_path / "over.csv"
+  over.write_text("frame,x,y,w,h\n0,600,400,80,100\n")
+  predict._check_tracks_fit("v.mp4", probe, tracking.read_tracks(str(over)))
+  other = tmp_path / "other.csv"
+  other.write_text("frame,x,y,w,h\n0,900,600,200,200\n")
+  with pytest.raises(predict.UsageError, match=r"other\.csv: coordinates reach x=1000, y=700"):
+    predict._check_tracks_fit("v.mp4", probe, tracking.read_tracks(str(other)))
+
+
+def test_a_longer_tracking_file_is_caught_at_the_end_when_the_video_has_no_frame_count(
+  model, cage, tmp_path, monkeypatch, capsys
+):
+  """Containers such as .mkv or .webm may not say how many frames they hold (probe: 0): a
+  SLEAP file that runs past the video is then found when the video ends, as an error row."""
+  other = tmp_path / "short.mp4"
+  cage_video.write_video(str(other), cage["scene"].frames[:6], cage["scene"].fps)
+  probe = predict.probe_video
+  monkeypatch.setattr(
+    predict, "probe_video", lambda *a: dataclasses.replace(probe(*a), num_frames=0)
+  )
+  out = tmp_path / "x.csv"
+  rc = _predict(out, model, other, extra=("--boxes", f"{other}={cage['sleap']}"))
+  assert rc == 1
+  rows = _rows(out)
+  errors = [r["error"] for r in rows if r["error"]]
+  assert len(errors) == 1, errors
+  assert errors[0].startswith(f"{other}: the video has 6 frames but the tracking file")
+  assert "has boxes up to frame 9" in errors[0] and "VIDEO=FILE" in errors[0]
+  assert sum(1 for r in rows if r["p_pain"]) > 0  # the frames it has are scored, then flagged
 
 
 def test_bad_box_options_and_files(model, cage, tmp_path, capsys):
