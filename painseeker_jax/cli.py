@@ -325,10 +325,15 @@ def pretrain_trunk(args, overrides: list[str]) -> int:
   workdir = args.workdir or os.path.join("runs", config.name)
   results = pretrain.run(config, workdir, args.output)
   held = results["held_out"]
+  scores = (
+    f"held-out pose error (deg) {held['pose_mae_deg']}, identity accuracy "
+    f"{held['identity_accuracy']} (chance {held['identity_chance']})"
+    if held
+    else "no image held out (val_per_rat 0)"
+  )
   print(
-    f"painseeker pretrain-trunk: wrote {args.output}; held-out pose error (deg) "
-    f"{held['pose_mae_deg']}, identity accuracy {held['identity_accuracy']} (chance "
-    f"{held['identity_chance']}); details: {os.path.join(workdir, pretrain.RESULTS_JSON)}"
+    f"painseeker pretrain-trunk: wrote {args.output}; {scores}; details: "
+    f"{os.path.join(workdir, pretrain.RESULTS_JSON)}"
   )
   return 0
 

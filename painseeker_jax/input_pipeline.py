@@ -82,8 +82,30 @@ def get_sources(
   else:
     build.prepare(dataset, data_dir=data_dir, manual_dir=manual_dir)
     b = build.builder(dataset, data_dir)
+  _check_splits(b, splits, manual_dir)
   decoders = {"image": tfds.decode.SkipDecoding()}
   return {s: b.as_data_source(split=s, decoders=decoders) for s in splits}
+
+
+def _check_splits(b, splits: Sequence[str], manual_dir: str | None) -> None:
+  """DataError (naming the build and what it holds) when a split expression such as
+  `rat1+rat2` names a split the build lacks: a build from a manual directory that missed a
+  rat's folder (or an animal's rows)."""
+  have = list(b.info.splits)
+  missing = [
+    part
+    for s in splits
+    for part in dict.fromkeys(p.split("[")[0].strip() for p in s.split("+"))
+    if part not in have
+  ]
+  if missing:
+    raise build.DataError(
+      f"{b.data_dir}: this build has no split {', '.join(dict.fromkeys(missing))} (it holds "
+      f"{', '.join(have)}): the manual directory it was built from"
+      f"{f' ({manual_dir})' if manual_dir else ''} lacked those images. Complete the "
+      "directory, then rebuild with --overwrite (`python -m tfds_ratspain build ...` or "
+      "`build-grimace ...`; it deletes the old build first)"
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -256,8 +256,42 @@ def evaluate(predict, state, pool, indices, config) -> dict:
   }
 
 
+def check_settings(config) -> None:
+  """Raises ValueError naming the field (before a pool is rendered or a work directory tied to
+  the config) unless the sizes and counts can train."""
+  checks = (
+    ("per_rat", config.per_rat >= 1, "must be >= 1"),
+    ("num_rats", config.num_rats >= 2, "must be >= 2 (identity is a target)"),
+    ("val_per_rat", 0 <= config.val_per_rat < config.per_rat, "must be in 0..per_rat - 1"),
+    ("batch_size", config.batch_size >= 1, "must be >= 1"),
+    ("num_epochs", config.num_epochs >= 1, "must be >= 1"),
+    (
+      "image_size",
+      0 < config.image_size <= config.resize_size,
+      f"must be in 1..resize_size ({config.resize_size}): the training crops are cut from "
+      "the rendered faces",
+    ),
+  )
+  for field, ok, what in checks:
+    if not ok:
+      raise ValueError(f"--config.{field}={config[field]}: {what}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
-  """Builds the pool, trains (resuming), evaluates and writes the trunk; returns the results."""
+  """Builds the pool, trains (resuming), evaluates and writes the trunk; returns the results.
+  Holds `<workdir>/run.lock` throughout (a second process on the work directory is refused)."""
+  check_settings(config)
+  with layout.claim(workdir, wait=False) as mine:
+    if not mine:
+      raise ValueError(
+        f"{workdir} is in use by another pretrain-trunk "
+        f"({layout.lock_holder(workdir) or 'unknown process'}); wait for it to finish (then "
+        "rerun this command to resume) or use another --workdir"
+      )
+    return _run(config, workdir, output)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
   import orbax.checkpoint as ocp
   from tqdm.auto import tqdm
 
@@ -335,7 +369,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
     "train_images": int(len(train_idx)),
     "last_epoch": epochs[-1] if epochs else {},  # {}: epochs trained before epochs.json existed
     "epochs": epochs,
-    "held_out": evaluate(predict, state, pool, val_idx, config),
+    # None: val_per_rat 0, every image trained on
+    "held_out": evaluate(predict, state, pool, val_idx, config) if len(val_idx) else None,
     "leak_check": leak_check(pool),
     "seconds": {
       "render_and_load": round(render_s, 1),

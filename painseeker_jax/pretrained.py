@@ -95,6 +95,9 @@ _SAFETENSORS_SUFFIX = ".safetensors"
 _SAFETENSORS_MAX_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save since PyTorch 1.6
 _SNIFF_BYTES = 16
+# Where a torch.save training checkpoint keeps the model's state dict, first match wins.
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")
+_DATA_PARALLEL = "module."  # the prefix nn.DataParallel / DistributedDataParallel add
 
 
 def _sniff(head: bytes) -> str | None:
@@ -254,19 +257,26 @@ def _read_pth(path: str, fmt: str | None) -> dict[str, np.ndarray]:
       f"Cannot read {path} with torch.load(weights_only=True): it is truncated, corrupt or "
       f"not a PyTorch state dict ({gist}).\n{_how_to_get_a_good_copy(fmt)}"
     ) from e
-  if (
-    isinstance(obj, Mapping)
-    and "state_dict" in obj
-    and isinstance(obj["state_dict"], Mapping)
-    and len(obj) <= 3
-  ):
-    obj = obj["state_dict"]  # a {'state_dict': ..., 'epoch': ...} checkpoint
+  if isinstance(obj, Mapping):
+    # A training checkpoint ({'epoch': ..., 'state_dict': ..., 'optimizer': ...}, as the
+    # PyTorch ImageNet example saves it): the model's weights are under one of these keys.
+    for key in _CHECKPOINT_KEYS:
+      inner = obj.get(key)
+      if isinstance(inner, Mapping) and all(isinstance(v, torch.Tensor) for v in inner.values()):
+        obj = inner
+        break
   if not isinstance(obj, Mapping):
     raise PretrainedWeightsError(f"{path} holds a {type(obj).__name__}, not a state dict")
+  if obj and all(k.startswith(_DATA_PARALLEL) for k in obj):  # saved from DataParallel
+    obj = {k[len(_DATA_PARALLEL) :]: v for k, v in obj.items()}
   out = {}
   for k, v in obj.items():
     if not isinstance(v, torch.Tensor):
-      raise PretrainedWeightsError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor")
+      raise PretrainedWeightsError(
+        f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor: the file is not a "
+        f"state dict (nor a checkpoint holding one under {', '.join(_CHECKPOINT_KEYS)}). "
+        "Save the bare weights: torch.save(model.state_dict(), path)"
+      )
     v = v.detach().cpu()
     if v.is_floating_point() and v.dtype != torch.float64:
       v = v.float()  # bfloat16/float16 have no (or lossy) numpy export

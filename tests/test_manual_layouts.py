@@ -21,6 +21,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import tfds_ratspain  # noqa: F401  (registers the ratspain builder)
+from painseeker_jax import input_pipeline
 from tfds_ratspain import build
 from tfds_ratspain.ratspain import manual
 
@@ -176,6 +177,10 @@ def test_layout1_csv_end_to_end(tmp_path):
 
   # A finished build is reused; nothing is rebuilt.
   assert _prepare(md, dd) == build.prepare("real", data_dir=os.fspath(dd))
+  # A LORO fold needs rats this build lacks: an error that says so, not TFDS's "Unknown split".
+  with pytest.raises(build.DataError, match=r"no split rat4, rat6 \(it holds") as e:
+    input_pipeline.get_sources("real", ["rat1+rat4+rat6", "rat4"], os.fspath(dd), os.fspath(md))
+  assert "--overwrite" in str(e.value) and str(md) in str(e.value)
 
 
 # --------------------------------------------------------------------------
@@ -194,6 +199,7 @@ def test_layout2_tree_end_to_end(tmp_path):
   _copy_real("label2_sample1.jpg", md / "rat2" / "SEVERE" / "f.jpg")
   _copy_real("label0_sample2.jpg", md / "low_confidence" / "x" / "g.jpg")
   _write_image(md / "low_confidence" / "y" / "h.jpg")
+  _write_image(md / "low_confidence" / "i.jpg")  # no subfolder: low confidence has no level
   dd = tmp_path / "data"
   _prepare(md, dd)
 
@@ -209,6 +215,7 @@ def test_layout2_tree_end_to_end(tmp_path):
     "rat2/SEVERE/f.jpg": ("rat2", 2, 2, 1),
     "low_confidence/x/g.jpg": ("low_confidence", 0, -1, -1),
     "low_confidence/y/h.jpg": ("low_confidence", 0, -1, -1),
+    "low_confidence/i.jpg": ("low_confidence", 0, -1, -1),
   }
   by_split = {"rat1": rat1, "rat2": rat2, "low_confidence": lc}
   for split, examples in by_split.items():

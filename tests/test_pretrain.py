@@ -100,6 +100,45 @@ def test_a_rerun_resumes_and_refuses_to_overwrite(trunk, capsys, monkeypatch):
   assert "another configuration (differs in: seed)" in capsys.readouterr().err
 
 
+def test_settings_that_cannot_train_are_refused_before_any_work(tmp_path, capsys):
+  for override, words in (
+    ("--config.image_size=64", "--config.image_size=64: must be in 1..resize_size (56)"),
+    ("--config.val_per_rat=6", "--config.val_per_rat=6: must be in 0..per_rat - 1"),
+    ("--config.num_epochs=0", "--config.num_epochs=0: must be >= 1"),
+  ):
+    workdir = tmp_path / override.split(".")[-1].split("=")[0]
+    argv = ["pretrain-trunk", f"--config={CONFIG}:tiny", "--workdir", workdir]
+    argv += ["--output", tmp_path / "t.safetensors", override]
+    assert cli.main([str(a) for a in argv]) == 2, override
+    assert words in capsys.readouterr().err
+    assert not workdir.exists()  # neither tied to the config nor a pool rendered
+
+
+def test_a_work_directory_in_use_is_refused(tmp_path, capsys):
+  import fcntl
+
+  workdir = tmp_path / "work"
+  workdir.mkdir()
+  with open(workdir / "run.lock", "a+") as f:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's hold
+    argv = ["pretrain-trunk", f"--config={CONFIG}:tiny", "--workdir", workdir]
+    argv += ["--output", tmp_path / "t.safetensors"]
+    assert cli.main([str(a) for a in argv]) == 2
+  assert "is in use by another pretrain-trunk" in capsys.readouterr().err
+  assert not (workdir / "pool").exists()
+
+
+def test_nothing_held_out(tmp_path, capsys):
+  """val_per_rat 0 trains on every image and says there is no held-out figure."""
+  out = tmp_path / "t.safetensors"
+  argv = ["pretrain-trunk", f"--config={CONFIG}:tiny", "--workdir", tmp_path / "w"]
+  argv += ["--output", out, "--config.val_per_rat=0", "--config.num_epochs=1"]
+  assert cli.main([str(a) for a in argv]) == 0
+  assert "no image held out (val_per_rat 0)" in capsys.readouterr().out
+  results = json.load(open(tmp_path / "w" / pretrain.RESULTS_JSON))
+  assert results["held_out"] is None and results["train_images"] == 12 and out.exists()
+
+
 def test_pool_is_new_rats_with_independent_au_scores():
   specs = synthetic.pool_plan(0, num_rats=30, per_rat=40)
   assert {s.rat_id for s in specs}.isdisjoint(range(1, 100))

@@ -344,6 +344,32 @@ def test_pth_with_objects_weights_only_refuses(tmp_path):
   assert "truncated" not in msg, msg
 
 
+def test_pth_training_checkpoint_and_data_parallel_prefix(tmp_path):
+  """The PyTorch ImageNet example's checkpoint (weights under `state_dict`, saved from
+  DataParallel: every key starts `module.`) reads as the bare state dict."""
+  torch = pytest.importorskip("torch")
+  sd = {"conv1.weight": torch.randn(4, 3, 3, 3), "fc.bias": torch.randn(2)}
+  path = tmp_path / "checkpoint.pth.tar"
+  torch.save(
+    {
+      "epoch": 90,
+      "arch": "resnet18",
+      "state_dict": {f"module.{k}": v for k, v in sd.items()},
+      "best_acc1": torch.tensor(69.8),
+      "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
+    },
+    str(path),
+  )
+  got = pretrained.read_state_dict(str(path))
+  assert sorted(got) == sorted(sd)
+  np.testing.assert_array_equal(got["fc.bias"], sd["fc.bias"].numpy())
+  # A dict of other things is not a state dict, and the message says what to save.
+  other = tmp_path / "other.pth"
+  torch.save({"epoch": 3, "weights": [torch.zeros(2)]}, str(other))
+  msg = _read_error(other)
+  assert "entry 'epoch' is a int, not a tensor" in msg and "model.state_dict()" in msg, msg
+
+
 def test_directory_as_weights_path(tmp_path, torch_or_not):
   d = tmp_path / "weights"
   d.mkdir()

@@ -64,7 +64,7 @@ Accepted layouts of the manual directory:
 
   2. A folder tree  Rat<k>/<level>/<image>  with k in 1..6 and <level> one of
      0, 1, 2, no_pain, moderate, severe (case-insensitive), plus optionally
-     low_confidence/<anything>/<image> for images without an image-level label.
+     low_confidence/[<anything>/]<image> for images without an image-level label.
 
 Images may be JPEG, PNG, BMP, TIFF or WebP, in colour or grayscale, of at most
 64,000,000 pixels (e.g. 8000x8000); they are stored as RGB JPEG (EXIF rotation
@@ -403,7 +403,7 @@ def _scan_tree(manual_dir: str, manual_real: str, top: list[str]) -> list[Record
     for path in _walk_files(full, manual_real):
       rel = _rel(path, full)
       parts = rel.split("/")
-      if len(parts) < 2:
+      if len(parts) < 2 and rat != 0:  # low_confidence images have no level folder
         raise _error(
           path,
           "image directly under its rat folder; put it in a "
