@@ -13,8 +13,9 @@ attention localisation and the attention figure (Fig. 4).
   python run.py --config=configs/table3.py:synthetic_pretrained  # after building its trunk
                                                                  # (configs/pretrain.py's command)
 
-Each run is kept under <workdir>/runs/<method>/seed<k>; rerunning the command
-skips finished runs and resumes an interrupted one. Outputs: table3.md,
+Each run is kept under <workdir>/runs/<method>/seed<k>; the runs train seed by seed (every
+method at the first seed, then the next); rerunning the command skips finished runs and
+resumes an interrupted one. Outputs: table3.md,
 table3.json, figure4_attention.png, rewritten after every finished run (a partly filled
 work directory shows its table so far and lists the missing runs).
 

@@ -6,10 +6,10 @@ import types
 
 import numpy as np
 import pytest
-from conftest import mini_config
+from conftest import ROOT, mini_config
 from PIL import Image
 
-from painseeker_jax import experiments, figures, layout, loro, stats
+from painseeker_jax import cli, experiments, figures, layout, loro, stats
 
 
 def _table3_config(data_dir, **kw):
@@ -173,6 +173,23 @@ def test_figure_writers_make_pngs_of_the_right_size(tmp_path):
   assert Image.open(path).size == (840, 340) and os.path.getsize(path) > 1000
   with pytest.raises(ValueError, match="square"):
     figures.attention_map(np.ones(10), 8)
+
+
+def test_table3_trains_seed_by_seed():
+  c = cli.load_config(
+    os.path.join(ROOT, "configs", "table3.py") + ":synthetic",
+    ["--config.methods=painseeker,lbp_r1_g8,resnet18", "--config.seeds=0,1,2"],
+  )
+  runs = experiments._seed_major(experiments._method_runs(c, "w"), c.seeds)
+  assert [(m, s) for m, s, _, _ in runs] == [
+    ("painseeker", 0),
+    ("lbp_r1_g8", 0),  # deterministic: one run serves every seed
+    ("resnet18", 0),
+    ("painseeker", 1),
+    ("resnet18", 1),
+    ("painseeker", 2),
+    ("resnet18", 2),
+  ]
 
 
 def _fake_runs(monkeypatch, order):
