@@ -131,6 +131,15 @@ def _schedule(jobs: list[tuple[str, ml_collections.ConfigDict, str]], after_each
   then reading the results) once it has nothing else to do. A process that
   dies releases its claims, and its runs resume from their checkpoints.
   """
+  # Every run's settings first: a run of another configuration (merged in, or started by
+  # another command) would otherwise stop the command when its turn comes, hours in.
+  for label, cfg, wd in jobs:
+    diff = None if cfg is None else layout.config_differences(cfg, wd)
+    if diff:
+      raise ValueError(
+        f"{wd} ({label}) holds a run with another configuration (differs in: "
+        f"{', '.join(diff)}); move it away or use another --workdir. Nothing was trained."
+      )
   # timed: seconds of the runs this process trained from the start (a resumed run, begun by
   # an earlier process, took only its rest: no measure of the pace)
   results, waiting, timed = {}, [], []
@@ -214,17 +223,26 @@ def table3_report(config, workdir: str, runs, lookup) -> dict:
   listed in the report's `missing`. The finished runs of the other Table 3 methods in `workdir`
   (e.g. `painseeker_au` from an earlier `--config.methods=...` command) are reported too when
   their settings are the ones these runs would have; they are not listed as missing."""
-  preds, missing = {}, []
-  for m, s, _, w in runs:
-    if layout.is_finished(w):
-      preds.setdefault(m, {})[s] = layout.read_predictions(w)
-    else:
+  preds, missing, used = {}, [], []
+  for m, s, c, w in runs:
+    if not layout.is_finished(w):
       missing.append(f"{m} seed {s}")
+    elif layout.config_differences(c, w):  # e.g. merged in from another command
+      missing.append(f"{m} seed {s} (its run has another configuration)")
+    else:
+      preds.setdefault(m, {})[s] = layout.read_predictions(w)
+      used.append(w)
   others = [m for m in METHODS if m not in config.methods]
   for m, s, c, w in _method_runs(config, workdir, others):
     if layout.is_finished(w) and layout.config_differences(c, w) == []:
       preds.setdefault(m, {})[s] = layout.read_predictions(w)
-  report = {"config": json.loads(config.to_json_best_effort()), "methods": {}, "missing": missing}
+      used.append(w)
+  report = {
+    "config": json.loads(config.to_json_best_effort()),
+    "methods": {},
+    "missing": missing,
+    "warnings": layout.fingerprint_warnings(used),
+  }
   ref = preds.get("painseeker")
   for m, by_seed in preds.items():
     report["methods"][m] = summarize_method(m, by_seed, ref, lookup, config, workdir)
@@ -336,32 +354,41 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
   out["bootstrap_ci"] = stats.bootstrap_ci(
     y, preds, n_boot=config.bootstrap, seed=0, groups=rat_ids
   )  # of the seed mean
+  # The seeds compared with PainSeeker: those both have finished (a partly filled table must
+  # not set one method's seed 0 against the other's seeds 0 and 1); the deterministic LBP run
+  # stands for every seed, against all of PainSeeker's.
+  lbp = _is_lbp(method)
+  pair_seeds = []
   if ref_by_seed is not None and method != "painseeker":
+    pair_seeds = seeds if lbp else [s for s in seeds if s in ref_by_seed]
+    ref_seeds = sorted(ref_by_seed) if lbp else pair_seeds
     out["vs_painseeker"] = {}
-    for s in seeds:
-      if s not in ref_by_seed and len(seeds) > 1:
-        continue  # PainSeeker's run of this seed is not finished yet: no pair
-      ref = ref_by_seed.get(s, ref_by_seed[min(ref_by_seed)])  # a single run: the first seed
-      a, b = _align(ref, by_seed[s])
+    for s in pair_seeds:
+      ref_seed = s if s in ref_by_seed else min(ref_by_seed)  # LBP: PainSeeker's first seed
+      a, b = _align(ref_by_seed[ref_seed], by_seed[s])
       ya, rats_a = _labels(a)
       pa, pb = np.array([r["pred"] for r in a]), np.array([r["pred"] for r in b])
       out["vs_painseeker"][f"seed{s}"] = {
+        "painseeker_seed": ref_seed,
         "mcnemar": stats.mcnemar(ya, pa, pb),
         "paired_bootstrap_f1": stats.paired_bootstrap_diff(
           ya, pa, pb, metric="f1", n_boot=config.bootstrap, seed=0, groups=rats_a
         ),
       }
-    # The difference of the means over all seeds of both, seeds resampled too (covers the
-    # seed spread).
-    ref_preds = _seed_preds(first, ref_by_seed)
+  if pair_seeds:
+    # The difference of the means over those seeds, seeds resampled too (covers the seed
+    # spread).
+    own = _seed_preds(first, {s: by_seed[s] for s in pair_seeds})
+    ref_preds = _seed_preds(first, {s: ref_by_seed[s] for s in ref_seeds})
     out["vs_painseeker_mean"] = {
-      "painseeker_seeds": sorted(ref_by_seed),
-      **_seed_mean_diffs(y, ref_preds, preds, rat_ids, config),
+      "seeds": pair_seeds,
+      "painseeker_seeds": ref_seeds,
+      **_seed_mean_diffs(y, ref_preds, own, rat_ids, config),
     }
     if lookup is not None:  # the same difference within each head-pose bin
       bins = np.array([pose_bin(lookup[r["filename"]][0]) for r in first])
       out["vs_painseeker_mean"]["pose_bins"] = {
-        name: _seed_mean_diffs(y[sel], ref_preds[:, sel], preds[:, sel], rat_ids[sel], config)
+        name: _seed_mean_diffs(y[sel], ref_preds[:, sel], own[:, sel], rat_ids[sel], config)
         for name, _, _ in POSE_BINS
         if (sel := bins == name).any()
       }
@@ -371,11 +398,12 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
     if hits is not None:
       out["attention_localisation"] = attention_localisation(hits, lookup)
       out["attention_vs_chance"] = attention_vs_chance(hits, first, rat_ids, config, lookup)
-      if "vs_painseeker_mean" in out:
-        ref_hits = attention_hits("painseeker", sorted(ref_by_seed), config, workdir, lookup)
+      if pair_seeds:
+        own_hits = attention_hits(method, pair_seeds, config, workdir, lookup)
+        ref_hits = attention_hits("painseeker", ref_seeds, config, workdir, lookup)
         if ref_hits is not None:
           out["vs_painseeker_mean"]["attention_share"] = attention_difference(
-            ref_hits, hits, first, rat_ids, config, lookup
+            ref_hits, own_hits, first, rat_ids, config, lookup
           )
   au = au_summary(by_seed, config)
   if au is not None:
@@ -590,7 +618,10 @@ def _mean_diff_by_bin(a, b, files, rat_ids, config, lookup) -> dict:
   return out
 
 
-def _fmt(ms, digits):
+def _fmt(ms, digits, single: bool = False):
+  """mean ± std; the mean alone for a `single` run (its std of 0 would read as no spread)."""
+  if single:
+    return f"{ms['mean']:.{digits}f}"
   return f"{ms['mean']:.{digits}f} ± {ms['std']:.{digits}f}"
 
 
@@ -636,14 +667,16 @@ def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
     "(a CI of the mean over seeds); vs. PainSeeker: "
     "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
     "(images stratified by rat) "
-    "(positive: PainSeeker better; a single-run method is compared with PainSeeker's first seed); "
-    "last column: the difference of the means over all seeds of both, with a two-level "
+    "(positive: PainSeeker better; the single LBP + SVM run is compared with PainSeeker's first "
+    "seed); last column: the difference of the means over the seeds both have finished (all "
+    "of PainSeeker's against the one LBP + SVM run), with a two-level "
     "bootstrap (images stratified by rat, and each method's seeds drawn with replacement, so "
-    "the interval includes the seed spread) and its bootstrap p.",
+    "the interval includes the seed spread) and its bootstrap p; the seeds are named when "
+    "they are not all of the table's. A method with one finished run has no ± std.",
     "",
-    "| Method | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker | ΔF1 [95% CI] "
-    "| ΔF1 of seed means [95% CI], p |",
-    "|---|---|---|---|---|---|---|---|",
+    "| Method | seeds | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker "
+    "| ΔF1 [95% CI] | ΔF1 of seed means [95% CI], p |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   for m, d in methods.items():
     ci = d["bootstrap_ci"]
@@ -651,14 +684,18 @@ def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
     p = ", ".join(f"{v['mcnemar']['p_value']:.3g}" for v in vs.values()) or "—"
     diff = ", ".join(_diff_ci(v["paired_bootstrap_f1"]) for v in vs.values()) or "—"
     seed_means = d.get("vs_painseeker_mean")
+    mean_cell = "—"
     if seed_means:
       mean_cell = f"{_diff_ci(seed_means['f1'])}, {_p(seed_means['f1'], config)}"
-    else:
-      mean_cell = "—"
+      used = sorted(set(seed_means["painseeker_seeds"]) | set(seed_means["seeds"]))
+      if used != sorted(config.seeds) and not _is_lbp(m):
+        mean_cell += f" (seeds {', '.join(map(str, used))})"
+    seeds = "one run" if _is_lbp(m) else ", ".join(map(str, d["seeds"]))
+    one = len(d["seeds"]) == 1
     lines.append(
-      f"| {titles[m]} | {_fmt(d['loro']['f1'], 4)} | [{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}] | "
-      f"{_fmt(d['loro']['accuracy'], 2)} | [{ci['accuracy'][0]:.1f}, {ci['accuracy'][1]:.1f}] | "
-      f"{p} | {diff} | {mean_cell} |"
+      f"| {titles[m]} | {seeds} | {_fmt(d['loro']['f1'], 4, one)} | "
+      f"[{ci['f1'][0]:.3f}, {ci['f1'][1]:.3f}] | {_fmt(d['loro']['accuracy'], 2, one)} | "
+      f"[{ci['accuracy'][0]:.1f}, {ci['accuracy'][1]:.1f}] | {p} | {diff} | {mean_cell} |"
     )
   return lines
 
@@ -753,7 +790,8 @@ def _table3_pose_bins(methods: dict, titles: dict, config) -> list[str]:
     "pose_bins",
     names,
     cell,
-    "PainSeeker − method within each bin: the difference of the seed means with the two-level "
+    "PainSeeker − method within each bin: the difference of the seed means (over the seeds of "
+    "the Statistics section's last column) with the two-level "
     "bootstrap of the Statistics section (images stratified by rat and seeds resampled), "
     "ΔF1 and Δaccuracy (points), 95% CI, bootstrap p.",
   )
@@ -827,7 +865,8 @@ def _table3_attention(methods: dict, titles: dict, config) -> list[str]:
     "attention_share",
     ["all", *names],
     lambda r: f"{_diff_ci(r)}, p {_p(r, config)}",
-    "PainSeeker − method in that share (difference of the seed means, two-level bootstrap as "
+    "PainSeeker − method in that share (difference of the seed means over the seeds of the "
+    "Statistics section's last column, two-level bootstrap as "
     "for ΔF1: images stratified by rat, seeds resampled; 95% CI, bootstrap p; negative: the "
     "method puts more of its attention on the landmarks).",
   )
@@ -887,6 +926,7 @@ def table3_markdown(report: dict, config) -> str:
   missing = report.get("missing") or []
   lines = (
     _table3_scores(methods, titles, config)
+    + [f"\n**Warning**: {w}." for w in report.get("warnings") or []]
     + (["", f"Not finished yet ({len(missing)} runs): {', '.join(missing)}."] if missing else [])
     + _table3_statistics(methods, titles, config)
     + _table3_vs_best_lbp(report, titles, config)
@@ -1035,6 +1075,7 @@ def sensitivity_report(config, workdir: str, defaults: dict, points: dict) -> di
     "finished_runs": len(finished),
     "total_runs": total,
     "sweeps": sweeps,
+    "warnings": layout.fingerprint_warnings(sorted(finished)),
   }
   layout.write_json(os.path.join(workdir, "sensitivity.json"), out)
   layout.write_atomic(os.path.join(workdir, "sensitivity.md"), sensitivity_markdown(out, config))
@@ -1068,6 +1109,7 @@ def sensitivity_markdown(report: dict, config) -> str:
     "with a two-level bootstrap 95% CI and p value (images stratified by rat, and those seeds "
     "resampled: with one seed the interval covers image sampling only).",
     "",
+    *[f"**Warning**: {w}.\n" for w in report.get("warnings") or []],
   ]
 
   def cell(d, k, digits):
@@ -1123,7 +1165,8 @@ def compare_runs(run_a: str, run_b: str, n_boot: int = 2000) -> dict:
   alike, the exact McNemar test, and ΔF1 / Δaccuracy with the paired bootstrap
   of `stats.paired_bootstrap_diff`, images resampled within each animal (seed
   0, `n_boot` resamples). Raises ValueError, naming the runs, when one is not
-  finished or the two scored other images or other labels.
+  finished or the two scored other images or other labels; `warnings` says when they
+  scored another build of the data (or were fine-tuned from other trunks).
   """
   rows = []
   for wd in (run_a, run_b):
@@ -1146,6 +1189,7 @@ def compare_runs(run_a: str, run_b: str, n_boot: int = 2000) -> dict:
       f"{run_a} and {run_b} give {changed[0]} (and {len(changed) - 1} more) other pain labels: "
       "the data sets differ"
     )
+  warnings = layout.fingerprint_warnings([run_a, run_b])
   key = "rat_id" if "rat_id" in a[0] else "animal_id"
   y = np.array([r["pain"] for r in a])
   groups = np.array([r[key] for r in a])
@@ -1168,6 +1212,8 @@ def compare_runs(run_a: str, run_b: str, n_boot: int = 2000) -> dict:
       for k in ("f1", "accuracy")
     },
     "bootstrap": n_boot,
+    # another data build or trunk: the difference is not the runs' alone
+    "warnings": warnings,
   }
 
 
@@ -1199,5 +1245,6 @@ def comparison_markdown(c: dict) -> str:
     f"p {_p(acc, cfg)}",
     f"- McNemar (exact): a right and b wrong on {c['mcnemar']['b']} images, the reverse on "
     f"{c['mcnemar']['c']}, p {c['mcnemar']['p_value']:.3g}",
+    *[f"\n**Warning**: {w}; the difference is not the runs' alone." for w in c["warnings"]],
   ]
   return "\n".join(lines) + "\n"

@@ -64,9 +64,10 @@ RUN_LOCK = "run.lock"
 
 # Config fields that do not change results: a work directory accepts runs that differ only in
 # them (multi_run, model.conv and eval_batch_size: up to float summation order;
-# checkpoint_every_epochs: resuming is exact whatever the interval).
+# checkpoint_every_epochs: resuming is exact whatever the interval; lbp.num_workers: the
+# feature processes, each image's features computed alone).
 _IGNORED_FIELDS = ("progress", "input", "multi_run", "checkpoint_every_epochs", "eval_batch_size")
-_IGNORED_MODEL_FIELDS = ("conv",)
+_IGNORED_SUBFIELDS = {"model": ("conv",), "lbp": ("num_workers",)}
 # Config fields added after work directories were written; their absence means these values.
 _ADDED_DEFAULTS = {
   "dtype": "float32",
@@ -241,7 +242,11 @@ def write_results(workdir: str, results: dict, markdown: str, rows: list[dict]) 
 
 def _comparable(config_dict: dict) -> dict:
   return {
-    k: ({n: x for n, x in v.items() if n not in _IGNORED_MODEL_FIELDS} if k == "model" else v)
+    k: (
+      {n: x for n, x in v.items() if n not in _IGNORED_SUBFIELDS[k]}
+      if k in _IGNORED_SUBFIELDS and isinstance(v, dict)
+      else v
+    )
     for k, v in config_dict.items()
     if k not in _IGNORED_FIELDS
   }
@@ -268,13 +273,8 @@ def _dict_differences(current: dict, saved: dict) -> list[str]:
       if name in cur or name in old:
         cur.setdefault(name, value)
         old.setdefault(name, value)
-  if _comparable(saved) == _comparable(current):
-    return []
-  return sorted(
-    k
-    for k in set(saved) | set(current)
-    if k not in _IGNORED_FIELDS and saved.get(k) != current.get(k)
-  )
+  saved, current = _comparable(saved), _comparable(current)
+  return sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
 
 
 def check_config(config, workdir: str) -> None:
@@ -401,6 +401,24 @@ def _sha256(workdir: str, key: str) -> str | None:
   return ((read_results(workdir).get("provenance") or {}).get(key) or {}).get("sha256")
 
 
+def fingerprint_warnings(run_dirs) -> list[str]:
+  """One line per `_SHARED` fingerprint that differs among the finished runs `run_dirs`
+  (runs on another data build, or fine-tuned from another trunk, in one table); [] when each
+  is the same for all (or unrecorded)."""
+  out = []
+  for key, (_, why) in _SHARED.items():
+    by_sha: dict[str, list[str]] = {}
+    for d in run_dirs:
+      if sha := _sha256(d, key):
+        by_sha.setdefault(sha, []).append(d)
+    if len(by_sha) > 1:
+      groups = "; ".join(
+        f"{sha[:12]}: {len(ds)} run(s), e.g. {ds[0]}" for sha, ds in sorted(by_sha.items())
+      )
+      out.append(f"the runs have {len(by_sha)} {key} fingerprints ({groups}): {why}")
+  return out
+
+
 def _copy_atomic(src: str, dst: str) -> None:
   os.makedirs(os.path.dirname(dst), exist_ok=True)
   with replacing(dst) as tmp:
@@ -433,6 +451,9 @@ def _merge_one(src_run: str, dest_run: str, rel: str, shared: dict, report: dict
     if not mine:
       report["skipped"].append(f"{rel}: in use by {lock_holder(dest_run) or 'another process'}")
       return
+    if is_finished(dest_run):  # finished by its trainer since the first look
+      report["kept"].append(rel)
+      return
     for entry in os.listdir(dest_run):  # a started run's checkpoints: the finished run replaces it
       path = os.path.join(dest_run, entry)
       if os.path.isdir(path):
@@ -441,6 +462,9 @@ def _merge_one(src_run: str, dest_run: str, rel: str, shared: dict, report: dict
         os.remove(path)
     for f in run_record_files(src_run):  # results.json last
       _copy_atomic(os.path.join(src_run, f), os.path.join(dest_run, f))
+  for key in _SHARED:  # the next runs must match this one too (an empty `dest` had none)
+    if sha := _sha256(src_run, key):
+      shared[key].add(sha)
   report["replaced" if started else "copied"].append(rel)
 
 

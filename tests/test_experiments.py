@@ -233,6 +233,17 @@ def test_schedule_skips_runs_another_process_holds_and_comes_back(tmp_path, monk
   assert list(results) == ["a", "b", "c"]
 
 
+def test_schedule_checks_every_run_s_settings_before_training(tmp_path, monkeypatch, mini_data_dir):
+  order = []
+  _fake_runs(monkeypatch, order)
+  config = mini_config(mini_data_dir)
+  jobs = [(name, config, str(tmp_path / name)) for name in ("a", "b")]
+  layout.check_config(mini_config(mini_data_dir, **{"loss.k_h": 3}), str(tmp_path / "b"))
+  with pytest.raises(ValueError, match=r"b \(b\) holds a run with another configuration"):
+    experiments._schedule(jobs)
+  assert order == []  # not even the first run trained
+
+
 def test_schedule_claims_runs_against_other_processes(tmp_path, monkeypatch):
   """While a run trains, its lock is held: a second process (here another
   open file description, as flock sees one) cannot take it."""
@@ -401,9 +412,9 @@ def test_table3_writer_from_known_confusion_matrices():
   assert "| Method | Rat1 | Rat2 | LORO |" in md
   assert "| PainSeeker | 0.9444/95.00 | 0.9167/90.00 | 0.9286/92.50 |" in md
   assert "| LBP (R=1, 4x4) + SVM | 0.6667/50.00 | 0.6667/50.00 | 0.6667/50.00 |" in md
-  lbp_stats = next(line for line in md if line.startswith("| LBP") and "±" in line)
+  lbp_stats = next(line for line in md if line.startswith("| LBP (R=1, 4x4) + SVM | one run |"))
   assert "| +0.190 [" in lbp_stats and "| +0.262 [" in lbp_stats
-  ps_stats = next(line for line in md if line.startswith("| PainSeeker |") and "±" in line)
+  ps_stats = next(line for line in md if line.startswith("| PainSeeker | 0, 1 |"))
   assert ps_stats.endswith("| — | — | — |")
   # ROC AUC of p_pain (here the 0/1 predictions): seed 0 rat1 (20 + 5/2) / 25 = 0.9, rat2
   # (15 + 10/2) / 25 = 0.8, pooled (72 + 26/2) / 100 = 0.85; seed 1 all 1; LBP's constant 0.5.
@@ -417,6 +428,21 @@ def test_table3_writer_from_known_confusion_matrices():
   partial = experiments.summarize_method("resnet18", ps, {0: ps[0]}, None, c, None)
   assert list(partial["vs_painseeker"]) == ["seed0"]
   assert partial["vs_painseeker"]["seed0"]["paired_bootstrap_f1"]["diff"] == 0
+  # The reverse: PainSeeker has seeds 0 and 1, ResNet-18 only seed 0 (its seed 0 is PainSeeker's
+  # seed 0). The seed means compare seed 0 with seed 0 only, not with PainSeeker's mean over both.
+  one = experiments.summarize_method("resnet18", {0: ps[0]}, ps, None, c, None)
+  mean = one["vs_painseeker_mean"]
+  assert (mean["seeds"], mean["painseeker_seeds"]) == ([0], [0])
+  assert mean["f1"]["diff"] == 0 and mean["accuracy"]["diff"] == 0
+  # A deep method whose only seed PainSeeker has not finished: nothing to pair.
+  apart = experiments.summarize_method("resnet18", {1: ps[1]}, {0: ps[0]}, None, c, None)
+  assert apart["vs_painseeker"] == {} and "vs_painseeker_mean" not in apart
+  md = experiments.table3_markdown(
+    {"methods": {"painseeker": methods["painseeker"], "resnet18": one}}, c
+  ).splitlines()
+  row = next(line for line in md if line.startswith("| ResNet-18 | 0 |"))
+  assert "| 0.8571 | [" in row and "±" not in row.split("|")[3]  # one run: no ± std
+  assert row.endswith("(seeds 0) |")
 
 
 def test_painseeker_au_method_is_painseeker_with_au_heads(mini_data_dir):
@@ -753,6 +779,17 @@ def test_compare_runs_pairs_two_runs_image_by_image(tmp_path, capsys):
   report = capsys.readouterr().out
   assert "| **pooled** (16 images) | " in report and "| rat2 | " in report
   assert json.loads(out.read_text())["mcnemar"]["b"] == 2
+  assert c["warnings"] == [] and "Warning" not in report
+  # The same images from another build of the data: compared, with a warning.
+  other = json.loads((tmp_path / "b" / layout.RESULTS_JSON).read_text())
+  for name, sha in (("a", "aa"), ("b", "bb")):
+    res = json.loads((tmp_path / name / layout.RESULTS_JSON).read_text())
+    res["provenance"] = {"data": {"sha256": sha * 32}}
+    layout.write_json(str(tmp_path / name / layout.RESULTS_JSON), res)
+  assert other["loro"] == {}
+  warned = experiments.compare_runs(str(tmp_path / "a"), str(tmp_path / "b"), n_boot=300)
+  assert warned["warnings"][0].startswith("the runs have 2 data fingerprints")
+  assert "**Warning**: the runs have 2 data" in experiments.comparison_markdown(warned)
   # Runs on other images, or one not finished: an error naming the runs.
   layout.write_results(str(tmp_path / "c"), {"loro": {}}, "", _rows({1: a[1]}))
   with pytest.raises(ValueError, match="scored 16 images and .*c 8, not the same ones"):

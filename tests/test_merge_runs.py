@@ -136,6 +136,22 @@ def test_runs_from_another_trunk_file_are_skipped(tmp_path):
   assert "fine-tune every run from one copy of the file" in skipped
 
 
+def test_an_empty_destination_takes_one_data_build(tmp_path):
+  """Into an empty work directory the first run copied sets the fingerprints the rest must
+  match; a report over runs of two builds says so."""
+  src, dest = str(tmp_path / "mixed"), str(tmp_path / "new")
+  _run(src, "runs/a/seed0")
+  _run(src, "runs/b/seed0", sha="bb" * 32)
+  report = layout.merge_runs(src, dest)
+  assert report["copied"] == ["runs/a/seed0"]
+  assert report["skipped"][0].startswith("runs/b/seed0: it scored other test images")
+  assert layout.fingerprint_warnings([os.path.join(dest, "runs/a/seed0")]) == []
+  (warning,) = layout.fingerprint_warnings(
+    [os.path.join(src, r) for r in ("runs/a/seed0", "runs/b/seed0")]
+  )
+  assert warning.startswith("the runs have 2 data fingerprints (aaaaaaaaaaaa: 1 run(s), e.g. ")
+
+
 def test_bad_sources_are_refused(tmp_path):
   empty = str(tmp_path / "empty")
   os.makedirs(empty)

@@ -512,6 +512,16 @@ def test_workdir_from_before_the_schedule_fields_is_the_same_config(mini_data_di
     layout.check_config(mini_config(mini_data_dir, **{"optimizer.schedule": "cosine"}), workdir)
 
 
+def test_fields_that_do_not_change_results_are_not_another_config(mini_data_dir, tmp_path):
+  workdir = str(tmp_path / "w")
+  layout.check_config(mini_config(mini_data_dir), workdir)
+  same = {"lbp.num_workers": 8, "model.conv": "xla", "eval_batch_size": 7, "progress": True}
+  for key, value in same.items():
+    assert layout.config_differences(mini_config(mini_data_dir, **{key: value}), workdir) == []
+  other = mini_config(mini_data_dir, **{"lbp.svm_c": 10.0, "model.conv": "xla"})
+  assert layout.config_differences(other, workdir) == ["lbp"]  # only the field that counts
+
+
 @pytest.mark.parametrize("multi_run", ["sequential", "vmap"])
 def test_loro_with_au_heads(mini_data_dir, tmp_path, multi_run):
   """lambda_au > 0: the AU loss is trained and logged, predictions.csv gains the AU columns and
