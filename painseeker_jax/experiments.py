@@ -748,8 +748,9 @@ def _table3_ranking(methods: dict, titles: dict) -> list[str]:
   for m, d in methods.items():
     a = d["ranking_auc"]
     row = [cell(a["per_rat"].get(r)) for r in rats]
-    row += [_fmt(a["within_mean"], 3) if a["within_mean"] else "—"]
-    row += [_fmt(a["pooled"], 3) if a["pooled"] else "—"]
+    one = len(d["seeds"]) == 1
+    row += [_fmt(a["within_mean"], 3, one) if a["within_mean"] else "—"]
+    row += [_fmt(a["pooled"], 3, one) if a["pooled"] else "—"]
     lines.append(f"| {titles[m]} | " + " | ".join(row) + " |")
   return lines
 
