@@ -399,7 +399,11 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
       out["attention_localisation"] = attention_localisation(hits, lookup)
       out["attention_vs_chance"] = attention_vs_chance(hits, first, rat_ids, config, lookup)
       if pair_seeds:
-        own_hits = attention_hits(method, pair_seeds, config, workdir, lookup)
+        own_hits = (
+          hits
+          if pair_seeds == seeds
+          else attention_hits(method, pair_seeds, config, workdir, lookup)
+        )
         ref_hits = attention_hits("painseeker", ref_seeds, config, workdir, lookup)
         if ref_hits is not None:
           out["vs_painseeker_mean"]["attention_share"] = attention_difference(
