@@ -364,12 +364,7 @@ def train_final(args, overrides: list[str]) -> int:
   indices = input_pipeline.labelled_indices(sources[train_split])
   train.check_batch_fits(config, len(indices), train_split)
   final_dir = layout.fold_dir(workdir, 0)
-  with layout.claim(final_dir, wait=False) as mine:
-    if not mine:
-      raise ValueError(
-        f"{final_dir} is in use by another train-final "
-        f"({layout.lock_holder(final_dir) or 'unknown process'}); wait for it to finish"
-      )
+  with layout.claimed(final_dir, "train-final", "wait for it to finish"):
     layout.check_config(config, workdir)  # the final model shares its LORO/LOAO run's config
     logging.getLogger("painseeker").info("%s", sharding.describe(trainer.mesh, config.batch_size))
     variables = train.train_fold(trainer, workdir, 0, sources[train_split], indices)

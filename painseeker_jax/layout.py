@@ -333,6 +333,24 @@ def claim(workdir: str, wait: bool):
       fcntl.flock(f, fcntl.LOCK_UN)
 
 
+_RESUME_ADVICE = (
+  "wait for it to finish (then rerun this command to resume) or use another --workdir"
+)
+
+
+@contextlib.contextmanager
+def claimed(workdir: str, what: str, advice: str = _RESUME_ADVICE):
+  """`claim` without waiting: holds `<workdir>/run.lock`, or raises ValueError naming the
+  process that does (`lock_holder`): "<workdir> is in use by another <what> (...); <advice>"."""
+  with claim(workdir, wait=False) as mine:
+    if not mine:
+      raise ValueError(
+        f"{workdir} is in use by another {what} ({lock_holder(workdir) or 'unknown process'}); "
+        f"{advice}"
+      )
+    yield
+
+
 def checkpoint_manager(workdir: str, held_out, *, create: bool = True):
   """The fold's orbax CheckpointManager (`create=False`: read only). It keeps the two latest
   checkpoints, so a crash that damages the newest one costs one epoch, not the fold."""

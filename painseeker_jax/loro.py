@@ -399,12 +399,7 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
   train_indices = {k: input_pipeline.labelled_indices(train_sources[k]) for k in folds}
   for k in folds:
     train.check_batch_fits(config, len(train_indices[k]), f"fold {layout.fold_label(k)}")
-  with layout.claim(workdir, wait=False) as mine:
-    if not mine:
-      raise ValueError(
-        f"{workdir} is in use by another run ({layout.lock_holder(workdir) or 'unknown process'}); "
-        "wait for it to finish (then rerun this command to resume) or use another --workdir"
-      )
+  with layout.claimed(workdir, "run"):
     layout.check_config(config, workdir)
     log.info("%s", sharding.describe(trainer.mesh, config.batch_size))
     seconds = {}

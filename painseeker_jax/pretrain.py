@@ -281,13 +281,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, output: str) -> dict:
   """Builds the pool, trains (resuming), evaluates and writes the trunk; returns the results.
   Holds `<workdir>/run.lock` throughout (a second process on the work directory is refused)."""
   check_settings(config)
-  with layout.claim(workdir, wait=False) as mine:
-    if not mine:
-      raise ValueError(
-        f"{workdir} is in use by another pretrain-trunk "
-        f"({layout.lock_holder(workdir) or 'unknown process'}); wait for it to finish (then "
-        "rerun this command to resume) or use another --workdir"
-      )
+  with layout.claimed(workdir, "pretrain-trunk"):
     return _run(config, workdir, output)
 
 
