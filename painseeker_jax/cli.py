@@ -352,7 +352,7 @@ def train_final(args, overrides: list[str]) -> int:
   if os.path.lexists(args.output) and not args.overwrite:
     raise ValueError(f"{args.output} already exists; use --overwrite to replace it")
   _setup_logging()
-  from painseeker_jax import export, input_pipeline, layout, sharding, train
+  from painseeker_jax import export, input_pipeline, layout, loro, sharding, train
 
   trainer = train.make_trainer(config)  # validates the config before anything is written
   workdir = args.workdir or os.path.join("runs", config.name)
@@ -366,6 +366,7 @@ def train_final(args, overrides: list[str]) -> int:
   final_dir = layout.fold_dir(workdir, 0)
   with layout.claimed(final_dir, "train-final", "wait for it to finish"):
     layout.check_config(config, workdir)  # the final model shares its LORO/LOAO run's config
+    loro.check_training_data(config, workdir, sources[train_split])  # and its data
     logging.getLogger("painseeker").info("%s", sharding.describe(trainer.mesh, config.batch_size))
     variables = train.train_fold(trainer, workdir, 0, sources[train_split], indices)
   training = {

@@ -201,6 +201,40 @@ def get_groups(config) -> Groups:
   return Groups(unit="animal", splits={s: s for s in ids}, names=ids)
 
 
+def training_data(config, source=None) -> dict:
+  """What a work directory trains and tests on, for `layout.check_data`: every labelled image of
+  `config`'s data set (`source`: the all-groups split, `Groups.fold_splits(0)[0]`, if already
+  open). `{"images": n, "labels_sha256": SHA-256 over the (filename, pain level, AU scores),
+  "images_sha256": SHA-256 over the (filename, SHA-256 of the stored image bytes)}`, both in
+  filename order. Reads every record once (about a second for RatsPain's 1,138 images)."""
+  if source is None:
+    split = get_groups(config).fold_splits(0)[0]
+    source = get_sources(config.dataset, [split], config.data_dir, config.manual_dir, config.scale)[
+      split
+    ]
+  labels, images = [], []
+  for i in range(len(source)):
+    r = source[i]
+    if int(r["pain"]) < 0:
+      continue
+    name = r["filename"]
+    name = name.decode("utf-8") if isinstance(name, bytes) else str(name)
+    au = np.asarray(r["au_scores"]).tolist() if "au_scores" in r else []
+    labels.append(f"{name}\t{int(r['pain_level'])}\t{au}\n")
+    images.append(f"{name}\t{hashlib.sha256(bytes(r['image'])).hexdigest()}\n")
+
+  def digest(lines):
+    return hashlib.sha256("".join(sorted(lines)).encode("utf-8")).hexdigest()
+
+  return {"images": len(labels), "labels_sha256": digest(labels), "images_sha256": digest(images)}
+
+
+def built_here(config) -> bool:
+  """Whether `config`'s data set is generated on each machine (the synthetic twins), so that
+  its JPEG bytes, not its labels, may differ between machines."""
+  return config.dataset != GRIMACE and config.dataset.startswith("synthetic")
+
+
 def fold_seed(held_out) -> int:
   """The integer a fold's randomness is derived from (`jax.random.fold_in`, `epoch_seed`): the
   rat number for RatsPain (0 for the final model); for an animal's split name, 1 + the first

@@ -3,6 +3,7 @@
 A LORO work directory (`run.py`, `painseeker train-final`):
 
   config.json               the configuration it belongs to (`check_config`)
+  data.json                 the labelled images it trains and tests on (`check_data`)
   results.json, results.md  per-rat and pooled scores (present = the run finished)
   predictions.csv           one row per test image
   attention.npz             PainSeeker's attention of every test image
@@ -43,6 +44,7 @@ from collections.abc import Iterator
 import numpy as np
 
 CONFIG_JSON = "config.json"
+DATA_JSON = "data.json"
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 PREDICTIONS_CSV = "predictions.csv"
@@ -290,6 +292,50 @@ def check_config(config, workdir: str) -> None:
   write_json(config_path(workdir), json.loads(config.to_json_best_effort()))
 
 
+def check_data(workdir: str, data: dict, built_here: bool = False) -> str | None:
+  """A work directory belongs to one data set (`input_pipeline.training_data`): refuses
+  (ValueError) the data when its labels (or, unless `built_here`, its images) differ from
+  `<workdir>/data.json`'s, else writes data.json (creating the directory) when absent. A
+  data set generated on each machine (`built_here`: the synthetic twin, whose JPEG bytes
+  depend on the CPU and library versions) whose labels match but whose image bytes do not
+  returns a warning instead. A work directory from before data.json existed is taken to hold
+  the current data."""
+  path = os.path.join(workdir, DATA_JSON)
+  try:
+    with open(path, encoding="utf-8") as f:
+      saved = json.load(f)
+  except FileNotFoundError:
+    os.makedirs(workdir, exist_ok=True)
+    write_json(path, data)
+    return None
+  except (OSError, ValueError) as e:
+    raise RunFileError(
+      f"{path}: cannot be read ({e}); it says which images {workdir} was trained on: restore "
+      "it, or use a new --workdir"
+    ) from None
+
+  def brief(d):
+    return f"{d.get('images')} images, labels sha256 {str(d.get('labels_sha256'))[:12]}"
+
+  if saved.get("labels_sha256") != data["labels_sha256"] or (
+    saved.get("images_sha256") != data["images_sha256"] and not built_here
+  ):
+    what = "labels" if saved.get("labels_sha256") != data["labels_sha256"] else "images"
+    raise ValueError(
+      f"{workdir} was trained on other data than the current build ({brief(saved)} in "
+      f"{DATA_JSON}; now {brief(data)}): its {what} changed since. Its results and "
+      "checkpoints are not reused: give a new --workdir to train on the current data (or "
+      f"delete {workdir} to replace it), or restore the data it was trained on"
+    )
+  if saved.get("images_sha256") != data["images_sha256"]:
+    return (
+      f"{workdir}: the images here have the labels {workdir} was trained on but other bytes "
+      "(the data set was generated on another machine or with other library versions; "
+      'docs/results.md, "Same seed, other machine"); continuing with them'
+    )
+  return None
+
+
 _HELD: set[str] = set()  # lock files this process holds (a nested claim of one is granted)
 
 
@@ -386,12 +432,12 @@ def experiment_runs(workdir: str) -> list[str]:
 
 
 def run_record_files(workdir: str) -> list[str]:
-  """What the reports read of a finished run, relative to `workdir`: config.json, results.md,
-  predictions.csv, attention.npz (PainSeeker), each fold's metrics.jsonl, and results.json last
-  (it marks the run finished). Not the checkpoints or TensorBoard files."""
+  """What the reports read of a finished run, relative to `workdir`: config.json, data.json,
+  results.md, predictions.csv, attention.npz (PainSeeker), each fold's metrics.jsonl, and
+  results.json last (it marks the run finished). Not the checkpoints or TensorBoard files."""
   files = [
     n
-    for n in (CONFIG_JSON, RESULTS_MD, PREDICTIONS_CSV, ATTENTION_NPZ)
+    for n in (CONFIG_JSON, DATA_JSON, RESULTS_MD, PREDICTIONS_CSV, ATTENTION_NPZ)
     if os.path.exists(os.path.join(workdir, n))
   ]
   files += [

@@ -355,6 +355,7 @@ def run_lbp_svm(
   sources = input_pipeline.get_sources(
     config.dataset, [f"rat{r}" for r in rats], config.data_dir, config.manual_dir
   )
+  loro.check_training_data(config, workdir)
   # Features per rat (each image once, whatever the folds), then folds = concatenations.
   idx = {r: input_pipeline.labelled_indices(sources[f"rat{r}"]) for r in rats}
   xs = features_many([(sources[f"rat{r}"], idx[r]) for r in rats], config, cache_dir)

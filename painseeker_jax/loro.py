@@ -242,21 +242,65 @@ def results_markdown(results: dict, title: str, groups=input_pipeline.RATSPAIN_G
   head = "| Method | " + " | ".join(titles) + f" | {pooled} |"
   sep = "|---" * (len(names) + 2) + "|"
 
+  def undefined(m):  # no pain in the labels and none predicted: F1 is 0/0
+    return 2 * m["tp"] + m["fp"] + m["fn"] == 0
+
   def cell(m):
-    return f"{m['f1']:.4f}/{m['accuracy']:.2f}"
+    return f"{'—' if undefined(m) else format(m['f1'], '.4f')}/{m['accuracy']:.2f}"
 
   cells = " | ".join(cell(per_group[r]) for r in names)
   row = f"| {title} | {cells} | {cell(results[groups.pooled])} |"
-  return "\n".join(
-    [
-      head,
-      sep,
-      row,
-      "",
-      f"Cells: F1/Accuracy (%). {pooled}: confusion matrices summed over folds.",
-      "",
+  note = f"Cells: F1/Accuracy (%). {pooled}: confusion matrices summed over folds."
+  if any(undefined(m) for m in per_group.values()):
+    note += (
+      f" —: no F1 for {'an' if groups.unit[0] in 'aeiou' else 'a'} {groups.unit} with no pain "
+      "image that the model also called no pain "
+      "(0/0; results.json stores 0.0 there, as sklearn's zero_division=0)."
+    )
+  return "\n".join([head, sep, row, "", note, "", *_au_markdown(results, groups)])
+
+
+def _au_markdown(results: dict, groups) -> list[str]:
+  """The AU heads' scores, one row per action unit: pooled over the folds, and each group's
+  accuracy (empty without AU heads)."""
+  pooled = results[groups.pooled].get("au")
+  if not pooled:
+    return []
+  per_group = results[groups.per_group]
+  names = [n for n in pooled if n != "grimace_score"]
+  titles = [g.replace("rat", "Rat") if groups.unit == "rat" else g for g in per_group]
+  lines = [
+    f"Action units ({groups.pooled.upper()}: pooled over the folds; the images whose AU was "
+    "scored): accuracy (%) of the predicted level, macro-F1, QWK (quadratic-weighted kappa) "
+    "and MAE (|expected score − the raters' score|, levels 0-2); then each "
+    f"{groups.unit}'s accuracy (%).",
+    "",
+    "| AU | n | accuracy | macro-F1 | QWK | MAE | "
+    + " | ".join(t.replace("|", "\\|") for t in titles)
+    + " |",
+    "|---" * (6 + len(titles)) + "|",
+  ]
+  for n in names:
+    a = pooled[n]
+    if not a["n"]:
+      lines.append(f"| {n} | 0 | — | — | — | — | " + " | ".join("—" for _ in titles) + " |")
+      continue
+    cells = [
+      f"{g['au'][n]['accuracy']:.1f}" if g.get("au", {}).get(n, {}).get("n") else "—"
+      for g in per_group.values()
     ]
-  )
+    lines.append(
+      f"| {n} | {a['n']} | {a['accuracy']:.1f} | {a['macro_f1']:.3f} | {a['qwk']:.3f} | "
+      f"{a['mae']:.3f} | " + " | ".join(cells) + " |"
+    )
+  g = pooled.get("grimace_score")
+  if g and g.get("n"):
+    lines.append(
+      f"| grimace score | {g['n']} | — | — | — | {g['mae']:.3f} | "
+      + " | ".join("—" for _ in titles)
+      + " |"
+    )
+  return lines + [""]
 
 
 def write_outputs(
@@ -377,6 +421,17 @@ def _git_commit() -> str | None:
   return commit + ("+dirty" if dirty else "")
 
 
+def check_training_data(config, workdir: str, source=None) -> None:
+  """`layout.check_data` of `config`'s labelled images (`input_pipeline.training_data`): refuses
+  a work directory trained on other labels or images; logs a machine-built twin's other
+  bytes."""
+  warning = layout.check_data(
+    workdir, input_pipeline.training_data(config, source), input_pipeline.built_here(config)
+  )
+  if warning:
+    log.warning("%s", warning)
+
+
 def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """The leave-one-rat-out experiment (leave-one-animal-out on a lab's grimace set); returns
   (and writes) the results.
@@ -401,6 +456,7 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train.check_batch_fits(config, len(train_indices[k]), f"fold {layout.fold_label(k)}")
   with layout.claimed(workdir, "run"):
     layout.check_config(config, workdir)
+    check_training_data(config, workdir)
     log.info("%s", sharding.describe(trainer.mesh, config.batch_size))
     seconds = {}
     if multi_run.resolve_multi_run(config.get("multi_run", "sequential")) == "vmap":

@@ -61,9 +61,11 @@ class OnednnUnavailable(RuntimeError):
 
 
 def _prefixes():
-  """Where pip puts the wheels' data files (lib/, include/): the environment, then the user base."""
+  """Where pip puts the wheels' data files (lib/, include/): the environment, the Python it was
+  made from (a venv with --system-site-packages sees that one's packages), then the user base."""
   seen = []
-  for p in (sys.prefix, sysconfig.get_config_var("userbase") or "", os.path.expanduser("~/.local")):
+  user = (sysconfig.get_config_var("userbase") or "", os.path.expanduser("~/.local"))
+  for p in (sys.prefix, sys.base_prefix, *user):
     if p and p not in seen:
       seen.append(p)
   return seen

@@ -12,7 +12,8 @@ Pipeline:
     VIDEO=FILE, and checked against its video (frame count, resolution) before
     anything is written; a box CSV keyed by image path for images (an input image that
     none of its rows names is `skipped=not_in_boxes`; a row naming no file stops the run).
-    With several animals every frame gives one row per animal;
+    With several animals every frame gives one row per animal. Videos scored on whole frames
+    (neither --boxes nor --crop) get one warning naming them (`_warn_whole_frames`);
   * decoding (`load_image`, `iter_frames`, `prepare`): EXIF rotation, any PIL
     mode to RGB (`images.to_rgb`: grayscale, RGBA, CMYK, 16-bit), the face box
     (the `--crop` box, a box from `--boxes`, or the whole image), the quality
@@ -58,11 +59,13 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import contextlib
+import csv
 import dataclasses
 import glob
 import math
 import os
 import queue
+import shlex
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -212,6 +215,43 @@ def _kind(path: str) -> str | None:
   return None
 
 
+def _other_case(path: str) -> str | None:
+  """The existing file or folder whose path differs from `path` only in the case of letters
+  (`v0.JPG` for `v0.jpg`, `Faces/a.png` for `faces/a.png`; the first in name order), written as
+  `path` is (relative or absolute); None when `path` exists or no such one does."""
+
+  def resolve(p: str) -> str | None:
+    if os.path.lexists(p):
+      return p
+    head, tail = os.path.split(p)
+    if not tail or head == p:
+      return None
+    parent = resolve(head) if head else ""
+    if parent is None:
+      return None
+    try:
+      names = sorted(os.listdir(parent or "."))
+    except OSError:
+      return None
+    hits = [n for n in names if n.casefold() == tail.casefold()]
+    return os.path.join(parent, hits[0]) if hits else None
+
+  if not path or os.path.lexists(path):
+    return None
+  return resolve(path)
+
+
+def _case_hint(path: str, files_only: bool = False) -> str:
+  """'; X exists ...' when `path` is not found but X, differing only in case, is ('' if not)."""
+  other = _other_case(path)
+  if other is None or (files_only and not os.path.isfile(other)):
+    return ""
+  return (
+    f"; {other} exists, its name differs only in upper/lower case (file names are "
+    "case-sensitive here): write the name as it is on disk"
+  )
+
+
 def collect_inputs(paths: Sequence[str], folders: list[str] | None = None) -> list[Source]:
   """Expands files, folders (recursive) and globs into sources, in the given order.
 
@@ -269,7 +309,7 @@ def collect_inputs(paths: Sequence[str], folders: list[str] | None = None) -> li
           "convert them or change the pattern",
         )
     else:
-      add("error", arg, f"{arg}: no such file or folder")
+      add("error", arg, f"{arg}: no such file or folder{_case_hint(arg)}")
   return out
 
 
@@ -832,7 +872,8 @@ def _check_outputs(
 ) -> dict[tuple[str, str], str]:
   """Refuses outputs that are inputs (`_check_not_inputs`, always: images, videos, --boxes
   files), and existing outputs unless --overwrite (also the partial CSV an interrupted run
-  left, `predict_report.partial_path`); returns the plot path of each (video, animal)."""
+  left, `predict_report.partial_path`; while it is there every refusal names it and says that
+  --overwrite starts over); returns the plot path of each (video, animal)."""
   plan = plan or BoxPlan()
   plots = predict_report.plot_paths(opts.output, _sessions(sources, plan))
   summaries = predict_report.summary_paths(opts.output)
@@ -845,34 +886,87 @@ def _check_outputs(
   out_dir = os.path.dirname(os.path.abspath(opts.output))
   if os.path.isdir(opts.output):
     raise UsageError(f"--output {opts.output} is a folder; give a CSV file name")
+  # After an interrupted run (`<output>.partial` left, heat maps and plots perhaps too).
+  maps = f" and the heat maps of the same names in {opts.heatmaps}" if opts.heatmaps else ""
+  start_over = (
+    f"--overwrite starts over (every input is scored again; it replaces {partial}{maps}); to "
+    "keep the rows that file holds, move it away first"
+  )
+  interrupted = ""
+  if os.path.lexists(partial) and not opts.overwrite:
+    interrupted = f". An interrupted run left {partial} (the rows it scored): {start_over}"
   if os.path.exists(opts.output) and not opts.overwrite:
-    raise UsageError(f"{opts.output} already exists; use --overwrite to replace it")
+    raise UsageError(f"{opts.output} already exists; use --overwrite to replace it{interrupted}")
   if not os.path.isdir(out_dir):
-    raise UsageError(f"{out_dir}: the folder for --output does not exist")
+    raise UsageError(
+      f"{out_dir}: the folder for --output does not exist; create it (mkdir -p "
+      f"{shlex.quote(out_dir)}) or give --output a path in an existing folder"
+    )
   if opts.heatmaps:
     if os.path.exists(opts.heatmaps) and not os.path.isdir(opts.heatmaps):
       raise UsageError(f"--heatmaps {opts.heatmaps} is a file; give a folder")
     if os.path.isdir(opts.heatmaps) and os.listdir(opts.heatmaps) and not opts.overwrite:
       raise UsageError(
         f"{opts.heatmaps} already holds files; use --overwrite to write into it "
-        "(files of the same name are replaced) or choose an empty folder"
+        f"(files of the same name are replaced) or choose an empty folder{interrupted}"
       )
+  if interrupted:  # the partial CSV first: it says what the other files are
+    raise UsageError(f"{others[partial]} already exists; {start_over}")
   for path, what in others.items():
     if os.path.exists(path) and not opts.overwrite:
       raise UsageError(f"{what} already exists; use --overwrite to replace it")
   return plots
 
 
-def _is_image_box_csv(path: str) -> bool:
-  """A plain box CSV keyed by image path (an `image` column) rather than by video frame."""
+# The header of a box CSV for images (`tracking.read_image_boxes`).
+IMAGE_BOX_HEADER = "image,x,y,w,h (optional: animal, score)"
+_IMAGE_BOX_COLUMNS = ("image", "x", "y", "w", "h")
+
+
+def _first_line(path: str) -> str | None:
+  """The first line of a .csv file (no line end); None for another file or one not readable
+  as UTF-8 text (read_tracks names the problem)."""
   if not path.lower().endswith(".csv"):
-    return False
+    return None
   try:
     with open(path, encoding="utf-8-sig", newline="") as f:
-      header = f.readline()
+      return f.readline().rstrip("\r\n")
   except (OSError, UnicodeDecodeError):
-    return False  # read_tracks names the problem
-  return "image" in [c.strip().lower() for c in header.split(",")]
+    return None
+
+
+def _columns(line: str) -> list[str]:
+  """A CSV header line's column names (lower case, spaces stripped)."""
+  return [c.strip().lower() for c in next(csv.reader([line]), [])]
+
+
+def _is_image_box_csv(path: str) -> bool:
+  """A plain box CSV keyed by image path (an `image` column) rather than by video frame."""
+  line = _first_line(path)
+  return line is not None and "image" in _columns(line)
+
+
+def _not_image_box_csv(path: str) -> str | None:
+  """Why the .csv `path`, given to --boxes with no video among the inputs, is not an image
+  box CSV (the header it has, the one it needs); None when it is a tracking file for videos
+  (a DeepLabCut CSV, a box CSV keyed by `frame` or `video`) or not a readable CSV."""
+  line = _first_line(path)
+  if line is None:
+    return None
+  columns = _columns(line)
+  if columns[:1] == ["scorer"] or "frame" in columns or "video" in columns:
+    return None
+  why = f"--boxes {path}: not a box CSV for images: "
+  if not line.strip():
+    return why + f"its first line is empty, but it must be the header {IMAGE_BOX_HEADER}"
+  why += f"its header is {line.strip()!r}, but one needs the header {IMAGE_BOX_HEADER}"
+  if ";" in line and "," not in line:
+    return (
+      why + "; its columns are separated by ';': the separator must be a comma (in Excel, "
+      'save it as "CSV UTF-8 (comma delimited)")'
+    )
+  missing = [c for c in _IMAGE_BOX_COLUMNS if c not in columns]
+  return why + f"; it has no column {', '.join(missing)}: correct the header"
 
 
 def _stated_frames(path: str) -> int:
@@ -907,6 +1001,13 @@ def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
   try:
     if video_files:
       if not videos:
+        for arg in video_files:  # perhaps meant as an image box CSV: say what it lacks
+          if "=" in arg and not os.path.exists(arg):
+            continue
+          tracking._check_file(arg)  # a missing file: say so first
+          why = _not_image_box_csv(arg)
+          if why is not None:
+            raise UsageError(why)
         raise UsageError(
           f"--boxes {', '.join(video_files)}: tracking files for videos, but no video is "
           "among the inputs"
@@ -940,10 +1041,11 @@ def load_boxes(opts: Options, sources: list[Source]) -> BoxPlan:
           found = next((c for c in candidates if os.path.isfile(c)), None)
           if found is None:
             looked = " and ".join(dict.fromkeys(os.path.abspath(c) for c in candidates))
+            hint = next(filter(None, (_case_hint(c, files_only=True) for c in candidates)), "")
             raise UsageError(
               f"{path}, line {lines[name]}: the image {name!r} is not found (looked for "
               f"{looked}); an image path is read from the working directory or from the CSV's "
-              "folder: correct it, or remove the row"
+              f"folder: correct it, or remove the row{hint}"
             )
           plan.images.setdefault(os.path.realpath(found), []).extend(entries)
   except tracking.TrackingError as e:
@@ -1001,6 +1103,24 @@ def _probe_videos(sources: list[Source], opts: Options, plots: dict, plan: BoxPl
         s.kind, s.error = "error", str(e)
         for key in [k for k in plots if k[0] == s.path]:
           plots.pop(key)
+
+
+def _warn_whole_frames(sources: list[Source], opts: Options, plan: BoxPlan, err) -> None:
+  """One warning (on `err`) naming the videos scored on whole frames: no --crop and no
+  tracking file. The model was trained on face crops; a video that is a face close-up is
+  fine, so they are scored all the same. Images without boxes are the normal input: silent."""
+  if opts.crop is not None:
+    return
+  whole = [s.path for s in sources if s.kind == "video" and s.path not in plan.videos]
+  if not whole:
+    return
+  print(
+    f"painseeker predict: warning: {tracking._short_list(whole)}: scored on whole frames (no "
+    "--boxes, no --crop), but the model was trained on face crops; unless the video shows a "
+    "face close-up, give --boxes (a DeepLabCut or SLEAP tracking file, or a box CSV "
+    "video,frame,x,y,w,h) or --crop x,y,w,h",
+    file=err,
+  )
 
 
 def _score_batch(
@@ -1070,6 +1190,7 @@ def run(opts: Options, loaded=None, out=None, err=None) -> int:
   print(f"painseeker predict: {loaded.describe()}", file=out)
 
   _probe_videos(sources, opts, plots, plan)
+  _warn_whole_frames(sources, opts, plan, err)
   num_images = sum(s.kind == "image" for s in sources)
   total = num_images + sum(s.est_frames for s in sources if s.kind == "video")
   batch_size = opts.batch_size

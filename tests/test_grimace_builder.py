@@ -310,6 +310,14 @@ BAD = {
     lambda md: (md / "images" / "notes.txt").write_text("x"),
     ["line 5", "unsupported file type .txt"],
   ),
+  "not_utf8": (  # saved by a European Excel in Windows-1252
+    ["b2.png,Bär,1,,,,"],
+    None,
+    lambda md: (md / "labels.csv").write_bytes(
+      (md / "labels.csv").read_bytes().decode().encode("cp1252")
+    ),
+    ["labels.csv, line 5", "not UTF-8", "CSV UTF-8 (comma delimited)", "iconv"],
+  ),
   "header_only": ([[]], None, None, ["labels.csv", "no rows"]),
   "no_labels_csv": (
     [],

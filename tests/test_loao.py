@@ -158,7 +158,14 @@ def test_loao_results_per_animal_and_pooled(loao_run, lab):
     assert set(block["au"]["au_ear"]) == {"n", "accuracy", "macro_f1", "qwk", "mae"}
   assert results["config"]["dataset"] == "grimace"
   with open(os.path.join(loao_run, "results.md"), encoding="utf-8") as f:
-    assert f.readline().strip() == "| Method | R01 | R02 | R03 | LOAO |"
+    md = f.read().splitlines()
+  assert md[0] == "| Method | R01 | R02 | R03 | LOAO |"
+  # The AU heads' scores, action unit by action unit, as results.json has them.
+  assert "| AU | n | accuracy | macro-F1 | QWK | MAE | R01 | R02 | R03 |" in md
+  ear = pooled["au"]["au_ear"]
+  row = next(line for line in md if line.startswith("| au_ear |"))
+  assert row.startswith(f"| au_ear | {ear['n']} | {ear['accuracy']:.1f} | {ear['macro_f1']:.3f} |")
+  assert any(line.startswith("| grimace score |") for line in md)
   folds = sorted(p for p in os.listdir(loao_run) if p.startswith("fold_"))
   assert folds == ["fold_animal_R01", "fold_animal_R02", "fold_animal_R03"]
   assert folds == [os.path.basename(layout.fold_dir(loao_run, f"animal_{a}")) for a in IDS]
@@ -280,3 +287,59 @@ def test_lambda_au_study_decision_rule():
   }
   got = study.summary(results)
   assert got["mean_qwk"] == pytest.approx(0.25) and got["minutes"] == 10.0
+
+
+def test_results_table_shows_no_f1_for_a_control_animal():
+  """A control animal with no pain image, all called no pain, has F1 0/0: its cell says '—'
+  (not 0.0000 beside 100% accuracy) and a note says why."""
+  from painseeker_jax import loro, metrics
+
+  m = metrics.loro_metrics([0, 0, 0, 1, 0], [0, 0, 0, 1, 1], ["C1"] * 3 + ["P1"] * 2)
+  groups = input_pipeline.Groups(unit="animal", splits={"C1": "C1", "P1": "P1"}, names={})
+  md = loro.results_markdown(
+    {"per_animal": m["per_group"], "loao": m["pooled"]}, "PainSeeker", groups
+  ).splitlines()
+  assert md[2] == "| PainSeeker | —/100.00 | 0.6667/50.00 | 0.6667/80.00 |"
+  assert "—: no F1 for a animal" not in md[4] and "no F1 for an animal" in md[4]
+
+
+def test_a_workdir_trained_on_other_labels_is_not_reused(lab, tmp_path, capsys):
+  """After the lab corrects a score and rebuilds, neither `run` (even finished) nor
+  `train-final` reuses results or checkpoints trained on the old labels; an unchanged rerun
+  says that it read the finished run back."""
+  import shutil
+
+  lab_dir, data_dir = str(tmp_path / "lab"), str(tmp_path / "tfds")
+  shutil.copytree(lab.dir, lab_dir)
+  args = [
+    f"--config={CONFIG}",
+    f"--config.manual_dir={lab_dir}",
+    f"--config.data_dir={data_dir}",
+    *TINY,
+    "--config.folds=R01",
+    f"--workdir={tmp_path / 'w'}",
+  ]
+  assert cli.main(["run", *args]) == 0
+  with open(os.path.join(tmp_path / "w", layout.DATA_JSON), encoding="utf-8") as f:
+    assert json.load(f)["images"] == 24
+  capsys.readouterr()
+  assert cli.main(["run", *args]) == 0
+  assert "finished before" in capsys.readouterr().err
+  with open(os.path.join(lab_dir, "labels.csv"), newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  row = next(r for r in rows if r["animal_id"] == "R02" and r["pain_level"] in ("0", "2"))
+  row["pain_level"] = "2" if row["pain_level"] == "0" else "0"
+  with open(os.path.join(lab_dir, "labels.csv"), "w", newline="", encoding="utf-8") as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+  grimace_build.prepare("rgs", lab_dir, data_dir=data_dir, overwrite=True)
+  before = open(layout.results_path(str(tmp_path / "w")), encoding="utf-8").read()
+  assert cli.main(["run", *args]) == 2
+  err = capsys.readouterr().err
+  assert "was trained on other data" in err and "labels changed" in err and "--workdir" in err
+  argv = ["train-final", *args, f"--output={tmp_path / 'model'}"]
+  assert cli.main(argv) == 2
+  assert "was trained on other data" in capsys.readouterr().err
+  assert not os.path.exists(tmp_path / "model")
+  assert open(layout.results_path(str(tmp_path / "w")), encoding="utf-8").read() == before

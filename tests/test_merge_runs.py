@@ -3,6 +3,7 @@ machines. Runs are written with layout's own writers, as a training run writes t
 
 import fcntl
 import io
+import json
 import os
 import tarfile
 
@@ -245,3 +246,23 @@ def test_damaged_run_files_are_named(tmp_path, capsys):
     f.write(good.replace("pred", "label"))
   with pytest.raises(layout.RunFileError, match=r"predictions\.csv: no column 'pred'"):
     layout.read_predictions(run)
+
+
+def test_check_data_refuses_other_labels_and_warns_on_other_twin_bytes(tmp_path):
+  workdir = str(tmp_path / "w")
+  data = {"images": 3, "labels_sha256": "a" * 64, "images_sha256": "b" * 64}
+  assert layout.check_data(workdir, data) is None  # first use: written
+  assert layout.check_data(workdir, dict(data)) is None
+  with pytest.raises(ValueError, match=r"trained on other data.*labels changed.*--workdir"):
+    layout.check_data(workdir, dict(data, labels_sha256="c" * 64), built_here=True)
+  other_bytes = dict(data, images_sha256="d" * 64)
+  with pytest.raises(ValueError, match="images changed"):
+    layout.check_data(workdir, other_bytes)  # a lab's images: re-cropped, replaced
+  warning = layout.check_data(workdir, other_bytes, built_here=True)  # the twin, built elsewhere
+  assert "other bytes" in warning and "Same seed, other machine" in warning
+  with open(os.path.join(workdir, layout.DATA_JSON), encoding="utf-8") as f:
+    assert json.load(f) == data  # never overwritten
+  with open(os.path.join(workdir, layout.DATA_JSON), "w", encoding="utf-8") as f:
+    f.write("{")
+  with pytest.raises(layout.RunFileError, match="data.json: cannot be read"):
+    layout.check_data(workdir, data)

@@ -235,3 +235,12 @@ def test_library_that_fails_to_load_is_unavailable(monkeypatch):
   finally:
     onednn_conv.load.cache_clear()
     onednn_conv.available.cache_clear()
+
+
+def test_onednn_is_looked_for_in_the_python_a_venv_was_made_from(monkeypatch):
+  """A venv made with --system-site-packages sees the base Python's packages, the oneDNN wheels
+  among them; their lib/ and include/ are under sys.base_prefix, not the venv's prefix."""
+  monkeypatch.setattr(sys, "prefix", "/somewhere/venv")
+  monkeypatch.setattr(sys, "base_prefix", "/opt/python3.11")
+  prefixes = onednn_conv._prefixes()
+  assert prefixes[:2] == ["/somewhere/venv", "/opt/python3.11"]

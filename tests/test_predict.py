@@ -423,6 +423,63 @@ def test_video_sampling_rule(tmp_path, capsys):
   assert "--every-frames 0: must be >= 1" in capsys.readouterr().err
 
 
+def test_missing_output_folder_says_how_to_make_it(tmp_path, capsys):
+  """A usage error (before the model is looked at) that names the folder and what to do."""
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+  folder = tmp_path / "new results"
+  assert _predict(folder / "s.csv", tmp_path / "no_model", img) == 2
+  err = capsys.readouterr().err
+  assert f"{folder}: the folder for --output does not exist; create it (mkdir -p '{folder}')" in err
+  assert "or give --output a path in an existing folder" in err
+  assert not folder.exists()
+
+
+def test_a_rerun_after_an_interrupted_run_names_its_partial_csv(tmp_path, capsys):
+  """A killed run leaves <output>.partial and heat maps: every refusal of the rerun names the
+  partial CSV and says that --overwrite starts over; without it, the refusals are as before."""
+  img = os.path.join(REAL_SAMPLES, SAMPLES[0])
+  out, maps = tmp_path / "scores.csv", tmp_path / "maps"
+  partial = tmp_path / "scores.csv.partial"
+  maps.mkdir()
+  (maps / "label0_sample0.png").write_bytes(b"png")
+  no_model = tmp_path / "no_model"  # the refusals come before the model is read
+  assert _predict(out, no_model, img, extra=("--heatmaps", maps)) == 2
+  before = capsys.readouterr().err
+  assert f"{maps} already holds files; use --overwrite" in before and ".partial" not in before
+  partial.write_text("path,p_pain\n")
+  starts_over = f"--overwrite starts over (every input is scored again; it replaces {partial}"
+  assert _predict(out, no_model, img, extra=("--heatmaps", maps)) == 2
+  err = capsys.readouterr().err
+  assert f"{maps} already holds files; use --overwrite" in err
+  assert f"An interrupted run left {partial} (the rows it scored): {starts_over}" in err
+  assert f"and the heat maps of the same names in {maps}); to keep the rows" in err
+  assert _predict(out, no_model, img) == 2  # no heat maps: the partial CSV itself
+  err = capsys.readouterr().err
+  assert f"{partial} (the rows an interrupted run wrote for --output {out}) already exists" in err
+  assert starts_over in err and "heat maps" not in err
+  out.write_text("earlier\n")  # an earlier output, then a killed rerun
+  assert _predict(out, no_model, img) == 2
+  err = capsys.readouterr().err
+  assert f"{out} already exists; use --overwrite to replace it. An interrupted run left" in err
+  assert starts_over in err
+  assert out.read_text() == "earlier\n" and partial.read_text() == "path,p_pain\n"
+
+
+def test_a_path_that_differs_only_in_case_is_named(tmp_path):
+  """`V0.JPG` not found while `v0.jpg` exists (Linux file names are case-sensitive): the error
+  row names the existing file; a folder's case too."""
+  (tmp_path / "faces").mkdir()
+  shutil.copy(os.path.join(REAL_SAMPLES, SAMPLES[0]), tmp_path / "faces" / "v0.jpg")
+  hint = "exists, its name differs only in upper/lower case"
+  for given in ("faces/V0.JPG", "Faces/v0.jpg"):
+    [src] = predict.collect_inputs([str(tmp_path / given)])
+    assert src.kind == "error"
+    assert src.error.startswith(f"{tmp_path / given}: no such file or folder; ")
+    assert f"{tmp_path / 'faces' / 'v0.jpg'} {hint}" in src.error
+  [src] = predict.collect_inputs([str(tmp_path / "faces" / "v1.jpg")])
+  assert src.error == f"{tmp_path / 'faces' / 'v1.jpg'}: no such file or folder"
+
+
 def test_helpers():
   assert predict.smooth([0, 0, 3, 0, 0], 3).tolist() == [0, 1, 1, 1, 0]
   with pytest.raises(ValueError, match="x,y,w,h"):

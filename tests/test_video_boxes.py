@@ -243,6 +243,78 @@ def test_image_box_csv_rows_follow_min_likelihood_and_must_name_files(tmp_path, 
   assert str(tmp_path / "old" / "b.png") in str(e.value)
 
 
+def test_an_unrecognised_image_box_csv_says_what_header_it_needs(tmp_path):
+  """With images only, a --boxes CSV that is not an image box CSV (';' as separator, a typo in
+  the header) names the header it has and the one it needs, not "tracking files for videos"."""
+  face = Image.open(os.path.join(REAL_SAMPLES, "label0_sample0.jpg")).convert("RGB")
+  face.save(tmp_path / "v0.jpg")
+  image = str(tmp_path / "v0.jpg")
+  sources = predict.collect_inputs([image])
+  needs = "one needs the header image,x,y,w,h (optional: animal, score)"
+  box_csv = tmp_path / "semi.csv"
+
+  def refusal(text):
+    box_csv.write_text(text)
+    with pytest.raises(predict.UsageError) as e:
+      predict.load_boxes(_image_opts(tmp_path, image, boxes=[str(box_csv)]), sources)
+    assert "no video is among the inputs" not in str(e.value)
+    return str(e.value)
+
+  err = refusal("image;x;y;w;h\nv0.jpg;1;2;30;40\n")  # European Excel
+  assert err.startswith(f"--boxes {box_csv}: not a box CSV for images: its header is ")
+  assert f"'image;x;y;w;h', but {needs}" in err
+  assert "the separator must be a comma" in err and '"CSV UTF-8 (comma delimited)"' in err
+  err = refusal("imgae,x,y,w,h\nv0.jpg,1,2,30,40\n")
+  assert f"its header is 'imgae,x,y,w,h', but {needs}; it has no column image: correct" in err
+  assert "separator" not in err
+  assert "its first line is empty" in refusal("\nimage,x,y,w,h\nv0.jpg,1,2,30,40\n")
+  # A tracking file for videos (here a box CSV keyed by frame) keeps its message.
+  box_csv.write_text("frame,x,y,w,h\n0,1,2,30,40\n")
+  with pytest.raises(predict.UsageError, match="tracking files for videos, but no video"):
+    predict.load_boxes(_image_opts(tmp_path, image, boxes=[str(box_csv)]), sources)
+  # A missing file says so.
+  missing = str(tmp_path / "nope.csv")
+  with pytest.raises(predict.UsageError, match=f"^{missing}: no such file"):
+    predict.load_boxes(_image_opts(tmp_path, image, boxes=[missing]), sources)
+  # A header in quotes is an image box CSV.
+  box_csv.write_text('"image","x","y","w","h"\nv0.jpg,1,2,30,40\n')
+  plan = predict.load_boxes(_image_opts(tmp_path, image, boxes=[str(box_csv)]), sources)
+  assert plan.images == {os.path.realpath(image): [("", (1.0, 2.0, 30.0, 40.0))]}
+
+
+def test_an_image_row_that_differs_only_in_case_names_the_file(tmp_path):
+  face = Image.open(os.path.join(REAL_SAMPLES, "label0_sample0.jpg")).convert("RGB")
+  face.save(tmp_path / "v0.jpg")
+  image = str(tmp_path / "v0.jpg")
+  box_csv = tmp_path / "boxes.csv"
+  box_csv.write_text("image,x,y,w,h\nV0.JPG,1,2,30,40\n")
+  opts = _image_opts(tmp_path, image, boxes=[str(box_csv)])
+  with pytest.raises(predict.UsageError) as e:
+    predict.load_boxes(opts, predict.collect_inputs([image]))
+  assert f"{box_csv}, line 2: the image 'V0.JPG' is not found" in str(e.value)
+  assert f"; {image} exists, its name differs only in upper/lower case" in str(e.value)
+
+
+def test_videos_on_whole_frames_get_one_warning(model, cage, tmp_path, capsys):
+  """A video scored with neither --boxes nor --crop: one warning per run naming the videos, and
+  scored all the same (a face close-up is legitimate); none with --crop or for images."""
+  other = tmp_path / "close_up.mp4"
+  shutil.copy(cage["video"], other)
+  out = tmp_path / "whole.csv"
+  assert _predict(out, model, cage["video"], other) == 0
+  err = capsys.readouterr().err
+  assert err.count("warning") == 1, err
+  assert f"warning: {cage['video']}, {other}: scored on whole frames (no --boxes, no --crop)" in err
+  assert "give --boxes (a DeepLabCut or SLEAP tracking file, or a box CSV" in err
+  assert "or --crop x,y,w,h" in err
+  assert all(r["p_pain"] for r in _rows(out))
+  crop = ("--crop", "100,60,112,112", "--overwrite")
+  assert _predict(out, model, cage["video"], extra=crop) == 0
+  assert "warning" not in capsys.readouterr().err
+  assert _predict(out, model, os.path.join(REAL_SAMPLES, "label0_sample0.jpg"), extra=crop[2:]) == 0
+  assert "warning" not in capsys.readouterr().err
+
+
 def test_box_files_are_inputs_never_outputs(model, cage, tmp_path, capsys):
   """--boxes files (also the FILE of VIDEO=FILE) are inputs: no output replaces them, with or
   without --overwrite; nothing is written."""

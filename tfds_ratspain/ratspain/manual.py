@@ -321,10 +321,33 @@ def read_csv(
           )
         rows.append((dict(zip(header, fields)), reader.line_num))
   except UnicodeDecodeError as e:
-    raise _error(csv_path, f"not a UTF-8 text file ({e})", help_text) from None
+    raise _error(
+      _first_non_utf8_line(csv_path) or csv_path, _NOT_UTF8.format(e=e), help_text
+    ) from None
   if not rows:
     raise _error(csv_path, "has a header but no rows", help_text)
   return rows
+
+
+_NOT_UTF8 = (
+  "is not UTF-8 text ({e}); a spreadsheet saved in a regional encoding (e.g. Windows-1252 from "
+  'Excel) does this: save it as "CSV UTF-8 (comma delimited)", or convert it, e.g. '
+  "`iconv -f cp1252 -t utf-8 labels.csv > labels_utf8.csv`"
+)
+
+
+def _first_non_utf8_line(csv_path: str) -> str | None:
+  """'<csv_path>, line N' of the first line that is not UTF-8, or None."""
+  try:
+    with open(csv_path, "rb") as f:
+      for number, line in enumerate(f, 1):
+        try:
+          line.decode("utf-8")
+        except UnicodeDecodeError:
+          return f"{csv_path}, line {number}"
+  except OSError:
+    pass
+  return None
 
 
 def _check_csv_header(csv_path: str, header: list[str]) -> None:
