@@ -79,9 +79,12 @@ def run(config: ml_collections.ConfigDict, workdir: str):
 
 
 def run_method(config, workdir: str) -> dict:
-  """One LORO run of one method; a finished run is read back, not redone."""
+  """One LORO run of one method; a finished run is read back, not redone (after checking that
+  it ran with this config on these data)."""
   if layout.is_finished(workdir):
     layout.check_config(config, workdir)
+    loro.check_training_data(config, workdir)
+    log.info("%s: finished before, results read back (a new --workdir trains again)", workdir)
     return layout.read_results(workdir)
   if config.model.name == "lbp_svm":
     if config.dataset == input_pipeline.GRIMACE:
@@ -376,8 +379,9 @@ def summarize_method(method, by_seed: dict, ref_by_seed, lookup, config, workdir
         ),
       }
   if pair_seeds:
-    # The difference of the means over those seeds, seeds resampled too (covers the seed
-    # spread).
+    # The difference of the means over those seeds, seeds resampled too (part of the seed
+    # spread: too narrow with few seeds, docs/results.md "How far the two-level interval
+    # reaches").
     own = _seed_preds(first, {s: by_seed[s] for s in pair_seeds})
     ref_preds = _seed_preds(first, {s: ref_by_seed[s] for s in ref_seeds})
     out["vs_painseeker_mean"] = {
@@ -668,15 +672,18 @@ def _table3_statistics(methods: dict, titles: dict, config) -> list[str]:
     "",
     f"Mean ± std over seeds; 95% CI: stratified bootstrap over test images "
     f"({config.bootstrap} resamples), each scoring every seed's predictions and averaging them "
-    "(a CI of the mean over seeds); vs. PainSeeker: "
-    "exact McNemar p and the paired-bootstrap F1 difference ΔF1 = PainSeeker − method per seed "
+    "(a CI of the mean over these seeds: image sampling only, the seed spread is not in it); "
+    "vs. PainSeeker: exact McNemar p (of the errors, i.e. accuracy) and the paired-bootstrap F1 "
+    "difference ΔF1 = PainSeeker − method per seed "
     "(images stratified by rat) "
     "(positive: PainSeeker better; the single LBP + SVM run is compared with PainSeeker's first "
     "seed); last column: the difference of the means over the seeds both have finished (all "
     "of PainSeeker's against the one LBP + SVM run), with a two-level "
-    "bootstrap (images stratified by rat, and each method's seeds drawn with replacement, so "
-    "the interval includes the seed spread) and its bootstrap p; the seeds are named when "
-    "they are not all of the table's. A method with one finished run has no ± std.",
+    "bootstrap (images stratified by rat, and each method's seeds drawn with replacement) and "
+    "its bootstrap p; the seeds are named when they are not all of the table's. With few "
+    "seeds that interval holds only part of the seed spread and is too narrow (measured "
+    'coverage: docs/results.md "How far the two-level interval reaches"). A method with '
+    "one finished run has no ± std.",
     "",
     "| Method | seeds | LORO F1 | 95% CI | LORO Acc (%) | 95% CI | McNemar p vs PainSeeker "
     "| ΔF1 [95% CI] | ΔF1 of seed means [95% CI], p |",
@@ -713,9 +720,10 @@ def _table3_vs_best_lbp(report: dict, titles: dict, config) -> list[str]:
     "",
     f"## Deep methods against the best LBP + SVM ({titles[vs['lbp']]})",
     "",
-    'Method − that LBP variant (chosen by its LORO F1, as the paper\'s "best LBP" column): the '
-    "difference of the seed means with the two-level bootstrap of the Statistics section; "
-    "positive: the deep method is better.",
+    'Method − that LBP variant (chosen by its LORO F1, as the paper\'s "best LBP" column: picked '
+    "on the test scores among the variants, so it flatters LBP): the difference of the seed "
+    "means with the two-level bootstrap of the Statistics section; positive: the deep method "
+    "is better.",
     "",
     "| Method | ΔF1 [95% CI], p | ΔAcc (points) [95% CI], p |",
     "|---|---|---|",
@@ -767,7 +775,7 @@ def _table3_pose_bins(methods: dict, titles: dict, config) -> list[str]:
   counts = next(iter(methods.values()))["pose_bins"]
   lines = [
     "",
-    "## By head pose (|yaw|: frontal < 20°, moderate 20-50°, extreme > 50°)",
+    "## By head pose (|yaw|: frontal < 20°, moderate 20-50°, extreme ≥ 50°)",
     "",
     "F1/Accuracy (%), mean over seeds.",
     "",
@@ -886,7 +894,8 @@ def _table3_au(methods: dict, titles: dict, config) -> list[str]:
     "## Grimace action units (methods with AU heads)",
     "",
     "Over the test images whose AU was scored, pooled over the folds: mean ± std over seeds "
-    f"[95% CI of the seed mean, stratified image bootstrap, {config.bootstrap} resamples]. "
+    f"[95% CI of the seed mean, stratified image bootstrap, {config.bootstrap} resamples: image "
+    "sampling only]; one run: its score alone. "
     "QWK: Cohen's kappa with quadratic weights; MAE: |expected score − label| (levels 0-2); "
     "grimace score: mean over an image's scored AUs.",
     "",
@@ -894,10 +903,12 @@ def _table3_au(methods: dict, titles: dict, config) -> list[str]:
     "|---|---|---|---|---|---|---|",
   ]
 
-  def cell(ms, digits):
-    return f"{_fmt(ms, digits)} [{ms['ci'][0]:.{digits}f}, {ms['ci'][1]:.{digits}f}]"
-
   for m, d in methods.items():
+    one = len(d["seeds"]) == 1
+
+    def cell(ms, digits, one=one):
+      return f"{_fmt(ms, digits, one)} [{ms['ci'][0]:.{digits}f}, {ms['ci'][1]:.{digits}f}]"
+
     for name, a in d.get("au", {}).items():
       if name == "grimace_score" or not a["n"]:
         continue
@@ -1112,7 +1123,9 @@ def sensitivity_markdown(report: dict, config) -> str:
     f"one parameter varied at a time, the others at their defaults ({defaults}). Δ: the "
     "setting's mean minus the default's over the seeds both have finished, on the same images, "
     "with a two-level bootstrap 95% CI and p value (images stratified by rat, and those seeds "
-    "resampled: with one seed the interval covers image sampling only).",
+    "resampled: with one seed the interval covers image sampling only, and with a few it holds "
+    "only part of the seed spread and is too narrow; measured coverage: docs/results.md "
+    '"How far the two-level interval reaches").',
     "",
     *[f"**Warning**: {w}.\n" for w in report.get("warnings") or []],
   ]

@@ -195,9 +195,13 @@ def paired_bootstrap_diff(
   differ): the difference is then between the means over runs, and each
   resample scores every run. With `resample_runs`, each resample also draws
   each classifier's runs with replacement (a two-level bootstrap, images and
-  seeds), so the interval covers the seed-to-seed spread too and speaks for
-  other seeds of the same recipe, not only for the seeds at hand (a single
-  run is always drawn as itself). Returns `{"diff": observed difference,
+  seeds), so the interval takes in seed-to-seed spread as well as image
+  sampling (a single run is always drawn as itself). Drawing R runs with
+  replacement keeps (R - 1) / R of their variance, and a percentile interval
+  from a few runs cannot widen as a t interval would: with 2-5 seeds the
+  interval is too narrow when the seeds differ (measured coverage:
+  docs/results.md "How far the two-level interval reaches";
+  tools/seed_bootstrap_coverage.py). Returns `{"diff": observed difference,
   "ci": (lo, hi), "p_value": p}` with p = 2 x the share of resampled
   differences on the other side of 0 from the observed one (0 itself
   counts as the other side), capped at 1; p = 1 when the observed difference

@@ -796,3 +796,18 @@ def test_compare_runs_pairs_two_runs_image_by_image(tmp_path, capsys):
     experiments.compare_runs(str(tmp_path / "a"), str(tmp_path / "c"))
   assert cli.main(["compare-runs", str(tmp_path / "a"), str(tmp_path / "none")]) == 2
   assert "none: not a finished run" in capsys.readouterr().err
+
+
+def test_au_table_gives_a_single_run_without_std():
+  """One finished run has no spread: its AU cells show the score alone, not '± 0.000'."""
+  from configs import table3
+
+  ms = {"mean": 0.5, "std": 0.0, "ci": (0.4, 0.6)}
+  au = {"au_ear": {"n": 10, "accuracy": ms, "macro_f1": ms, "qwk": ms, "mae": ms}}
+  methods = {"painseeker_au": {"seeds": [0], "au": au}, "other": {"seeds": [0, 1], "au": au}}
+  titles = {"painseeker_au": "One", "other": "Two"}
+  lines = experiments._table3_au(methods, titles, table3.get_config("synthetic"))
+  one = next(line for line in lines if line.startswith("| One |"))
+  two = next(line for line in lines if line.startswith("| Two |"))
+  assert "±" not in one and "| 0.500 [0.400, 0.600] |" in one
+  assert "| 0.500 ± 0.000 [0.400, 0.600] |" in two
