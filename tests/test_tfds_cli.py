@@ -6,7 +6,6 @@ clear message."""
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 
@@ -27,9 +26,13 @@ except ImportError:
 
 
 def _tfds_build(config, data_dir, *flags):
-  tfds_cli = shutil.which("tfds") or pytest.fail("the `tfds` command is not on PATH")
+  # The stock `tfds` command's own entry point, run by this interpreter: a `tfds` found on PATH
+  # may belong to another Python (in a venv made with --system-site-packages, the base one,
+  # which lacks this project).
   cmd = [
-    tfds_cli,
+    sys.executable,
+    "-c",
+    "from tensorflow_datasets.scripts.cli.main import launch_cli; launch_cli()",
     "build",
     "tfds_ratspain/ratspain",
     f"--config={config}",
