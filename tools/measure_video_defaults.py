@@ -9,7 +9,8 @@
    autocorrelation), against the plain bootstrap (block 1).
 2. The quality gate (painseeker_jax/quality.py): sharpness and exposure of the nine real RatsPain
    crops (tests/data/real_samples) and of the twin's images as they are, blurred (Gaussian,
-   radius in pixels of the 256-px image) and darkened (pixel values times a gain).
+   radius in pixels of the 256-px image), darkened (pixel values times a gain) and boxed
+   tighter than the data set frames a face (the centre square of 90, 80, 70% of the side).
 
 Run (needs the twin built, as by the README's quick start; about a minute):
   python tools/measure_video_defaults.py [--data_dir DIR]
@@ -35,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FACE_LANDMARKS = 5  # left/right eye, left/right ear, nose (the first five twin landmarks)
 BLURS = (1.0, 2.0, 3.0, 5.0)
 GAINS = (0.5, 0.25, 0.12, 0.06)
+FRAMINGS = (0.9, 0.8, 0.7)  # a box's side over the data set's face crop (centred)
 
 
 def _pct(a, qs=(1, 5, 50, 95)) -> str:
@@ -75,9 +77,13 @@ def main(argv=None) -> int:
   real_paths = sorted(glob.glob(os.path.join(ROOT, "tests", "data", "real_samples", "*.jpg")))
   real = [Image.open(p).convert("RGB") for p in real_paths]
 
-  def measured(images, blur=0.0, gain=1.0):
+  def measured(images, blur=0.0, gain=1.0, framing=1.0):
     out = []
     for img in images:
+      if framing < 1:  # a tighter box than the data set's: the centre square of that side
+        side = int(min(img.size) * framing)
+        x, y = (img.width - side) // 2, (img.height - side) // 2
+        img = img.crop((x, y, x + side, y + side))
       if blur:  # the radius is given at 256 px; scale it to this image
         img = img.filter(ImageFilter.GaussianBlur(blur * img.width / 256))
       arr = np.asarray(img, np.float32) * gain
@@ -92,6 +98,8 @@ def main(argv=None) -> int:
   rows += [(f"real, blur {b:g} px", measured(real, blur=b)) for b in BLURS]
   rows += [(f"twin, gain {g:g}", measured(twin, gain=g)) for g in GAINS]
   rows += [(f"real, gain {g:g}", measured(real, gain=g)) for g in GAINS]
+  rows += [(f"real, box {f:.0%} of the side", measured(real, framing=f)) for f in FRAMINGS]
+  rows += [(f"twin, box {f:.0%} of the side", measured(twin, framing=f)) for f in FRAMINGS]
   for name, s in rows:
     print(f"| {name} | {_pct(s[:, 0])} | {_pct(s[:, 1])} |")
   print("\n## Block bootstrap coverage (AR(1), n = 600, 200 series, nominal 95%)")

@@ -14,7 +14,7 @@ does; an image is right with that chance. Each cell is the share of `reps` simul
 experiments whose 95% interval of the accuracy difference of the seed means holds 0
 (2,000 resamples each, as the reports use).
 
-Run (no data needed; about 5 minutes on 2 CPU cores):
+Run (no data needed; 45 minutes on 2 CPU cores beside a training run):
   python tools/seed_bootstrap_coverage.py
 The figures go to docs/results.md "How far the two-level interval reaches".
 """
