@@ -235,11 +235,7 @@ def results_markdown(results: dict, title: str, groups=input_pipeline.RATSPAIN_G
   (LOAO) column."""
   per_group, pooled = results[groups.per_group], groups.pooled.upper()
   names = list(per_group)
-  if groups.unit == "rat":
-    titles = [r.replace("rat", "Rat") for r in names]
-  else:  # the animal ids as in labels.csv
-    titles = [a.replace("|", "\\|") for a in names]
-  head = "| Method | " + " | ".join(titles) + f" | {pooled} |"
+  head = "| Method | " + " | ".join(_group_titles(names, groups)) + f" | {pooled} |"
   sep = "|---" * (len(names) + 2) + "|"
 
   def undefined(m):  # no pain in the labels and none predicted: F1 is 0/0
@@ -260,6 +256,14 @@ def results_markdown(results: dict, title: str, groups=input_pipeline.RATSPAIN_G
   return "\n".join([head, sep, row, "", note, "", *_au_markdown(results, groups)])
 
 
+def _group_titles(names: list, groups) -> list[str]:
+  """Table column titles of the groups: `Rat3`, or the animal ids as in labels.csv (a `|`
+  escaped)."""
+  if groups.unit == "rat":
+    return [r.replace("rat", "Rat") for r in names]
+  return [a.replace("|", "\\|") for a in names]
+
+
 def _au_markdown(results: dict, groups) -> list[str]:
   """The AU heads' scores, one row per action unit: pooled over the folds, and each group's
   accuracy (empty without AU heads)."""
@@ -268,16 +272,14 @@ def _au_markdown(results: dict, groups) -> list[str]:
     return []
   per_group = results[groups.per_group]
   names = [n for n in pooled if n != "grimace_score"]
-  titles = [g.replace("rat", "Rat") if groups.unit == "rat" else g for g in per_group]
+  titles = _group_titles(list(per_group), groups)
   lines = [
     f"Action units ({groups.pooled.upper()}: pooled over the folds; the images whose AU was "
     "scored): accuracy (%) of the predicted level, macro-F1, QWK (quadratic-weighted kappa) "
     "and MAE (|expected score − the raters' score|, levels 0-2); then each "
     f"{groups.unit}'s accuracy (%).",
     "",
-    "| AU | n | accuracy | macro-F1 | QWK | MAE | "
-    + " | ".join(t.replace("|", "\\|") for t in titles)
-    + " |",
+    "| AU | n | accuracy | macro-F1 | QWK | MAE | " + " | ".join(titles) + " |",
     "|---" * (6 + len(titles)) + "|",
   ]
   for n in names:
