@@ -317,17 +317,17 @@ def check_data(workdir: str, data: dict, built_here: bool = False) -> str | None
   def brief(d):
     return f"{d.get('images')} images, labels sha256 {str(d.get('labels_sha256'))[:12]}"
 
-  if saved.get("labels_sha256") != data["labels_sha256"] or (
-    saved.get("images_sha256") != data["images_sha256"] and not built_here
-  ):
-    what = "labels" if saved.get("labels_sha256") != data["labels_sha256"] else "images"
+  other_labels = saved.get("labels_sha256") != data["labels_sha256"]
+  other_images = saved.get("images_sha256") != data["images_sha256"]
+  if other_labels or (other_images and not built_here):
+    what = "labels" if other_labels else "images"
     raise ValueError(
       f"{workdir} was trained on other data than the current build ({brief(saved)} in "
       f"{DATA_JSON}; now {brief(data)}): its {what} changed since. Its results and "
       "checkpoints are not reused: give a new --workdir to train on the current data (or "
       f"delete {workdir} to replace it), or restore the data it was trained on"
     )
-  if saved.get("images_sha256") != data["images_sha256"]:
+  if other_images:
     return (
       f"{workdir}: the images here have the labels {workdir} was trained on but other bytes "
       "(the data set was generated on another machine or with other library versions; "

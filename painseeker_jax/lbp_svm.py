@@ -352,10 +352,11 @@ def run_lbp_svm(
   layout.check_config(config, workdir)
   cache_dir = cache_dir or os.path.join(workdir, "lbp_features")
   rats = list(range(1, input_pipeline.NUM_RATS + 1))
+  everything = input_pipeline.fold_splits(0)[0]  # every rat, for `check_training_data`
   sources = input_pipeline.get_sources(
-    config.dataset, [f"rat{r}" for r in rats], config.data_dir, config.manual_dir
+    config.dataset, [*(f"rat{r}" for r in rats), everything], config.data_dir, config.manual_dir
   )
-  loro.check_training_data(config, workdir)
+  loro.check_training_data(config, workdir, sources[everything])
   # Features per rat (each image once, whatever the folds), then folds = concatenations.
   idx = {r: input_pipeline.labelled_indices(sources[f"rat{r}"]) for r in rats}
   xs = features_many([(sources[f"rat{r}"], idx[r]) for r in rats], config, cache_dir)

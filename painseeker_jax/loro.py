@@ -447,7 +447,8 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validate_config(config, trainer.mesh.size)
   groups = input_pipeline.get_groups(config)  # a lab's set: built on first use
   folds = groups.held_out(config.folds)
-  splits = [s for k in folds for s in groups.fold_splits(k)]
+  everything = groups.fold_splits(0)[0]  # every labelled image: what `check_training_data` reads
+  splits = [s for k in folds for s in groups.fold_splits(k)] + [everything]
   sources = input_pipeline.get_sources(
     config.dataset, splits, config.data_dir, config.manual_dir, config.scale
   )
@@ -458,7 +459,7 @@ def run_loro(config: ml_collections.ConfigDict, workdir: str) -> dict:
     train.check_batch_fits(config, len(train_indices[k]), f"fold {layout.fold_label(k)}")
   with layout.claimed(workdir, "run"):
     layout.check_config(config, workdir)
-    check_training_data(config, workdir)
+    check_training_data(config, workdir, sources[everything])
     log.info("%s", sharding.describe(trainer.mesh, config.batch_size))
     seconds = {}
     if multi_run.resolve_multi_run(config.get("multi_run", "sequential")) == "vmap":
